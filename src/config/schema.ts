@@ -1,0 +1,101 @@
+/**
+ * The agent's configuration schema (SPEC §3). Strict objects everywhere: an unknown key is an
+ * error, so a typo never silently falls back to a default. Defaults live here and only here.
+ */
+import * as v from "valibot";
+
+const hostPort = v.pipe(
+  v.string(),
+  v.regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$/, 'must be "host:port", e.g. "127.0.0.1:8080"'),
+  v.check((s) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535, "port must be 0 to 65535"),
+);
+
+const nonEmpty = (what: string) => v.pipe(v.string(), v.minLength(1, `${what} must not be empty`));
+
+export const DEFAULTS = {
+  dataDir: "./.outpost",
+  apiListen: "127.0.0.1:8080",
+  brokerListen: "127.0.0.1:1883",
+  outboxMaxBytes: 1024 * 1024 * 1024,
+  maxPayloadBytes: 256 * 1024,
+  deadLetters: 1000,
+} as const;
+
+export const BrokerSchema = v.strictObject({
+  listen: v.optional(hostPort, DEFAULTS.brokerListen),
+  auth: v.optional(v.picklist(["none", "token"], 'must be "none" or "token"'), "none"),
+});
+
+export const ExternalBrokerSchema = v.strictObject({
+  url: v.pipe(v.string(), v.regex(/^(mqtts?|tcp|ssl|wss?):\/\//, "must be an mqtt:// or mqtts:// URL")),
+  topics: v.optional(v.array(nonEmpty("a topic filter")), ["devices/+/telemetry", "devices/+/attributes", "devices/+/events"]),
+  /** Topic pattern with a `{device}` segment; default `devices/{device}/#`. */
+  devicePattern: v.optional(nonEmpty("devicePattern")),
+  clientId: v.optional(nonEmpty("clientId")),
+  username: v.optional(v.string()),
+  password: v.optional(v.string()),
+});
+
+export const HubSchema = v.strictObject({
+  url: v.pipe(v.string(), v.regex(/^grpcs?:\/\/[^/]+$/, 'must be "grpc://host:port" or "grpcs://host:port"')),
+  routingKey: nonEmpty("routingKey"),
+  secret: nonEmpty("secret"),
+  ca: v.optional(nonEmpty("ca")),
+});
+
+export const ConfigSchema = v.strictObject({
+  edgeId: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 of A-Z a-z 0-9 . _ -"))),
+  dataDir: v.optional(nonEmpty("dataDir"), DEFAULTS.dataDir),
+  api: v.optional(
+    v.strictObject({
+      listen: v.optional(hostPort, DEFAULTS.apiListen),
+      token: v.optional(v.pipe(v.string(), v.minLength(16, "must be at least 16 characters"))),
+    }),
+    {},
+  ),
+  mqtt: v.optional(
+    v.strictObject({
+      broker: v.optional(v.union([v.literal(false), BrokerSchema], "must be false or a broker object"), {}),
+      external: v.optional(v.array(ExternalBrokerSchema), []),
+    }),
+    {},
+  ),
+  hub: v.optional(HubSchema),
+  outbox: v.optional(
+    v.strictObject({
+      maxBytes: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(65536, "must be at least 65536")),
+        DEFAULTS.outboxMaxBytes,
+      ),
+      onFull: v.optional(v.picklist(["drop-oldest", "reject"], 'must be "drop-oldest" or "reject"'), "drop-oldest"),
+    }),
+    {},
+  ),
+  limits: v.optional(
+    v.strictObject({
+      maxPayloadBytes: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(16 * 1024 * 1024)),
+        DEFAULTS.maxPayloadBytes,
+      ),
+    }),
+    {},
+  ),
+  rules: v.optional(v.union([nonEmpty("rules"), v.looseObject({})], "must be a file path or a rules document")),
+  update: v.optional(
+    v.strictObject({
+      manifestUrl: v.optional(v.pipe(v.string(), v.url("must be a URL"))),
+      publicKey: v.optional(v.pipe(v.string(), v.base64("must be base64"))),
+      auto: v.optional(v.boolean(), false),
+    }),
+    {},
+  ),
+  log: v.optional(
+    v.strictObject({
+      level: v.optional(v.picklist(["debug", "info", "warn", "error"]), "info"),
+    }),
+    {},
+  ),
+});
+
+export type ConfigInput = v.InferInput<typeof ConfigSchema>;
+export type ParsedConfig = v.InferOutput<typeof ConfigSchema>;

@@ -1,0 +1,249 @@
+/**
+ * The control API and HTTP ingest (SPEC §4, §7), as one hono app served on `api.listen`.
+ * Bearer token on everything but `GET /healthz`; ingest also takes the device's own token.
+ * Every error is JSON; a user mistake never yields a stack trace, and nothing here can crash the
+ * agent.
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import type { Issue } from "../core/errors.ts";
+import type { IngestKind } from "../core/message.ts";
+import type { DeviceRegistry } from "../devices/mod.ts";
+import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload } from "../ingest/mod.ts";
+import { type Outbox, OutboxFullError } from "../outbox/mod.ts";
+import type { Telemetry } from "../telemetry/mod.ts";
+import { bearer, isApiToken, unauthorized } from "./auth.ts";
+
+export interface HubStatus {
+  configured: boolean;
+  connected: boolean;
+  lastAckAt: string | null;
+  url?: string;
+  /** Why the link is down, e.g. `UNAUTHENTICATED: unknown edge or wrong secret`. */
+  error?: string;
+}
+
+export interface RulesApi {
+  status(): { version: string | null; count: number };
+  get(): unknown;
+  /** Validates and applies a document atomically. */
+  put(document: unknown): { ok: true; version: string; count: number } | { ok: false; issues: Issue[] };
+  /** Dry run: outputs and trace, or issues for an invalid document. */
+  test(body: unknown): { ok: true; outputs: unknown[]; trace: unknown[] } | { ok: false; issues: Issue[] };
+}
+
+export interface ControlDeps {
+  token: string;
+  edgeId: string;
+  version: string;
+  startedAt: number;
+  maxPayloadBytes: number;
+  ingest: Ingest;
+  outbox: Outbox;
+  devices: DeviceRegistry;
+  deadLetters: DeadLetters;
+  telemetry: Telemetry;
+  hubStatus: () => HubStatus;
+  rules?: RulesApi;
+  /** Extra routes (MQTT, update, commands) mounted by their owners. */
+  extend?: (app: Hono) => void;
+  now?: () => number;
+}
+
+const KINDS: Record<string, IngestKind> = { telemetry: "telemetry", attributes: "attributes", events: "event" };
+
+export function createControlApp(deps: ControlDeps): Hono {
+  const app = new Hono();
+  const now = deps.now ?? Date.now;
+  const { telemetry } = deps;
+
+  app.onError((error, c) => {
+    telemetry.log.error("api.error", { path: c.req.path, error: String(error) });
+    return c.json({ error: "Internal error" }, 500);
+  });
+  app.notFound((c) => c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404));
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+
+  // Authentication: the API token everywhere; on ingest routes also the device's own token.
+  app.use("*", async (c, next) => {
+    if (c.req.path === "/healthz") return next();
+    const candidate = bearer(c);
+    if (isApiToken(candidate, deps.token)) return next();
+    const ingest = /^\/api\/v1\/devices\/([^/]+)\/(telemetry|attributes|events)$/.exec(c.req.path);
+    if (ingest && c.req.method === "POST" && candidate !== undefined) {
+      const device = decodeURIComponent(ingest[1]);
+      if (deps.devices.verify(device, candidate)) return next();
+    }
+    telemetry.authRefused(candidate === undefined ? "missing-token" : "wrong-token", {
+      path: c.req.path,
+      transport: "http",
+    });
+    return unauthorized(c, candidate === undefined ? "Missing bearer token" : "Invalid token");
+  });
+
+  app.post("/api/v1/devices/:device/:kind{telemetry|attributes|events}", async (c) => {
+    const device = c.req.param("device");
+    const kind = KINDS[c.req.param("kind")];
+    if (!DEVICE_ID.test(device)) {
+      return c.json({ errors: [{ path: "/device", message: `Invalid device id "${device}": use 1-128 of A-Z a-z 0-9 . _ : -` }] }, 400);
+    }
+    const declared = Number(c.req.header("content-length") ?? NaN);
+    if (declared > deps.maxPayloadBytes) {
+      telemetry.rejected("too-large", { device, transport: "http", bytes: declared });
+      return c.json({ error: `Body of ${declared} bytes is over the ${deps.maxPayloadBytes}-byte limit` }, 413);
+    }
+    const body = await readLimited(c, deps.maxPayloadBytes);
+    if (body === undefined) {
+      telemetry.rejected("too-large", { device, transport: "http" });
+      return c.json({ error: `Body is over the ${deps.maxPayloadBytes}-byte limit` }, 413);
+    }
+    const parsed = parsePayload(body, {
+      device,
+      kind,
+      source: "http",
+      now: now(),
+      maxBytes: deps.maxPayloadBytes,
+    });
+    if (!parsed.ok) {
+      telemetry.rejected(parsed.reason, { device, transport: "http" });
+      return c.json({ error: parsed.message }, parsed.reason === "too-large" ? 413 : 400);
+    }
+    try {
+      const n = await deps.ingest.accept(parsed.messages);
+      return c.json({ accepted: n }, 202);
+    } catch (error) {
+      if (error instanceof OutboxFullError) {
+        telemetry.rejected("outbox-full", { device, transport: "http", count: parsed.messages.length });
+        return c.json({ error: error.message }, 507);
+      }
+      throw error;
+    }
+  });
+
+  app.get("/api/v1/status", (c) => c.json(status()));
+
+  function status() {
+    const counts = telemetry.counts();
+    return {
+      version: deps.version,
+      edgeId: deps.edgeId,
+      uptimeSeconds: Math.round((now() - deps.startedAt) / 1000),
+      hub: deps.hubStatus(),
+      outbox: deps.outbox.stats(),
+      ingest: { accepted: counts.accepted, rejected: counts.rejected },
+      rules: deps.rules?.status() ?? { version: null, count: 0 },
+    };
+  }
+
+  app.get("/metrics", (c) => {
+    return c.body(telemetry.metrics.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+  });
+
+  app.get("/api/v1/outbox", (c) => {
+    const limit = intParam(c.req.query("limit"), 100, 1, 1000);
+    if (typeof limit === "string") return c.json({ errors: [{ path: "/limit", message: limit }] }, 400);
+    const records = deps.outbox.peek(limit).map((r) => ({
+      id: r.id,
+      seq: r.seq,
+      device: r.device,
+      kind: r.kind,
+      ts: r.ts,
+      topic: r.topic,
+      payload: JSON.parse(r.payload),
+      bytes: r.bytes,
+      createdAt: new Date(r.createdAt).toISOString(),
+    }));
+    return c.json({ records, depth: deps.outbox.stats().depth });
+  });
+
+  app.get("/api/v1/devices", (c) => c.json({ devices: deps.devices.list() }));
+
+  app.post("/api/v1/devices", async (c) => {
+    const body = await jsonBody(c);
+    if (!body.ok) return c.json({ errors: body.issues }, 400);
+    const id = (body.value as { id?: unknown })?.id;
+    if (typeof id !== "string" || !DEVICE_ID.test(id)) {
+      return c.json({ errors: [{ path: "/id", message: "must be a device id: 1-128 of A-Z a-z 0-9 . _ : -" }] }, 400);
+    }
+    const created = deps.devices.create(id);
+    if ("error" in created) return c.json({ error: `Device "${id}" already exists` }, 409);
+    telemetry.log.info("device.created", { device: id });
+    return c.json(created, 201);
+  });
+
+  app.get("/api/v1/deadletters", (c) => {
+    const limit = intParam(c.req.query("limit"), 100, 1, 1000);
+    if (typeof limit === "string") return c.json({ errors: [{ path: "/limit", message: limit }] }, 400);
+    return c.json({ deadletters: deps.deadLetters.list(limit) });
+  });
+
+  if (deps.rules) {
+    const rules = deps.rules;
+    app.get("/api/v1/rules", (c) => c.json({ ...rules.status(), document: rules.get() }));
+    app.put("/api/v1/rules", async (c) => {
+      const body = await jsonBody(c);
+      if (!body.ok) return c.json({ errors: body.issues }, 400);
+      const result = rules.put(body.value);
+      if (!result.ok) return c.json({ errors: result.issues }, 400);
+      return c.json({ version: result.version, count: result.count });
+    });
+    app.post("/api/v1/rules/test", async (c) => {
+      const body = await jsonBody(c);
+      if (!body.ok) return c.json({ errors: body.issues }, 400);
+      const result = rules.test(body.value);
+      if (!result.ok) return c.json({ errors: result.issues }, 400);
+      return c.json({ outputs: result.outputs, trace: result.trace });
+    });
+  }
+
+  deps.extend?.(app);
+  return app;
+}
+
+/** Reads the body, giving up (undefined) as soon as it passes `max` bytes. */
+async function readLimited(c: Context, max: number): Promise<Uint8Array | undefined> {
+  const stream = c.req.raw.body;
+  if (!stream) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = stream.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const ch of chunks) {
+    out.set(ch, off);
+    off += ch.byteLength;
+  }
+  return out;
+}
+
+/** Parses a JSON request body (1 MiB at most) into a value or a `/`-path issue. */
+export async function jsonBody(c: Context): Promise<{ ok: true; value: unknown } | { ok: false; issues: Issue[] }> {
+  const raw = await readLimited(c, 1024 * 1024);
+  if (raw === undefined) return { ok: false, issues: [{ path: "", message: "Body is over 1 MiB" }] };
+  try {
+    return { ok: true, value: JSON.parse(new TextDecoder().decode(raw)) };
+  } catch (error) {
+    return { ok: false, issues: [{ path: "", message: `Body is not valid JSON: ${(error as Error).message}` }] };
+  }
+}
+
+/** A whole-number query parameter in [min, max]; a string is the error message. */
+export function intParam(value: string | undefined, fallback: number, min: number, max: number): number | string {
+  if (value === undefined || value === "") return fallback;
+  if (!/^\d+$/.test(value)) return `must be a whole number, got "${value}"`;
+  const n = Number(value);
+  if (n < min || n > max) return `must be between ${min} and ${max}, got ${n}`;
+  return n;
+}

@@ -1,0 +1,111 @@
+/**
+ * Opens a local libSQL database for the agent's outbox or the hub's store.
+ *
+ * libSQL's native driver never frees a prepared statement (about 2.7 KB each), so every
+ * distinct SQL text is prepared once and kept: `prepare()` here is a cache, and drizzle is given
+ * the cached `prepare` too. The cache is bounded; statement texts are a small fixed set in this
+ * program, so hitting the bound means a bug (SQL built with values inlined) and is reported.
+ */
+import Database from "libsql";
+import { BetterSQLiteSession } from "drizzle-orm/better-sqlite3/session";
+import { BaseSQLiteDatabase, SQLiteSyncDialect } from "drizzle-orm/sqlite-core";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { type Migration, migrate } from "./migrate.ts";
+
+export type { Migration } from "./migrate.ts";
+export { agentMigrations, hubMigrations } from "./migrations.gen.ts";
+
+/** The subset of a prepared statement this program uses. */
+export interface Statement {
+  run(...params: unknown[]): { changes: number; lastInsertRowid: number | bigint };
+  get(...params: unknown[]): unknown;
+  all(...params: unknown[]): unknown[];
+  raw(toggle?: boolean): Statement;
+}
+
+export interface LocalDatabase {
+  /** The native handle, for `exec` of fixed SQL. */
+  raw: Database.Database;
+  /** A drizzle database over the same handle (sync API: `.run()`, `.all()`, `.get()`). */
+  orm: BaseSQLiteDatabase<"sync", unknown>;
+  /** Returns the cached prepared statement for this SQL text. */
+  prepare(sql: string): Statement;
+  /** Runs `fn` in one transaction (BEGIN IMMEDIATE … COMMIT), rolling back on throw. */
+  transaction<T>(fn: () => T): T;
+  /** How many distinct statements are prepared. */
+  statementCount(): number;
+  close(): void;
+}
+
+export interface OpenOptions {
+  migrations: readonly Migration[];
+  /** `full` (default): every commit is fsynced, durable across power loss. */
+  synchronous?: "full" | "normal";
+  /** Upper bound on distinct statements; beyond it `prepare` throws. */
+  maxStatements?: number;
+}
+
+export function openDatabase(path: string, options: OpenOptions): LocalDatabase {
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  const raw = new Database(path);
+  raw.exec("PRAGMA journal_mode = WAL");
+  raw.exec(`PRAGMA synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
+  raw.exec("PRAGMA busy_timeout = 5000");
+  raw.exec("PRAGMA foreign_keys = ON");
+  migrate(raw, options.migrations);
+
+  const maxStatements = options.maxStatements ?? 512;
+  const cache = new Map<string, Statement>();
+  const nativePrepare = raw.prepare.bind(raw);
+  const prepare = (sql: string): Statement => {
+    let statement = cache.get(sql);
+    if (statement === undefined) {
+      if (cache.size >= maxStatements) {
+        throw new Error(`Too many distinct SQL statements (${cache.size}): SQL is being built with inlined values`);
+      }
+      statement = nativePrepare(sql) as unknown as Statement;
+      cache.set(sql, statement);
+    }
+    return statement;
+  };
+  // drizzle's better-sqlite3 session calls client.prepare(sql) on every query: route it through
+  // the cache. Cached statements are reset by the driver on each run, so reuse is safe.
+  (raw as any).prepare = prepare;
+
+  const dialect = new SQLiteSyncDialect();
+  const session = new BetterSQLiteSession(raw as any, dialect, undefined, {});
+  const orm = new BaseSQLiteDatabase("sync", dialect, session as any, undefined) as BaseSQLiteDatabase<
+    "sync",
+    unknown
+  >;
+
+  const begin = () => raw.exec("BEGIN IMMEDIATE");
+  const commit = () => raw.exec("COMMIT");
+  const rollback = () => raw.exec("ROLLBACK");
+  let closed = false;
+
+  return {
+    raw,
+    orm,
+    prepare,
+    transaction<T>(fn: () => T): T {
+      begin();
+      try {
+        const result = fn();
+        commit();
+        return result;
+      } catch (error) {
+        if (raw.inTransaction) rollback();
+        throw error;
+      }
+    },
+    statementCount: () => cache.size,
+    close() {
+      if (closed) return;
+      closed = true;
+      cache.clear();
+      raw.close();
+    },
+  };
+}

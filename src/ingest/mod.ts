@@ -1,0 +1,84 @@
+/**
+ * The one doorway for device data: `accept(messages)` runs the rules, stores what goes to the hub
+ * in the outbox (group commit), and resolves only after commit. Transports acknowledge (MQTT
+ * PUBACK, HTTP 202) only when it has resolved.
+ */
+import type { Message, RoutedMessage } from "../core/message.ts";
+import type { DeviceRegistry } from "../devices/mod.ts";
+import type { Outbox } from "../outbox/mod.ts";
+import type { Telemetry } from "../telemetry/mod.ts";
+
+export { DeadLetters } from "./deadletters.ts";
+export type { DeadLetter } from "./deadletters.ts";
+export { DEVICE_ID, parsePayload, toMessages } from "./parse.ts";
+export type { ParseContext, ParseResult, RejectReason } from "./parse.ts";
+
+/** What the rules do to one message: zero, one or many outputs. */
+export interface MessageProcessor {
+  process(message: Message, now: number): { outputs: RoutedMessage[]; errors: number };
+}
+
+/** No rules: every message goes to the hub unchanged. */
+export const passThrough: MessageProcessor = {
+  process: (message) => ({ outputs: [message], errors: 0 }),
+};
+
+export interface IngestDeps {
+  outbox: Outbox;
+  devices: DeviceRegistry;
+  telemetry: Telemetry;
+  /** The rules in force, read at every call (replaced atomically by the rules host). */
+  rules: () => MessageProcessor;
+  /** Publishes a message routed to `mqtt:<topic>` on the local bus (best effort). */
+  publishLocal?: (topic: string, message: RoutedMessage) => void;
+  now?: () => number;
+}
+
+export interface Ingest {
+  /** Runs rules and stores the outputs; resolves with the number of input messages after commit. */
+  accept(messages: readonly Message[]): Promise<number>;
+  /** Stores messages created outside the data path (e.g. closed aggregate windows) as they are. */
+  emit(outputs: readonly RoutedMessage[]): Promise<void>;
+}
+
+export function createIngest(deps: IngestDeps): Ingest {
+  const now = deps.now ?? Date.now;
+
+  function route(outputs: readonly RoutedMessage[], toHub: RoutedMessage[]): void {
+    for (const out of outputs) {
+      const r = out.route;
+      if (r === undefined) {
+        toHub.push(out);
+        continue;
+      }
+      for (const dest of r) {
+        if (dest === "hub") toHub.push(out);
+        else if (dest.startsWith("mqtt:") && deps.publishLocal) deps.publishLocal(dest.slice(5), out);
+      }
+    }
+  }
+
+  return {
+    async accept(messages) {
+      const t = now();
+      const rules = deps.rules();
+      const toHub: RoutedMessage[] = [];
+      let errors = 0;
+      for (const m of messages) {
+        const result = rules.process(m, t);
+        errors += result.errors;
+        route(result.outputs, toHub);
+      }
+      if (errors > 0) deps.telemetry.rulesErrors(errors);
+      await deps.outbox.enqueue(toHub);
+      deps.telemetry.accepted(messages.length, messages[0]?.source ?? "unknown");
+      deps.devices.observe(messages, t);
+      return messages.length;
+    },
+    async emit(outputs) {
+      const toHub: RoutedMessage[] = [];
+      route(outputs, toHub);
+      await deps.outbox.enqueue(toHub);
+    },
+  };
+}

@@ -1,0 +1,328 @@
+/**
+ * The durable outbox: every accepted message waits here, oldest first, until the hub
+ * acknowledges it. Invariants:
+ * - `enqueue()` resolves only after the transaction holding its records has committed
+ *   (group commit: every caller that arrives while a commit runs shares the next one).
+ * - A record leaves only by `ack()` (delivered) or by `onFull: "drop-oldest"` (counted).
+ * - `seq` never repeats (AUTOINCREMENT); with the store's random epoch it makes the record id
+ *   the hub deduplicates on, stable across resends and restarts.
+ * - Each distinct SQL text is prepared once (see src/db/mod.ts).
+ */
+import { asc, count, gt, sql, sum } from "drizzle-orm";
+import { randomBytes } from "node:crypto";
+import { Buffer } from "node:buffer";
+import type { Message } from "../core/message.ts";
+import { agentMigrations, type LocalDatabase, openDatabase } from "../db/mod.ts";
+import { meta, outbox } from "./tables.ts";
+
+export interface OutboxRecord {
+  seq: number;
+  /** `<epoch>-<seq>`: unique per edge, stable across resends. */
+  id: string;
+  device: string;
+  kind: string;
+  ts: number;
+  topic: string | null;
+  /** JSON text. */
+  payload: string;
+  bytes: number;
+  createdAt: number;
+}
+
+export interface OutboxStats {
+  depth: number;
+  bytes: number;
+  oldestAgeSeconds: number;
+  dropped: number;
+}
+
+export interface OutboxOptions {
+  path: string;
+  maxBytes: number;
+  onFull: "drop-oldest" | "reject";
+  synchronous?: "full" | "normal";
+  now?: () => number;
+  /** Called after records were dropped to make room (for logging and metrics). */
+  onDropped?: (n: number) => void;
+}
+
+/** The outbox is full and `onFull` is `reject`: the caller answers 507 or withholds its ack. */
+export class OutboxFullError extends Error {
+  constructor(message = "Outbox is full") {
+    super(message);
+    this.name = "OutboxFullError";
+  }
+}
+
+interface Pending {
+  rows: PreparedRow[];
+  bytes: number;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+interface PreparedRow {
+  device: string;
+  kind: string;
+  ts: number;
+  topic: string | null;
+  payload: string;
+  bytes: number;
+}
+
+/** Fixed per-record overhead counted against `maxBytes` (row header, index entry). */
+const ROW_OVERHEAD = 48;
+
+export function recordBytes(device: string, topic: string | null | undefined, payload: string): number {
+  return Buffer.byteLength(payload) + device.length + (topic?.length ?? 0) + ROW_OVERHEAD;
+}
+
+export class Outbox {
+  readonly db: LocalDatabase;
+  readonly epoch: string;
+  private readonly options: OutboxOptions;
+  private readonly now: () => number;
+  private pending: Pending[] = [];
+  private flushScheduled = false;
+  private depth = 0;
+  private totalBytes = 0;
+  private dropped = 0;
+  private listeners = new Set<() => void>();
+  private closed = false;
+  private ackFrom: [number, number][] = [];
+  private ackScheduled = false;
+  private ackWaiters: (() => void)[] = [];
+
+  private readonly q;
+
+  constructor(options: OutboxOptions) {
+    this.options = options;
+    this.now = options.now ?? Date.now;
+    this.db = openDatabase(options.path, { migrations: agentMigrations, synchronous: options.synchronous });
+    const orm = this.db.orm;
+    const p = sql.placeholder;
+    this.q = {
+      claim: orm.select().from(outbox).where(gt(outbox.seq, p("after"))).orderBy(asc(outbox.seq)).limit(
+        p("limit"),
+      ).prepare(),
+      totals: orm.select({ n: count(), bytes: sum(outbox.bytes) }).from(outbox).prepare(),
+      oldest: orm.select({ createdAt: outbox.createdAt }).from(outbox).orderBy(asc(outbox.seq)).limit(1).prepare(),
+      getMeta: orm.select({ value: meta.value }).from(meta).where(sql`${meta.key} = ${p("key")}`).prepare(),
+      setMeta: orm.insert(meta).values({ key: p("key"), value: p("value") }).onConflictDoUpdate({
+        target: meta.key,
+        set: { value: sql`excluded.value` },
+      }).prepare(),
+    };
+    this.epoch = this.metaGet("epoch") ?? this.initEpoch();
+    this.dropped = Number(this.metaGet("dropped") ?? 0);
+    const totals = this.q.totals.get() as { n: number; bytes: number | string | null };
+    this.depth = totals.n;
+    this.totalBytes = Number(totals.bytes ?? 0);
+  }
+
+  private metaGet(key: string): string | undefined {
+    return (this.q.getMeta.get({ key }) as { value: string } | undefined)?.value;
+  }
+
+  private metaSet(key: string, value: string): void {
+    this.q.setMeta.run({ key, value });
+  }
+
+  private initEpoch(): string {
+    const epoch = randomBytes(6).toString("hex");
+    this.db.transaction(() => this.metaSet("epoch", epoch));
+    return epoch;
+  }
+
+  /** Stores messages durably; resolves after commit. Rejects with `OutboxFullError` when full under `reject`. */
+  enqueue(messages: readonly Message[]): Promise<void> {
+    if (this.closed) return Promise.reject(new Error("Outbox is closed"));
+    if (messages.length === 0) return Promise.resolve();
+    const rows: PreparedRow[] = new Array(messages.length);
+    let bytes = 0;
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i];
+      const payload = JSON.stringify(m.payload);
+      const topic = m.topic ?? null;
+      const b = recordBytes(m.device, topic, payload);
+      bytes += b;
+      rows[i] = { device: m.device, kind: m.kind, ts: m.ts, topic, payload, bytes: b };
+    }
+    return new Promise((resolve, reject) => {
+      this.pending.push({ rows, bytes, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const groups = this.pending;
+    this.pending = [];
+    if (groups.length === 0) return;
+    const accepted: Pending[] = [];
+    const refused: Pending[] = [];
+    let added = 0;
+    let addedBytes = 0;
+    let droppedNow = 0;
+    let droppedBytes = 0;
+    const insert = this.db.prepare(
+      "INSERT INTO outbox (device, kind, ts, topic, payload, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    );
+    try {
+      this.db.transaction(() => {
+        const createdAt = this.now();
+        for (const group of groups) {
+          if (group.bytes > this.options.maxBytes) {
+            refused.push(group);
+            continue;
+          }
+          const wouldBe = this.totalBytes + addedBytes - droppedBytes + group.bytes;
+          if (wouldBe > this.options.maxBytes) {
+            if (this.options.onFull === "reject") {
+              refused.push(group);
+              continue;
+            }
+            const freed = this.dropOldest(wouldBe - this.options.maxBytes);
+            droppedNow += freed.n;
+            droppedBytes += freed.bytes;
+          }
+          for (const r of group.rows) insert.run(r.device, r.kind, r.ts, r.topic, r.payload, r.bytes, createdAt);
+          added += group.rows.length;
+          addedBytes += group.bytes;
+          accepted.push(group);
+        }
+        if (droppedNow > 0) this.metaSet("dropped", String(this.dropped + droppedNow));
+      });
+    } catch (error) {
+      for (const g of groups) g.reject(error);
+      return;
+    }
+    this.depth += added - droppedNow;
+    this.totalBytes += addedBytes - droppedBytes;
+    if (droppedNow > 0) {
+      this.dropped += droppedNow;
+      this.options.onDropped?.(droppedNow);
+    }
+    for (const g of accepted) g.resolve();
+    for (const g of refused) {
+      g.reject(
+        new OutboxFullError(
+          g.bytes > this.options.maxBytes
+            ? `Message batch of ${g.bytes} bytes is larger than the outbox (${this.options.maxBytes} bytes)`
+            : `Outbox is full (${this.totalBytes} of ${this.options.maxBytes} bytes)`,
+        ),
+      );
+    }
+    if (added > 0) for (const listener of this.listeners) listener();
+  }
+
+  /** Deletes the oldest records until at least `need` bytes are free; inside a transaction. */
+  private dropOldest(need: number): { n: number; bytes: number } {
+    const pick = this.db.prepare("SELECT seq, bytes FROM outbox ORDER BY seq LIMIT 512");
+    const del = this.db.prepare("DELETE FROM outbox WHERE seq <= ?");
+    let n = 0;
+    let bytes = 0;
+    while (bytes < need) {
+      const rows = pick.all() as { seq: number; bytes: number }[];
+      if (rows.length === 0) break;
+      let last = 0;
+      for (const r of rows) {
+        n++;
+        bytes += r.bytes;
+        last = r.seq;
+        if (bytes >= need) break;
+      }
+      del.run(last);
+    }
+    return { n, bytes };
+  }
+
+  /** The oldest records after `afterSeq`, at most `limit` of them and about `maxBytes` (at least one). */
+  claim(afterSeq: number, limit: number, maxBytes = Infinity): OutboxRecord[] {
+    const rows = this.q.claim.all({ after: afterSeq, limit }) as Omit<OutboxRecord, "id">[];
+    const out: OutboxRecord[] = [];
+    let bytes = 0;
+    for (const r of rows) {
+      if (out.length > 0 && bytes + r.bytes > maxBytes) break;
+      bytes += r.bytes;
+      (r as OutboxRecord).id = `${this.epoch}-${r.seq}`;
+      out.push(r as OutboxRecord);
+    }
+    return out;
+  }
+
+  /**
+   * Deletes the records `firstSeq..lastSeq` (inclusive) once the hub has acknowledged them.
+   * Acks arriving together share one transaction; the promise resolves after it commits.
+   */
+  ack(firstSeq: number, lastSeq: number): Promise<void> {
+    this.ackFrom.push([firstSeq, lastSeq]);
+    return new Promise((resolve) => {
+      this.ackWaiters.push(resolve);
+      if (!this.ackScheduled) {
+        this.ackScheduled = true;
+        setImmediate(() => this.flushAcks());
+      }
+    });
+  }
+
+  private flushAcks(): void {
+    this.ackScheduled = false;
+    const ranges = this.ackFrom;
+    const waiters = this.ackWaiters;
+    this.ackFrom = [];
+    this.ackWaiters = [];
+    if (this.closed) return;
+    const del = this.db.prepare("DELETE FROM outbox WHERE seq BETWEEN ? AND ? RETURNING bytes");
+    let n = 0;
+    let bytes = 0;
+    this.db.transaction(() => {
+      for (const [a, b] of ranges) {
+        const rows = del.all(a, b) as { bytes: number }[];
+        n += rows.length;
+        for (const r of rows) bytes += r.bytes;
+      }
+    });
+    this.depth -= n;
+    this.totalBytes -= bytes;
+    for (const w of waiters) w();
+  }
+
+  /** The oldest `limit` records, read-only (for the control API). */
+  peek(limit: number): OutboxRecord[] {
+    return this.claim(0, limit);
+  }
+
+  stats(): OutboxStats {
+    const oldest = this.depth > 0 ? (this.q.oldest.get() as { createdAt: number } | undefined) : undefined;
+    return {
+      depth: this.depth,
+      bytes: this.totalBytes,
+      oldestAgeSeconds: oldest ? Math.max(0, Math.round((this.now() - oldest.createdAt) / 1000)) : 0,
+      dropped: this.dropped,
+    };
+  }
+
+  /** Calls `listener` after every commit that added records; returns an unsubscribe function. */
+  onData(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Flushes what is pending and closes the database. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    if (this.pending.length > 0) this.flush();
+    if (this.ackFrom.length > 0) this.flushAcks();
+    this.closed = true;
+    this.listeners.clear();
+    this.db.close();
+  }
+}
+
+export function createOutbox(options: OutboxOptions): Outbox {
+  return new Outbox(options);
+}

@@ -1,0 +1,90 @@
+/**
+ * The hub link's wire types and gRPC service definition, shared by the edge's uplink and the
+ * reference hub. The descriptor is generated from proto/outpost/v1/hub.proto and embedded, so a
+ * compiled binary needs no .proto file beside it.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { fromJSON } from "@grpc/proto-loader";
+import { hubDescriptor } from "./hub_descriptor.gen.ts";
+
+export interface WireRecord {
+  id: string;
+  device: string;
+  kind: string;
+  /** Milliseconds since the Unix epoch. */
+  ts: number;
+  /** UTF-8 JSON bytes. */
+  payload: Uint8Array;
+  topic: string;
+}
+export interface Batch {
+  seq: number;
+  records: WireRecord[];
+}
+export interface CommandFrame {
+  id: string;
+  device: string;
+  method: string;
+  params: Uint8Array;
+  timeoutMs: number;
+}
+export interface CommandResultFrame {
+  id: string;
+  status: string;
+  payload: Uint8Array;
+}
+export interface RulesFrame {
+  version: string;
+  document: Uint8Array;
+}
+export interface UpdateOfferFrame {
+  version: string;
+  url: string;
+  sha256: string;
+  signature: string;
+  size: number;
+}
+export interface ReportFrame {
+  type: string;
+  body: Uint8Array;
+}
+
+/** One frame from the edge; exactly one field is set, named by `frame`. */
+export type EdgeFrame =
+  | { frame: "batch"; batch: Batch }
+  | { frame: "commandResult"; commandResult: CommandResultFrame }
+  | { frame: "heartbeat"; heartbeat: { ts: number } }
+  | { frame: "report"; report: ReportFrame };
+
+/** One frame from the hub; exactly one field is set, named by `frame`. */
+export type HubFrame =
+  | { frame: "ack"; ack: { seq: number } }
+  | { frame: "command"; command: CommandFrame }
+  | { frame: "rules"; rules: RulesFrame }
+  | { frame: "updateOffer"; updateOffer: UpdateOfferFrame }
+  | { frame: "heartbeat"; heartbeat: { ts: number } };
+
+/** Metadata keys the edge authenticates with. */
+export const AUTH_METADATA = { edgeId: "edge-id", routingKey: "routing-key", secret: "secret" } as const;
+
+let cached: grpc.ServiceDefinition | undefined;
+
+/** The `outpost.v1.Hub` service definition (messages as plain objects, int64 as numbers). */
+export function hubService(): grpc.ServiceDefinition {
+  if (cached) return cached;
+  const pkg = fromJSON(hubDescriptor as any, {
+    keepCase: false,
+    longs: Number,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  const loaded = grpc.loadPackageDefinition(pkg) as any;
+  cached = loaded.outpost.v1.Hub.service as grpc.ServiceDefinition;
+  return cached;
+}
+
+/** A client constructor for the Hub service. */
+export function hubClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeGenericClientConstructor(hubService(), "outpost.v1.Hub");
+}

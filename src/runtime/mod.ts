@@ -1,0 +1,178 @@
+/**
+ * The one place that knows which runtime runs us (Deno, Bun or Node): serving HTTP, the own
+ * executable path, signals, exiting. Everything else is runtime-neutral and calls these.
+ */
+import { createServer } from "node:http";
+import process from "node:process";
+
+export type RuntimeName = "deno" | "bun" | "node";
+
+const g = globalThis as any;
+
+export function runtimeName(): RuntimeName {
+  if (typeof g.Bun !== "undefined") return "bun";
+  if (typeof g.Deno !== "undefined") return "deno";
+  return "node";
+}
+
+/** `deno 2.9.6`, `bun 1.4.5`, `node v20.20.2`. */
+export function runtimeVersion(): string {
+  const name = runtimeName();
+  if (name === "bun") return `bun ${g.Bun.version}`;
+  if (name === "deno") return `deno ${g.Deno.version.deno}`;
+  return `node ${process.version}`;
+}
+
+/** `linux-x64`, `linux-arm64`, … as the release artifacts name targets. */
+export function target(): string {
+  return `${process.platform}-${process.arch}`;
+}
+
+/** True when running as a compiled single-file executable rather than from source. */
+export function isCompiled(): boolean {
+  if (runtimeName() === "bun") return import.meta.url.includes("$bunfs") || import.meta.url.includes("~BUN");
+  return false;
+}
+
+/** The path of the executable that runs us (the outpost binary when compiled). */
+export function executablePath(): string {
+  return process.execPath;
+}
+
+export interface ServeOptions {
+  hostname: string;
+  port: number;
+  fetch: (request: Request) => Response | Promise<Response>;
+}
+
+export interface Server {
+  /** The port actually bound (useful with port 0). */
+  port: number;
+  /** Stops accepting and closes open connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Serves a fetch handler with the runtime's own HTTP server. */
+export async function serve(options: ServeOptions): Promise<Server> {
+  const name = runtimeName();
+  if (name === "bun") {
+    const server = g.Bun.serve({
+      hostname: options.hostname,
+      port: options.port,
+      fetch: options.fetch,
+      maxRequestBodySize: 64 * 1024 * 1024,
+      idleTimeout: 120,
+    });
+    let closed = false;
+    return {
+      port: server.port,
+      close() {
+        if (!closed) {
+          closed = true;
+          server.stop(true);
+        }
+        return Promise.resolve();
+      },
+    };
+  }
+  if (name === "deno") {
+    const ac = new AbortController();
+    const ready = Promise.withResolvers<number>();
+    const server = g.Deno.serve({
+      hostname: options.hostname,
+      port: options.port,
+      signal: ac.signal,
+      onListen: (addr: { port: number }) => ready.resolve(addr.port),
+      onError: (error: unknown) => {
+        console.error(JSON.stringify({ level: "error", event: "http.error", error: String(error) }));
+        return new Response("internal error", { status: 500 });
+      },
+    }, options.fetch);
+    const port = await Promise.race([
+      ready.promise,
+      server.finished.then(() => {
+        throw new Error(`HTTP server on ${options.hostname}:${options.port} stopped at start`);
+      }),
+    ]);
+    let closed = false;
+    return {
+      port,
+      async close() {
+        if (closed) return;
+        closed = true;
+        ac.abort();
+        await server.finished.catch(() => {});
+      },
+    };
+  }
+  return await serveNode(options);
+}
+
+async function serveNode(options: ServeOptions): Promise<Server> {
+  const server = createServer(async (req, res) => {
+    try {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of req) chunks.push(chunk as Uint8Array);
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(req.headers)) {
+        if (typeof v === "string") headers.set(k, v);
+        else if (Array.isArray(v)) for (const x of v) headers.append(k, x);
+      }
+      const method = req.method ?? "GET";
+      const body = method === "GET" || method === "HEAD" ? undefined : Buffer.concat(chunks);
+      const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, { method, headers, body });
+      const response = await options.fetch(request);
+      res.writeHead(response.status, Object.fromEntries(response.headers));
+      res.end(Buffer.from(await response.arrayBuffer()));
+    } catch (error) {
+      res.writeHead(500);
+      res.end(String(error));
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.hostname, () => resolve());
+  });
+  const addr = server.address();
+  let closed = false;
+  return {
+    port: typeof addr === "object" && addr ? addr.port : options.port,
+    close() {
+      if (closed) return Promise.resolve();
+      closed = true;
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      });
+    },
+  };
+}
+
+/** Calls `handler` once on the first SIGINT or SIGTERM; returns a function that unhooks it. */
+export function onShutdownSignal(handler: (signal: string) => void): () => void {
+  let fired = false;
+  const listener = (signal: string) => {
+    if (fired) return;
+    fired = true;
+    handler(signal);
+  };
+  const onInt = () => listener("SIGINT");
+  const onTerm = () => listener("SIGTERM");
+  process.on("SIGINT", onInt);
+  process.on("SIGTERM", onTerm);
+  return () => {
+    process.off("SIGINT", onInt);
+    process.off("SIGTERM", onTerm);
+  };
+}
+
+/** Ends the process with `code` (the CLI entry is the only caller). */
+export function exit(code: number): never {
+  process.exit(code);
+}
+
+/** Arguments after the executable (and script, when run from source). */
+export function args(): string[] {
+  if (runtimeName() === "deno") return [...g.Deno.args];
+  return process.argv.slice(isCompiled() ? 2 : 2);
+}

@@ -1,0 +1,145 @@
+/**
+ * Observability in one place: each observable event is one function that logs structured fields
+ * (one JSON line) and bumps its counter. Errors mean an operator is needed or data was lost; info
+ * is lifecycle, never per message. Secrets are never passed in.
+ */
+
+export type Level = "debug" | "info" | "warn" | "error";
+const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export interface Logger {
+  debug(event: string, fields?: Record<string, unknown>): void;
+  info(event: string, fields?: Record<string, unknown>): void;
+  warn(event: string, fields?: Record<string, unknown>): void;
+  error(event: string, fields?: Record<string, unknown>): void;
+}
+
+export function createLogger(level: Level = "info", write: (line: string) => void = (l) => console.log(l)): Logger {
+  const min = LEVELS[level];
+  const emit = (lvl: Level) => (event: string, fields?: Record<string, unknown>) => {
+    if (LEVELS[lvl] < min) return;
+    write(JSON.stringify({ ts: new Date().toISOString(), level: lvl, event, ...fields }));
+  };
+  return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
+}
+
+/** A counter or gauge family with optional labels, rendered in Prometheus text format. */
+class Family {
+  readonly values = new Map<string, number>();
+  constructor(readonly name: string, readonly help: string, readonly type: "counter" | "gauge") {}
+  add(n: number, labels = ""): void {
+    this.values.set(labels, (this.values.get(labels) ?? 0) + n);
+  }
+  set(n: number, labels = ""): void {
+    this.values.set(labels, n);
+  }
+  get(labels = ""): number {
+    return this.values.get(labels) ?? 0;
+  }
+  total(): number {
+    let t = 0;
+    for (const v of this.values.values()) t += v;
+    return t;
+  }
+}
+
+function labels(obj: Record<string, string>): string {
+  const parts = Object.entries(obj).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, "_")}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+export class Metrics {
+  readonly families = new Map<string, Family>();
+  /** Gauges computed on scrape (outbox depth and the like). */
+  readonly collectors: (() => void)[] = [];
+
+  family(name: string, help: string, type: "counter" | "gauge"): Family {
+    let f = this.families.get(name);
+    if (!f) {
+      f = new Family(name, help, type);
+      this.families.set(name, f);
+    }
+    return f;
+  }
+
+  render(): string {
+    for (const collect of this.collectors) collect();
+    const out: string[] = [];
+    for (const f of this.families.values()) {
+      out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+      if (f.values.size === 0) out.push(`${f.name} 0`);
+      for (const [l, v] of f.values) out.push(`${f.name}${l} ${v}`);
+    }
+    return out.join("\n") + "\n";
+  }
+}
+
+/** The agent's observable events. */
+export interface Telemetry {
+  log: Logger;
+  metrics: Metrics;
+  accepted(n: number, source: string): void;
+  rejected(reason: string, fields: Record<string, unknown>): void;
+  stored(n: number): void;
+  delivered(n: number): void;
+  dropped(n: number, why: string): void;
+  hubConnected(url: string): void;
+  hubDisconnected(reason: string, code?: string): void;
+  authRefused(reason: string, fields: Record<string, unknown>): void;
+  rulesErrors(n: number): void;
+  counts(): { accepted: number; rejected: number; delivered: number; dropped: number; ruleErrors: number };
+}
+
+export function createTelemetry(log: Logger): Telemetry {
+  const metrics = new Metrics();
+  const accepted = metrics.family("outpost_ingest_accepted_total", "Messages accepted (durable in the outbox)", "counter");
+  const rejected = metrics.family("outpost_ingest_rejected_total", "Messages rejected (bad input, too large, full)", "counter");
+  const stored = metrics.family("outpost_outbox_stored_total", "Records written to the outbox", "counter");
+  const delivered = metrics.family("outpost_hub_delivered_total", "Records acknowledged by the hub", "counter");
+  const dropped = metrics.family("outpost_outbox_dropped_total", "Records dropped from a full outbox", "counter");
+  const connects = metrics.family("outpost_hub_connects_total", "Hub connections established", "counter");
+  const authRefused = metrics.family("outpost_auth_refused_total", "Device connections or requests refused", "counter");
+  const ruleErrors = metrics.family("outpost_rules_errors_total", "Rule evaluation errors", "counter");
+  return {
+    log,
+    metrics,
+    accepted(n, source) {
+      accepted.add(n, labels({ source }));
+    },
+    rejected(reason, fields) {
+      rejected.add(1, labels({ reason }));
+      log.warn("ingest.rejected", { reason, ...fields });
+    },
+    stored(n) {
+      stored.add(n);
+    },
+    delivered(n) {
+      delivered.add(n);
+    },
+    dropped(n, why) {
+      dropped.add(n);
+      log.error("outbox.dropped", { count: n, why });
+    },
+    hubConnected(url) {
+      connects.add(1);
+      log.info("hub.connected", { url });
+    },
+    hubDisconnected(reason, code) {
+      log.warn("hub.disconnected", { reason, code });
+    },
+    authRefused(reason, fields) {
+      authRefused.add(1, labels({ reason }));
+      log.warn("auth.refused", { reason, ...fields });
+    },
+    rulesErrors(n) {
+      ruleErrors.add(n);
+    },
+    counts: () => ({
+      accepted: accepted.total(),
+      rejected: rejected.total(),
+      delivered: delivered.total(),
+      dropped: dropped.total(),
+      ruleErrors: ruleErrors.total(),
+    }),
+  };
+}

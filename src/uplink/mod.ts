@@ -1,0 +1,284 @@
+/**
+ * The hub link: one bidirectional gRPC stream to the hub, authenticated by metadata, and the
+ * dispatcher loop that feeds it: claim the oldest records → send a batch → delete on ack.
+ * Invariants:
+ * - Records are sent in outbox order, at most `window` batches unacknowledged at once.
+ * - A record is deleted only after the hub acknowledged the batch holding it.
+ * - After any disconnect everything unacknowledged is sent again, oldest first (the hub
+ *   deduplicates by record id, so the pair is exactly-once).
+ * - Reconnects back off exponentially with jitter; credentials refused slow it down further.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
+import { readFileSync } from "node:fs";
+import { type Backoff, createBackoff } from "../core/backoff.ts";
+import type { Outbox, OutboxRecord } from "../outbox/mod.ts";
+import { AUTH_METADATA, type EdgeFrame, type HubFrame, hubClientConstructor } from "../proto/mod.ts";
+import type { Telemetry } from "../telemetry/mod.ts";
+import { classify, codeName } from "./classify.ts";
+
+export interface UplinkConfig {
+  url: string;
+  routingKey: string;
+  secret: string;
+  ca?: string;
+}
+
+export interface UplinkOptions {
+  edgeId: string;
+  /** Batches in flight, unacknowledged. */
+  window?: number;
+  batchRecords?: number;
+  batchBytes?: number;
+  /** Information sent in the `hello` report after connecting (version, target). */
+  hello?: Record<string, unknown>;
+  /** Frames other than acks (commands, rules, update offers) go here. */
+  onFrame?: (frame: HubFrame) => void;
+}
+
+export interface UplinkStatus {
+  configured: true;
+  connected: boolean;
+  lastAckAt: string | null;
+  url: string;
+  error?: string;
+}
+
+interface InFlight {
+  first: number;
+  last: number;
+  count: number;
+}
+
+export class Uplink {
+  private readonly config: UplinkConfig;
+  private readonly outbox: Outbox;
+  private readonly telemetry: Telemetry;
+  private readonly options: UplinkOptions;
+  private readonly window: number;
+  private readonly batchRecords: number;
+  private readonly batchBytes: number;
+  private readonly backoff: Backoff;
+  private client: grpc.Client | undefined;
+  private call: grpc.ClientDuplexStream<EdgeFrame, HubFrame> | undefined;
+  private connected = false;
+  private lastAckAt: number | null = null;
+  private lastError: string | undefined;
+  private inFlight = new Map<number, InFlight>();
+  private nextSeq = 1;
+  private lastClaimed = 0;
+  private stopped = true;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private pumping = false;
+  private unsubscribe: (() => void) | undefined;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private drained: (() => void) | undefined;
+
+  constructor(config: UplinkConfig, outbox: Outbox, telemetry: Telemetry, options: UplinkOptions) {
+    this.config = config;
+    this.outbox = outbox;
+    this.telemetry = telemetry;
+    this.options = options;
+    this.window = options.window ?? 16;
+    this.batchRecords = options.batchRecords ?? 500;
+    this.batchBytes = options.batchBytes ?? 1024 * 1024;
+    this.backoff = createBackoff({ baseMs: 200, maxMs: 15_000 });
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    const u = new URL(this.config.url);
+    const target = `${u.hostname}:${u.port || (u.protocol === "grpcs:" ? "443" : "80")}`;
+    const credentials = u.protocol === "grpcs:"
+      ? grpc.credentials.createSsl(this.config.ca ? readFileSync(this.config.ca) : undefined)
+      : grpc.credentials.createInsecure();
+    const Client = hubClientConstructor();
+    this.client = new Client(target, credentials, {
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.max_receive_message_length": 32 * 1024 * 1024,
+      "grpc.max_send_message_length": 32 * 1024 * 1024,
+      "grpc.initial_reconnect_backoff_ms": 200,
+      "grpc.max_reconnect_backoff_ms": 5_000,
+    });
+    this.unsubscribe = this.outbox.onData(() => this.pump());
+    this.connect();
+  }
+
+  status(): UplinkStatus {
+    return {
+      configured: true,
+      connected: this.connected,
+      lastAckAt: this.lastAckAt === null ? null : new Date(this.lastAckAt).toISOString(),
+      url: this.config.url,
+      ...(this.lastError && !this.connected ? { error: this.lastError } : {}),
+    };
+  }
+
+  /** Sends a non-batch frame (command results, reports); false when the link is down. */
+  send(frame: EdgeFrame): boolean {
+    if (!this.connected || !this.call) return false;
+    this.call.write(frame);
+    return true;
+  }
+
+  private connect(): void {
+    if (this.stopped || !this.client) return;
+    const md = new grpc.Metadata();
+    md.set(AUTH_METADATA.edgeId, this.options.edgeId);
+    md.set(AUTH_METADATA.routingKey, this.config.routingKey);
+    md.set(AUTH_METADATA.secret, this.config.secret);
+    const call = (this.client as any).connect(md) as grpc.ClientDuplexStream<EdgeFrame, HubFrame>;
+    this.call = call;
+    let ended = false;
+    const end = (reason: string, code?: number) => {
+      if (ended) return;
+      ended = true;
+      if (this.call === call) this.onDisconnect(reason, code);
+    };
+    call.on("metadata", () => {
+      if (this.call !== call || this.stopped) return;
+      this.onConnected();
+    });
+    call.on("data", (frame: HubFrame) => {
+      if (this.call !== call) return;
+      this.onHubFrame(frame);
+    });
+    call.on("error", (error: grpc.ServiceError) => end(`${codeName(error.code)}: ${error.details || error.message}`, error.code));
+    call.on("end", () => end("hub ended the stream"));
+    call.on("close", () => end("stream closed"));
+  }
+
+  private onConnected(): void {
+    this.connected = true;
+    this.lastError = undefined;
+    this.backoff.reset();
+    this.inFlight.clear();
+    this.lastClaimed = 0;
+    this.nextSeq = 1;
+    this.telemetry.hubConnected(this.config.url);
+    if (this.options.hello) {
+      this.call?.write({
+        frame: "report",
+        report: { type: "hello", body: Buffer.from(JSON.stringify(this.options.hello)) },
+      });
+    }
+    this.heartbeat = setInterval(() => {
+      this.call?.write({ frame: "heartbeat", heartbeat: { ts: Date.now() } });
+    }, 15_000);
+    this.pump();
+  }
+
+  private onDisconnect(reason: string, code?: number): void {
+    const wasConnected = this.connected;
+    this.connected = false;
+    this.call = undefined;
+    this.inFlight.clear();
+    this.lastClaimed = 0;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    if (this.stopped) return;
+    this.lastError = reason;
+    if (wasConnected || reason !== this.reportedError) {
+      this.telemetry.hubDisconnected(reason, codeName(code));
+      this.reportedError = reason;
+    }
+    let delay = this.backoff.next();
+    if (classify(code) === "permanent") delay = Math.max(delay, 5_000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.connect();
+    }, delay);
+  }
+  private reportedError: string | undefined;
+
+  private onHubFrame(frame: HubFrame): void {
+    if (frame.frame === "ack") {
+      const seq = Number(frame.ack.seq);
+      const batch = this.inFlight.get(seq);
+      if (!batch) return; // an ack from before a reconnect
+      this.inFlight.delete(seq);
+      this.lastAckAt = Date.now();
+      this.outbox.ack(batch.first, batch.last).then(() => {
+        this.telemetry.delivered(batch.count);
+        if (this.inFlight.size === 0 && this.drained) this.drained();
+      });
+      this.pump();
+      return;
+    }
+    if (frame.frame === "heartbeat") return;
+    this.options.onFrame?.(frame);
+  }
+
+  /** Sends batches while the window has room and the outbox has records not yet in flight. */
+  private pump(): void {
+    if (this.pumping || !this.connected || !this.call) return;
+    this.pumping = true;
+    try {
+      while (this.connected && this.call && this.inFlight.size < this.window) {
+        const records = this.outbox.claim(this.lastClaimed, this.batchRecords, this.batchBytes);
+        if (records.length === 0) break;
+        const seq = this.nextSeq++;
+        const first = records[0].seq;
+        const last = records[records.length - 1].seq;
+        this.inFlight.set(seq, { first, last, count: records.length });
+        this.lastClaimed = last;
+        this.call.write({ frame: "batch", batch: { seq, records: records.map(toWire) } });
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** Waits (bounded) until nothing is in flight, so a clean stop leaves no needless resends. */
+  async drain(timeoutMs: number): Promise<void> {
+    if (!this.connected || this.inFlight.size === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.drained = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.drained = undefined;
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.unsubscribe?.();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    const call = this.call;
+    this.call = undefined;
+    this.connected = false;
+    try {
+      call?.end();
+      call?.cancel();
+    } catch { /* already closed */ }
+    this.client?.close();
+    this.client = undefined;
+  }
+}
+
+function toWire(r: OutboxRecord) {
+  return {
+    id: r.id,
+    device: r.device,
+    kind: r.kind,
+    ts: r.ts,
+    payload: Buffer.from(r.payload),
+    topic: r.topic ?? "",
+  };
+}
+
+export function createUplink(
+  config: UplinkConfig,
+  outbox: Outbox,
+  telemetry: Telemetry,
+  options: UplinkOptions,
+): Uplink {
+  return new Uplink(config, outbox, telemetry, options);
+}
