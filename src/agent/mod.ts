@@ -86,15 +86,6 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     hubStatus,
   });
 
-  telemetry.metrics.collectors.push(() => {
-    const s = outbox.stats();
-    telemetry.metrics.family("outpost_outbox_depth", "Records waiting in the outbox", "gauge").set(s.depth);
-    telemetry.metrics.family("outpost_outbox_bytes", "Bytes waiting in the outbox", "gauge").set(s.bytes);
-    telemetry.metrics.family("outpost_hub_connected", "1 when the hub link is up", "gauge").set(
-      hubStatus().connected ? 1 : 0,
-    );
-  });
-
   let server: Server | undefined;
   let stopping: Promise<void> | undefined;
 

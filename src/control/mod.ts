@@ -136,6 +136,15 @@ export function createControlApp(deps: ControlDeps): Hono {
     };
   }
 
+  const gauges = telemetry.metrics;
+  gauges.collectors.push(() => {
+    const s = deps.outbox.stats();
+    gauges.family("outpost_outbox_depth", "Records waiting in the outbox", "gauge").set(s.depth);
+    gauges.family("outpost_outbox_bytes", "Bytes waiting in the outbox", "gauge").set(s.bytes);
+    gauges.family("outpost_outbox_dropped", "Records dropped from a full outbox, ever", "gauge").set(s.dropped);
+    gauges.family("outpost_hub_connected", "1 when the hub link is up", "gauge").set(deps.hubStatus().connected ? 1 : 0);
+  });
+
   app.get("/metrics", (c) => {
     return c.body(telemetry.metrics.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
   });

@@ -1,0 +1,267 @@
+/**
+ * Test helpers that run the real thing: outpost agents and hubs as separate processes on
+ * loopback (started under Deno, Bun, or a compiled binary), stopped by pid.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const ROOT = resolve(new URL("../..", import.meta.url).pathname);
+const DENO = join(ROOT, "node_modules/.bin/deno");
+const BUN = join(ROOT, "node_modules/.bin/bun");
+
+/** How to start outpost: `deno` (default), `bun`, or a path to a compiled binary. */
+export type Runner = string;
+
+export function defaultRunner(): Runner {
+  return Deno.env.get("OUTPOST_TEST_RUNNER") ?? "deno";
+}
+
+export function outpostCommand(runner: Runner = defaultRunner()): string[] {
+  if (runner === "deno") return [DENO, "run", "-A", join(ROOT, "src/main.ts")];
+  if (runner === "bun") return [BUN, join(ROOT, "src/main.ts")];
+  return [resolve(runner)];
+}
+
+export function tempDir(prefix = "outpost-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const addr = s.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Proc {
+  child: ChildProcess;
+  pid: number;
+  /** Every stdout/stderr line so far. */
+  lines: string[];
+  /** Resolves with the first JSON log line whose `event` matches (waiting up to timeoutMs). */
+  waitForEvent(event: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Resolves with the exit code (or signal name). */
+  exited: Promise<number | string>;
+  kill(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+export function startProcess(cmd: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Proc {
+  const child = spawn(cmd[0], cmd.slice(1), {
+    cwd: options.cwd ?? ROOT,
+    env: { ...Deno.env.toObject(), NO_COLOR: "1", ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  const waiters: { event: string; resolve: (v: Record<string, unknown>) => void }[] = [];
+  const onLine = (line: string) => {
+    lines.push(line);
+    if (Deno.env.get("OUTPOST_TEST_VERBOSE")) console.error(`[${child.pid}] ${line}`);
+    if (!line.startsWith("{")) return;
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      return;
+    }
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      if (waiters[i].event === parsed.event) {
+        waiters[i].resolve(parsed);
+        waiters.splice(i, 1);
+      }
+    }
+  };
+  for (const stream of [child.stdout!, child.stderr!]) {
+    let buf = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => {
+      buf += chunk;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        onLine(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    });
+  }
+  const exited = new Promise<number | string>((resolve) => {
+    child.on("exit", (code, signal) => resolve(code ?? signal ?? -1));
+  });
+  return {
+    child,
+    pid: child.pid!,
+    lines,
+    exited,
+    waitForEvent(event, timeoutMs = 30_000) {
+      for (const line of lines) {
+        if (line.startsWith("{") && line.includes(`"event":"${event}"`)) return Promise.resolve(JSON.parse(line));
+      }
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`No "${event}" within ${timeoutMs} ms; output:\n${lines.slice(-30).join("\n")}`));
+        }, timeoutMs);
+        const done = (v: Record<string, unknown>) => {
+          clearTimeout(timer);
+          resolve(v);
+        };
+        waiters.push({ event, resolve: done });
+        exited.then((code) => {
+          clearTimeout(timer);
+          reject(new Error(`Process exited (${code}) before "${event}"; output:\n${lines.slice(-30).join("\n")}`));
+        });
+      });
+    },
+    async kill(signal = "SIGTERM") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return await exited;
+    },
+  };
+}
+
+/** Runs outpost to completion: exit code and output. */
+export async function runOutpost(
+  args: string[],
+  options: { runner?: Runner; env?: Record<string, string>; cwd?: string } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const cmd = outpostCommand(options.runner);
+  const out = await new Deno.Command(cmd[0], {
+    args: [...cmd.slice(1), ...args],
+    cwd: options.cwd ?? ROOT,
+    env: { NO_COLOR: "1", ...options.env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
+}
+
+export interface HubHandle {
+  proc: Proc;
+  grpcPort: number;
+  apiPort: number;
+  dataDir: string;
+  configPath: string;
+  api(path: string, init?: RequestInit): Promise<Response>;
+  stop(): Promise<void>;
+}
+
+export interface EdgeCredentials {
+  id: string;
+  routingKey: string;
+  secret: string;
+}
+
+/** Starts `outpost hub` with its own config; ports are fixed so a restart keeps them. */
+export async function startHub(
+  options: { dir: string; edges: EdgeCredentials[]; grpcPort?: number; apiPort?: number; runner?: Runner },
+): Promise<HubHandle> {
+  const grpcPort = options.grpcPort ?? await freePort();
+  const apiPort = options.apiPort ?? await freePort();
+  mkdirSync(options.dir, { recursive: true });
+  const configPath = join(options.dir, "hub.json");
+  const dataDir = join(options.dir, "data");
+  writeFileSync(
+    configPath,
+    JSON.stringify({
+      listen: `127.0.0.1:${grpcPort}`,
+      api: { listen: `127.0.0.1:${apiPort}` },
+      dataDir,
+      edges: options.edges,
+    }),
+  );
+  const proc = startProcess([...outpostCommand(options.runner), "hub", "--config", configPath]);
+  await proc.waitForEvent("hub.started");
+  return {
+    proc,
+    grpcPort,
+    apiPort,
+    dataDir,
+    configPath,
+    api: (path, init) => fetch(`http://127.0.0.1:${apiPort}${path}`, init),
+    async stop() {
+      await proc.kill("SIGTERM");
+    },
+  };
+}
+
+export interface AgentHandle {
+  proc: Proc;
+  apiPort: number;
+  token: string;
+  configPath: string;
+  api(path: string, init?: RequestInit): Promise<Response>;
+  stop(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+/** Writes an agent config file (mode 0600) and returns its path. */
+export function writeAgentConfig(dir: string, config: Record<string, unknown>): string {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, "outpost.json");
+  writeFileSync(path, JSON.stringify(config, null, 2), { mode: 0o600 });
+  return path;
+}
+
+export const TEST_TOKEN = "test-token-0123456789abcdef";
+
+/** Starts `outpost run --config …` and waits until it has started. */
+export async function startAgent(
+  configPath: string,
+  options: { runner?: Runner; token?: string; env?: Record<string, string> } = {},
+): Promise<AgentHandle> {
+  const proc = startProcess([...outpostCommand(options.runner), "run", "--config", configPath], { env: options.env });
+  const started = await proc.waitForEvent("agent.started");
+  const apiPort = Number(String(started.api).split(":").pop());
+  const token = options.token ?? TEST_TOKEN;
+  return {
+    proc,
+    apiPort,
+    token,
+    configPath,
+    api: (path, init) =>
+      fetch(`http://127.0.0.1:${apiPort}${path}`, {
+        ...init,
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...init?.headers },
+      }),
+    stop: (signal = "SIGTERM") => proc.kill(signal),
+  };
+}
+
+/** Polls `fn` until it returns a truthy value or the time runs out. */
+export async function waitFor<T>(fn: () => Promise<T> | T, timeoutMs = 30_000, what = "condition"): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`Timed out waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+/** Every record the hub holds for an edge, in arrival order (follows `next`). */
+export async function hubRecords(hub: HubHandle, edge: string): Promise<Record<string, any>[]> {
+  const all: Record<string, any>[] = [];
+  let after = 0;
+  for (;;) {
+    const res = await hub.api(`/api/v1/records?edge=${edge}&after=${after}&limit=10000`);
+    if (!res.ok) throw new Error(`hub records: ${res.status} ${await res.text()}`);
+    const body = await res.json();
+    all.push(...body.records);
+    if (body.next === null || body.records.length === 0) break;
+    after = body.next;
+  }
+  return all;
+}
