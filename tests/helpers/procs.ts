@@ -2,7 +2,6 @@
  * Test helpers that run the real thing: outpost agents and hubs as separate processes on
  * loopback (started under Deno, Bun, or a compiled binary), stopped by pid.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -46,23 +45,26 @@ export async function freePort(): Promise<number> {
 }
 
 export interface Proc {
-  child: ChildProcess;
+  child: Deno.ChildProcess;
   pid: number;
   /** Every stdout/stderr line so far. */
   lines: string[];
   /** Resolves with the first JSON log line whose `event` matches (waiting up to timeoutMs). */
   waitForEvent(event: string, timeoutMs?: number): Promise<Record<string, unknown>>;
-  /** Resolves with the exit code (or signal name). */
+  /** Resolves with the exit code, or the signal's name when a signal ended it. */
   exited: Promise<number | string>;
-  kill(signal?: NodeJS.Signals): Promise<number | string>;
+  kill(signal?: Deno.Signal): Promise<number | string>;
 }
 
 export function startProcess(cmd: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Proc {
-  const child = spawn(cmd[0], cmd.slice(1), {
+  const child = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
     cwd: options.cwd ?? ROOT,
-    env: { ...Deno.env.toObject(), NO_COLOR: "1", ...options.env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+    env: { NO_COLOR: "1", ...options.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
   const lines: string[] = [];
   const waiters: { event: string; resolve: (v: Record<string, unknown>) => void }[] = [];
   const onLine = (line: string) => {
@@ -82,24 +84,28 @@ export function startProcess(cmd: string[], options: { env?: Record<string, stri
       }
     }
   };
-  for (const stream of [child.stdout!, child.stderr!]) {
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
     let buf = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>)) {
       buf += chunk;
       let i;
       while ((i = buf.indexOf("\n")) >= 0) {
         onLine(buf.slice(0, i));
         buf = buf.slice(i + 1);
       }
-    });
-  }
-  const exited = new Promise<number | string>((resolve) => {
-    child.on("exit", (code, signal) => resolve(code ?? signal ?? -1));
+    }
+    if (buf) onLine(buf);
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]).catch(() => {});
+  const exited = child.status.then(async (s) => {
+    await pumps;
+    return s.signal ?? s.code;
   });
+  let done = false;
+  exited.then(() => (done = true));
   return {
     child,
-    pid: child.pid!,
+    pid: child.pid,
     lines,
     exited,
     waitForEvent(event, timeoutMs = 30_000) {
@@ -110,19 +116,23 @@ export function startProcess(cmd: string[], options: { env?: Record<string, stri
         const timer = setTimeout(() => {
           reject(new Error(`No "${event}" within ${timeoutMs} ms; output:\n${lines.slice(-30).join("\n")}`));
         }, timeoutMs);
-        const done = (v: Record<string, unknown>) => {
+        const ok = (v: Record<string, unknown>) => {
           clearTimeout(timer);
           resolve(v);
         };
-        waiters.push({ event, resolve: done });
+        waiters.push({ event, resolve: ok });
         exited.then((code) => {
           clearTimeout(timer);
           reject(new Error(`Process exited (${code}) before "${event}"; output:\n${lines.slice(-30).join("\n")}`));
         });
       });
     },
-    async kill(signal = "SIGTERM") {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    async kill(signal: Deno.Signal = "SIGTERM") {
+      if (!done) {
+        try {
+          child.kill(signal);
+        } catch { /* already gone */ }
+      }
       return await exited;
     },
   };
@@ -199,7 +209,7 @@ export interface AgentHandle {
   token: string;
   configPath: string;
   api(path: string, init?: RequestInit): Promise<Response>;
-  stop(signal?: NodeJS.Signals): Promise<number | string>;
+  stop(signal?: Deno.Signal): Promise<number | string>;
 }
 
 /** Writes an agent config file (mode 0600) and returns its path. */
@@ -231,7 +241,7 @@ export async function startAgent(
         ...init,
         headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...init?.headers },
       }),
-    stop: (signal = "SIGTERM") => proc.kill(signal),
+    stop: (signal: Deno.Signal = "SIGTERM") => proc.kill(signal),
   };
 }
 
