@@ -3,8 +3,10 @@
  * error, so a typo never silently falls back to a default. Defaults live here and only here.
  */
 import * as v from "valibot";
+import { checkDevicePattern } from "../transports/mqtt/topics.ts";
 
-const hostPort = v.pipe(
+/** `host:port` with a port in 0..65535 (0: any free port). */
+export const hostPort = v.pipe(
   v.string(),
   v.regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$/, 'must be "host:port", e.g. "127.0.0.1:8080"'),
   v.check((s) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535, "port must be 0 to 65535"),
@@ -22,15 +24,37 @@ export const DEFAULTS = {
 } as const;
 
 export const BrokerSchema = v.strictObject({
+  /** `host:port`; port 0 picks a free port (logged as `mqtt.broker.started`). */
   listen: v.optional(hostPort, DEFAULTS.brokerListen),
+  /** `none`: anyone (development); `token`: device id + token, or the API token for local-bus clients. */
   auth: v.optional(v.picklist(["none", "token"], 'must be "none" or "token"'), "none"),
 });
 
 export const ExternalBrokerSchema = v.strictObject({
   url: v.pipe(v.string(), v.regex(/^(mqtts?|tcp|ssl|wss?):\/\//, "must be an mqtt:// or mqtts:// URL")),
-  topics: v.optional(v.array(nonEmpty("a topic filter")), ["devices/+/telemetry", "devices/+/attributes", "devices/+/events"]),
-  /** Topic pattern with a `{device}` segment; default `devices/{device}/#`. */
-  devicePattern: v.optional(nonEmpty("devicePattern")),
+  topics: v.optional(
+    v.pipe(v.array(nonEmpty("a topic filter")), v.minLength(1, "must name at least one topic filter")),
+    ["devices/+/telemetry", "devices/+/attributes", "devices/+/events"],
+  ),
+  /**
+   * Topic → device: levels with one `{device}`, optionally one `{kind}` (telemetry, attributes or
+   * events), `+` for any level, `#` last; default `devices/{device}/{kind}`.
+   */
+  devicePattern: v.optional(
+    v.pipe(
+      nonEmpty("devicePattern"),
+      v.rawCheck(({ dataset, addIssue }) => {
+        if (!dataset.typed) return;
+        const problem = checkDevicePattern(dataset.value);
+        if (problem) addIssue({ message: problem });
+      }),
+    ),
+  ),
+  /** The kind of every message when `devicePattern` has no `{kind}` level. */
+  kind: v.optional(
+    v.picklist(["telemetry", "attributes", "events"], 'must be "telemetry", "attributes" or "events"'),
+  ),
+  /** Fixed client id of the persistent session; default `outpost-<edgeId>-<index>`. */
   clientId: v.optional(nonEmpty("clientId")),
   username: v.optional(v.string()),
   password: v.optional(v.string()),
@@ -44,7 +68,9 @@ export const HubSchema = v.strictObject({
 });
 
 export const ConfigSchema = v.strictObject({
-  edgeId: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 of A-Z a-z 0-9 . _ -"))),
+  edgeId: v.optional(
+    v.pipe(v.string(), v.regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 of A-Z a-z 0-9 . _ -")),
+  ),
   dataDir: v.optional(nonEmpty("dataDir"), DEFAULTS.dataDir),
   api: v.optional(
     v.strictObject({
@@ -67,7 +93,10 @@ export const ConfigSchema = v.strictObject({
         v.pipe(v.number(), v.integer(), v.minValue(65536, "must be at least 65536")),
         DEFAULTS.outboxMaxBytes,
       ),
-      onFull: v.optional(v.picklist(["drop-oldest", "reject"], 'must be "drop-oldest" or "reject"'), "drop-oldest"),
+      onFull: v.optional(
+        v.picklist(["drop-oldest", "reject"], 'must be "drop-oldest" or "reject"'),
+        "drop-oldest",
+      ),
     }),
     {},
   ),
@@ -80,7 +109,9 @@ export const ConfigSchema = v.strictObject({
     }),
     {},
   ),
-  rules: v.optional(v.union([nonEmpty("rules"), v.looseObject({})], "must be a file path or a rules document")),
+  rules: v.optional(
+    v.union([nonEmpty("rules"), v.looseObject({})], "must be a file path or a rules document"),
+  ),
   update: v.optional(
     v.strictObject({
       manifestUrl: v.optional(v.pipe(v.string(), v.url("must be a URL"))),

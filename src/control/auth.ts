@@ -1,13 +1,10 @@
 /** Bearer-token checks for the control API, compared in constant time. */
 import type { Context } from "hono";
-import { secretEquals } from "../core/secret.ts";
+import { parseBearer, secretEquals } from "../core/secret.ts";
 
 /** The token in `Authorization: Bearer …`, or undefined. */
 export function bearer(c: Context): string | undefined {
-  const header = c.req.header("authorization");
-  if (!header) return undefined;
-  const m = /^Bearer\s+(.+)$/i.exec(header.trim());
-  return m ? m[1].trim() : undefined;
+  return parseBearer(c.req.header("authorization"));
 }
 
 export function isApiToken(candidate: string | undefined, token: string): boolean {

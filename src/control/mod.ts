@@ -50,7 +50,11 @@ export interface ControlDeps {
   now?: () => number;
 }
 
-const KINDS: Record<string, IngestKind> = { telemetry: "telemetry", attributes: "attributes", events: "event" };
+const KINDS: Record<string, IngestKind> = {
+  telemetry: "telemetry",
+  attributes: "attributes",
+  events: "event",
+};
 
 export function createControlApp(deps: ControlDeps): Hono {
   const app = new Hono();
@@ -86,12 +90,20 @@ export function createControlApp(deps: ControlDeps): Hono {
     const device = c.req.param("device");
     const kind = KINDS[c.req.param("kind")];
     if (!DEVICE_ID.test(device)) {
-      return c.json({ errors: [{ path: "/device", message: `Invalid device id "${device}": use 1-128 of A-Z a-z 0-9 . _ : -` }] }, 400);
+      return c.json({
+        errors: [{
+          path: "/device",
+          message: `Invalid device id "${device}": use 1-128 of A-Z a-z 0-9 . _ : -`,
+        }],
+      }, 400);
     }
     const declared = Number(c.req.header("content-length") ?? NaN);
     if (declared > deps.maxPayloadBytes) {
       telemetry.rejected("too-large", { device, transport: "http", bytes: declared });
-      return c.json({ error: `Body of ${declared} bytes is over the ${deps.maxPayloadBytes}-byte limit` }, 413);
+      return c.json(
+        { error: `Body of ${declared} bytes is over the ${deps.maxPayloadBytes}-byte limit` },
+        413,
+      );
     }
     const body = await readLimited(c, deps.maxPayloadBytes);
     if (body === undefined) {
@@ -141,12 +153,18 @@ export function createControlApp(deps: ControlDeps): Hono {
     const s = deps.outbox.stats();
     gauges.family("outpost_outbox_depth", "Records waiting in the outbox", "gauge").set(s.depth);
     gauges.family("outpost_outbox_bytes", "Bytes waiting in the outbox", "gauge").set(s.bytes);
-    gauges.family("outpost_outbox_dropped", "Records dropped from a full outbox, ever", "gauge").set(s.dropped);
-    gauges.family("outpost_hub_connected", "1 when the hub link is up", "gauge").set(deps.hubStatus().connected ? 1 : 0);
+    gauges.family("outpost_outbox_dropped", "Records dropped from a full outbox, ever", "gauge").set(
+      s.dropped,
+    );
+    gauges.family("outpost_hub_connected", "1 when the hub link is up", "gauge").set(
+      deps.hubStatus().connected ? 1 : 0,
+    );
   });
 
   app.get("/metrics", (c) => {
-    return c.body(telemetry.metrics.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+    return c.body(telemetry.metrics.render(), 200, {
+      "content-type": "text/plain; version=0.0.4; charset=utf-8",
+    });
   });
 
   app.get("/api/v1/outbox", (c) => {
@@ -173,7 +191,9 @@ export function createControlApp(deps: ControlDeps): Hono {
     if (!body.ok) return c.json({ errors: body.issues }, 400);
     const id = (body.value as { id?: unknown })?.id;
     if (typeof id !== "string" || !DEVICE_ID.test(id)) {
-      return c.json({ errors: [{ path: "/id", message: "must be a device id: 1-128 of A-Z a-z 0-9 . _ : -" }] }, 400);
+      return c.json({
+        errors: [{ path: "/id", message: "must be a device id: 1-128 of A-Z a-z 0-9 . _ : -" }],
+      }, 400);
     }
     const created = deps.devices.create(id);
     if ("error" in created) return c.json({ error: `Device "${id}" already exists` }, 409);
@@ -238,18 +258,28 @@ async function readLimited(c: Context, max: number): Promise<Uint8Array | undefi
 }
 
 /** Parses a JSON request body (1 MiB at most) into a value or a `/`-path issue. */
-export async function jsonBody(c: Context): Promise<{ ok: true; value: unknown } | { ok: false; issues: Issue[] }> {
+export async function jsonBody(
+  c: Context,
+): Promise<{ ok: true; value: unknown } | { ok: false; issues: Issue[] }> {
   const raw = await readLimited(c, 1024 * 1024);
   if (raw === undefined) return { ok: false, issues: [{ path: "", message: "Body is over 1 MiB" }] };
   try {
     return { ok: true, value: JSON.parse(new TextDecoder().decode(raw)) };
   } catch (error) {
-    return { ok: false, issues: [{ path: "", message: `Body is not valid JSON: ${(error as Error).message}` }] };
+    return {
+      ok: false,
+      issues: [{ path: "", message: `Body is not valid JSON: ${(error as Error).message}` }],
+    };
   }
 }
 
 /** A whole-number query parameter in [min, max]; a string is the error message. */
-export function intParam(value: string | undefined, fallback: number, min: number, max: number): number | string {
+export function intParam(
+  value: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number | string {
   if (value === undefined || value === "") return fallback;
   if (!/^\d+$/.test(value)) return `must be a whole number, got "${value}"`;
   const n = Number(value);

@@ -4,7 +4,9 @@ export interface Backoff {
   reset(): void;
 }
 
-export function createBackoff(options: { baseMs?: number; maxMs?: number; random?: () => number } = {}): Backoff {
+export function createBackoff(
+  options: { baseMs?: number; maxMs?: number; random?: () => number } = {},
+): Backoff {
   const base = options.baseMs ?? 250;
   const max = options.maxMs ?? 30_000;
   const random = options.random ?? Math.random;

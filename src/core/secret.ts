@@ -24,3 +24,10 @@ export function matchesHash(candidate: string, hashHex: string): boolean {
   const stored = Buffer.from(hashHex, "hex");
   return stored.length === d.length && timingSafeEqual(d, stored);
 }
+
+/** The token in an `Authorization: Bearer …` header, or undefined. */
+export function parseBearer(header: string | undefined | null): string | undefined {
+  if (!header) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header.trim());
+  return m ? m[1] : undefined;
+}

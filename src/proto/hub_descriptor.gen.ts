@@ -21,7 +21,7 @@ export const hubDescriptor = {
                 "frame": {
                   "oneof": [
                     "batch",
-                    "command_result",
+                    "commandResult",
                     "heartbeat",
                     "report"
                   ]
@@ -32,9 +32,10 @@ export const hubDescriptor = {
                   "type": "Batch",
                   "id": 1
                 },
-                "command_result": {
+                "commandResult": {
                   "type": "CommandResult",
-                  "id": 2
+                  "id": 2,
+                  "protoName": "command_result"
                 },
                 "heartbeat": {
                   "type": "Heartbeat",
@@ -53,7 +54,7 @@ export const hubDescriptor = {
                     "ack",
                     "command",
                     "rules",
-                    "update_offer",
+                    "updateOffer",
                     "heartbeat"
                   ]
                 }
@@ -71,9 +72,10 @@ export const hubDescriptor = {
                   "type": "Rules",
                   "id": 3
                 },
-                "update_offer": {
+                "updateOffer": {
                   "type": "UpdateOffer",
-                  "id": 4
+                  "id": 4,
+                  "protoName": "update_offer"
                 },
                 "heartbeat": {
                   "type": "Heartbeat",
@@ -156,9 +158,10 @@ export const hubDescriptor = {
                   "type": "bytes",
                   "id": 4
                 },
-                "timeout_ms": {
+                "timeoutMs": {
                   "type": "uint32",
-                  "id": 5
+                  "id": 5,
+                  "protoName": "timeout_ms"
                 }
               }
             },

@@ -56,7 +56,10 @@ export interface Proc {
   kill(signal?: Deno.Signal): Promise<number | string>;
 }
 
-export function startProcess(cmd: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Proc {
+export function startProcess(
+  cmd: string[],
+  options: { env?: Record<string, string>; cwd?: string } = {},
+): Proc {
   const child = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
     cwd: options.cwd ?? ROOT,
@@ -86,7 +89,11 @@ export function startProcess(cmd: string[], options: { env?: Record<string, stri
   };
   const pump = async (stream: ReadableStream<Uint8Array>) => {
     let buf = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>)) {
+    for await (
+      const chunk of stream.pipeThrough(
+        new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>,
+      )
+    ) {
       buf += chunk;
       let i;
       while ((i = buf.indexOf("\n")) >= 0) {
@@ -110,7 +117,9 @@ export function startProcess(cmd: string[], options: { env?: Record<string, stri
     exited,
     waitForEvent(event, timeoutMs = 30_000) {
       for (const line of lines) {
-        if (line.startsWith("{") && line.includes(`"event":"${event}"`)) return Promise.resolve(JSON.parse(line));
+        if (line.startsWith("{") && line.includes(`"event":"${event}"`)) {
+          return Promise.resolve(JSON.parse(line));
+        }
       }
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
@@ -123,7 +132,9 @@ export function startProcess(cmd: string[], options: { env?: Record<string, stri
         waiters.push({ event, resolve: ok });
         exited.then((code) => {
           clearTimeout(timer);
-          reject(new Error(`Process exited (${code}) before "${event}"; output:\n${lines.slice(-30).join("\n")}`));
+          reject(
+            new Error(`Process exited (${code}) before "${event}"; output:\n${lines.slice(-30).join("\n")}`),
+          );
         });
       });
     },
@@ -151,7 +162,11 @@ export async function runOutpost(
     stdout: "piped",
     stderr: "piped",
   }).output();
-  return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
 }
 
 export interface HubHandle {
@@ -227,7 +242,9 @@ export async function startAgent(
   configPath: string,
   options: { runner?: Runner; token?: string; env?: Record<string, string> } = {},
 ): Promise<AgentHandle> {
-  const proc = startProcess([...outpostCommand(options.runner), "run", "--config", configPath], { env: options.env });
+  const proc = startProcess([...outpostCommand(options.runner), "run", "--config", configPath], {
+    env: options.env,
+  });
   const started = await proc.waitForEvent("agent.started");
   const apiPort = Number(String(started.api).split(":").pop());
   const token = options.token ?? TEST_TOKEN;
@@ -246,7 +263,11 @@ export async function startAgent(
 }
 
 /** Polls `fn` until it returns a truthy value or the time runs out. */
-export async function waitFor<T>(fn: () => Promise<T> | T, timeoutMs = 30_000, what = "condition"): Promise<T> {
+export async function waitFor<T>(
+  fn: () => Promise<T> | T,
+  timeoutMs = 30_000,
+  what = "condition",
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {

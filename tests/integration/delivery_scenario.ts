@@ -17,8 +17,8 @@ import {
   type Runner,
   startAgent,
   startHub,
-  TEST_TOKEN,
   tempDir,
+  TEST_TOKEN,
   waitFor,
   writeAgentConfig,
 } from "../helpers/procs.ts";
@@ -95,7 +95,9 @@ export async function deliveryScenario(o: ScenarioOptions): Promise<ScenarioResu
     let milestoneRunning: Promise<void> | undefined;
 
     const client = async (c: number) => {
-      const mine = Array.from({ length: o.devices }, (_, d) => `dev-${d}`).filter((_, d) => d % o.clients === c);
+      const mine = Array.from({ length: o.devices }, (_, d) => `dev-${d}`).filter((_, d) =>
+        d % o.clients === c
+      );
       const next = new Map(mine.map((d) => [d, 0]));
       for (const d of mine) {
         accepted.set(d, []);
@@ -144,11 +146,15 @@ export async function deliveryScenario(o: ScenarioOptions): Promise<ScenarioResu
     if (milestoneRunning) await milestoneRunning;
 
     // Everything accepted must reach the hub; wait for the outbox to empty.
-    await waitFor(async () => {
-      const res = await agent!.api("/api/v1/status");
-      const s = await res.json();
-      return s.outbox.depth === 0 && s.hub.connected;
-    }, 120_000, "the outbox to drain to the hub");
+    await waitFor(
+      async () => {
+        const res = await agent!.api("/api/v1/status");
+        const s = await res.json();
+        return s.outbox.depth === 0 && s.hub.connected;
+      },
+      120_000,
+      "the outbox to drain to the hub",
+    );
 
     const records = await hubRecords(hub!, edge.id);
     const byDevice = new Map<string, number[]>();

@@ -17,13 +17,29 @@ Deno.test("built-in defaults: data in ./.outpost, API on 127.0.0.1:8080, broker 
 });
 
 Deno.test("every config error is reported at once, each with its JSON Pointer", () => {
-  const r = parseConfig({ api: { listn: "x" }, outbox: { maxBytes: "big", onFull: "shrug" }, hub: { url: "http://x" }, extra: 1 }, "/");
+  const r = parseConfig({
+    api: { listn: "x" },
+    outbox: { maxBytes: "big", onFull: "shrug" },
+    hub: { url: "http://x" },
+    extra: 1,
+  }, "/");
   assert.ok(!r.ok);
   const paths = r.issues.map((i) => i.path).sort();
-  assert.deepEqual(paths, ["/api/listn", "/extra", "/hub/routingKey", "/hub/secret", "/hub/url", "/outbox/maxBytes", "/outbox/onFull"]);
+  assert.deepEqual(paths, [
+    "/api/listn",
+    "/extra",
+    "/hub/routingKey",
+    "/hub/secret",
+    "/hub/url",
+    "/outbox/maxBytes",
+    "/outbox/onFull",
+  ]);
   assert.equal(r.issues.find((i) => i.path === "/extra")?.message, "unknown key");
   assert.equal(r.issues.find((i) => i.path === "/hub/secret")?.message, "is required");
-  assert.match(r.issues.find((i) => i.path === "/outbox/maxBytes")!.message, /expected number, received "big"/);
+  assert.match(
+    r.issues.find((i) => i.path === "/outbox/maxBytes")!.message,
+    /expected number, received "big"/,
+  );
 });
 
 Deno.test("mqtt.broker: false disables the embedded broker", () => {
@@ -55,7 +71,10 @@ Deno.test("loadConfig: invalid JSON and a wrong type are UsageErrors naming the 
   try {
     const bad = join(dir, "bad.json");
     writeFileSync(bad, "{ not json");
-    assert.throws(() => loadConfig(bad, {}), (e: unknown) => e instanceof UsageError && /not valid JSON/.test(e.message));
+    assert.throws(
+      () => loadConfig(bad, {}),
+      (e: unknown) => e instanceof UsageError && /not valid JSON/.test(e.message),
+    );
     writeFileSync(bad, JSON.stringify({ api: { listen: 8080 } }));
     assert.throws(
       () => loadConfig(bad, {}),
@@ -67,7 +86,10 @@ Deno.test("loadConfig: invalid JSON and a wrong type are UsageErrors naming the 
 });
 
 Deno.test("redactConfig hides secrets and tokens", () => {
-  const r = parseConfig({ api: { token: "a".repeat(20) }, hub: { url: "grpc://h:1", routingKey: "k", secret: "s3cret" } }, "/");
+  const r = parseConfig({
+    api: { token: "a".repeat(20) },
+    hub: { url: "grpc://h:1", routingKey: "k", secret: "s3cret" },
+  }, "/");
   assert.ok(r.ok);
   const text = JSON.stringify(redactConfig(r.value));
   assert.ok(!text.includes("s3cret") && !text.includes("a".repeat(20)));

@@ -68,7 +68,10 @@ Deno.test("ingest: object, array batch and {ts, values} are accepted after commi
     let res = await t.req("/api/v1/devices/boiler-1/telemetry", post('{"temperature": 21.5}'));
     assert.equal(res.status, 202);
     assert.deepEqual(await res.json(), { accepted: 1 });
-    res = await t.req("/api/v1/devices/boiler-1/telemetry", post('[{"a":1},{"a":2},{"ts":1700000000000,"values":{"a":3}}]'));
+    res = await t.req(
+      "/api/v1/devices/boiler-1/telemetry",
+      post('[{"a":1},{"a":2},{"ts":1700000000000,"values":{"a":3}}]'),
+    );
     assert.deepEqual(await res.json(), { accepted: 3 });
     res = await t.req("/api/v1/devices/boiler-1/events", post('{"door":"open"}'));
     assert.equal(res.status, 202);
@@ -117,9 +120,19 @@ Deno.test("auth: no token and a wrong token are 401; a device's own token may po
     const { id, token } = await created.json();
     assert.equal(id, "sensor-7");
     assert.equal((await t.req("/api/v1/devices", post('{"id":"sensor-7"}'))).status, 409);
-    assert.equal((await t.req("/api/v1/devices/sensor-7/telemetry", { ...post('{"a":1}'), token })).status, 202);
-    assert.equal((await t.req("/api/v1/devices/sensor-8/telemetry", { ...post('{"a":1}'), token })).status, 401);
-    assert.equal((await t.req("/api/v1/status", { token })).status, 401, "a device token is not an API token");
+    assert.equal(
+      (await t.req("/api/v1/devices/sensor-7/telemetry", { ...post('{"a":1}'), token })).status,
+      202,
+    );
+    assert.equal(
+      (await t.req("/api/v1/devices/sensor-8/telemetry", { ...post('{"a":1}'), token })).status,
+      401,
+    );
+    assert.equal(
+      (await t.req("/api/v1/status", { token })).status,
+      401,
+      "a device token is not an API token",
+    );
   } finally {
     t.close();
   }
@@ -130,12 +143,18 @@ Deno.test("outbox full under reject: 507, and accepted messages untouched", asyn
   try {
     let codes: number[] = [];
     for (let i = 0; i < 40; i++) {
-      codes.push((await t.req("/api/v1/devices/d/telemetry", post(JSON.stringify({ i, pad: "x".repeat(4000) })))).status);
+      codes.push(
+        (await t.req("/api/v1/devices/d/telemetry", post(JSON.stringify({ i, pad: "x".repeat(4000) }))))
+          .status,
+      );
     }
     codes = [...new Set(codes)];
     assert.deepEqual(codes, [202, 507]);
     const depth = t.outbox.stats().depth;
-    assert.deepEqual(t.outbox.claim(0, 100).map((r) => JSON.parse(r.payload).i), Array.from({ length: depth }, (_, i) => i));
+    assert.deepEqual(
+      t.outbox.claim(0, 100).map((r) => JSON.parse(r.payload).i),
+      Array.from({ length: depth }, (_, i) => i),
+    );
   } finally {
     t.close();
   }
@@ -145,7 +164,11 @@ Deno.test("outbox full under drop-oldest: 202 always, oldest dropped and counted
   const t = setup({ maxBytes: 65536, onFull: "drop-oldest" });
   try {
     for (let i = 0; i < 40; i++) {
-      assert.equal((await t.req("/api/v1/devices/d/telemetry", post(JSON.stringify({ i, pad: "x".repeat(4000) })))).status, 202);
+      assert.equal(
+        (await t.req("/api/v1/devices/d/telemetry", post(JSON.stringify({ i, pad: "x".repeat(4000) }))))
+          .status,
+        202,
+      );
     }
     const status = await (await t.req("/api/v1/status")).json();
     assert.equal(status.outbox.depth + status.outbox.dropped, 40);
@@ -162,7 +185,15 @@ Deno.test("status carries the fields SPEC §7 lists; metrics are Prometheus text
   try {
     await t.req("/api/v1/devices/d/telemetry", post('{"a":1}'));
     const s = await (await t.req("/api/v1/status")).json();
-    assert.deepEqual(Object.keys(s).sort(), ["edgeId", "hub", "ingest", "outbox", "rules", "uptimeSeconds", "version"]);
+    assert.deepEqual(Object.keys(s).sort(), [
+      "edgeId",
+      "hub",
+      "ingest",
+      "outbox",
+      "rules",
+      "uptimeSeconds",
+      "version",
+    ]);
     assert.deepEqual(Object.keys(s.hub).sort(), ["configured", "connected", "lastAckAt"]);
     assert.deepEqual(Object.keys(s.outbox).sort(), ["bytes", "depth", "dropped", "oldestAgeSeconds"]);
     assert.equal(s.outbox.depth, 1);

@@ -96,7 +96,10 @@ Deno.test("onFull reject: a batch that does not fit is refused whole, earlier re
     assert.ok(accepted > 0 && refused > 0);
     assert.equal(box.stats().depth, accepted);
     assert.ok(box.stats().bytes <= 65536);
-    assert.deepEqual(box.claim(0, 1000).map((r) => JSON.parse(r.payload).n), Array.from({ length: accepted }, (_, i) => i));
+    assert.deepEqual(
+      box.claim(0, 1000).map((r) => JSON.parse(r.payload).n),
+      Array.from({ length: accepted }, (_, i) => i),
+    );
     assert.equal(box.stats().dropped, 0);
     box.close();
   } finally {

@@ -1,0 +1,218 @@
+/**
+ * The reference hub's HTTP API (SPEC §6, conventions of §7): a hono app that never serves
+ * itself. `GET /healthz` is open; everything else needs the bearer token when one is set.
+ * Validation errors answer 400 `{"errors": [{"path", "message"}]}` with JSON Pointer paths.
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import * as v from "valibot";
+import { createHash } from "node:crypto";
+import type { Issue } from "../core/errors.ts";
+import { validate } from "../config/validate.ts";
+import type { EdgeLink } from "./link.ts";
+import { matchesHash, parseBearer, sha256Hex } from "../core/secret.ts";
+import type { Logger } from "../telemetry/mod.ts";
+import { errorMessage } from "./_errors.ts";
+import type { HubStore } from "./store.ts";
+
+export const RECORDS_LIMIT = { default: 1000, max: 10000 } as const;
+export const COMMAND_TIMEOUT_MS = { default: 30_000, max: 600_000 } as const;
+
+export interface HubApiDeps {
+  store: Pick<HubStore, "edges" | "records" | "command" | "pushes">;
+  link: Pick<EdgeLink, "isConnected" | "runCommand" | "push">;
+  /** The configured edge ids, in config order. */
+  edges: readonly string[];
+  /** When set, every route but `GET /healthz` needs `Authorization: Bearer <token>`. */
+  token?: string;
+  log?: Logger;
+}
+
+const nonEmpty = v.pipe(v.string(), v.minLength(1, "must not be empty"));
+const integerParam = (message: string, max: number) =>
+  v.pipe(v.string(), v.regex(/^\d{1,16}$/, message), v.transform(Number), v.maxValue(max, message));
+
+const RecordsQuerySchema = v.strictObject({
+  edge: v.optional(nonEmpty),
+  device: v.optional(nonEmpty),
+  after: v.optional(integerParam("must be a seq: an integer of 0 or more", Number.MAX_SAFE_INTEGER)),
+  limit: v.optional(
+    v.pipe(
+      integerParam(`must be an integer from 1 to ${RECORDS_LIMIT.max}`, RECORDS_LIMIT.max),
+      v.minValue(1, `must be an integer from 1 to ${RECORDS_LIMIT.max}`),
+    ),
+  ),
+});
+
+const CommandBodySchema = v.strictObject({
+  device: nonEmpty,
+  method: nonEmpty,
+  params: v.optional(v.unknown()),
+  timeoutMs: v.optional(
+    v.pipe(
+      v.number(),
+      v.integer("must be an integer"),
+      v.minValue(1, "must be at least 1"),
+      v.maxValue(COMMAND_TIMEOUT_MS.max, `must be at most ${COMMAND_TIMEOUT_MS.max}`),
+    ),
+  ),
+});
+
+// The edge validates rules fully; the hub checks only the document's outer shape.
+const RulesBodySchema = v.looseObject({
+  version: v.literal(1, "must be 1"),
+  rules: v.array(v.unknown(), "must be an array of rules"),
+});
+
+const UpdateBodySchema = v.strictObject({
+  version: nonEmpty,
+  url: v.pipe(v.string(), v.url("must be a URL")),
+  sha256: v.optional(v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits"))),
+  signature: v.optional(v.string()),
+  size: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0, "must be at least 0"))),
+});
+
+type Body = { ok: true; value: unknown } | { ok: false; response: Response };
+
+/** Builds the hub's HTTP API; serve its `fetch` with `serve()` or call `app.request()` in tests. */
+export function createHubApi(deps: HubApiDeps): Hono {
+  const { store, link } = deps;
+  const configured = new Set(deps.edges);
+  const tokenDigest = deps.token === undefined ? undefined : sha256Hex(deps.token);
+  const app = new Hono();
+
+  const errors = (c: Context, issues: Issue[]) => c.json({ errors: issues }, 400);
+  const unknownEdge = (c: Context, edge: string) => c.json({ error: `unknown edge "${edge}"` }, 404);
+  const readBody = async (c: Context): Promise<Body> => {
+    const text = await c.req.text();
+    try {
+      return { ok: true, value: JSON.parse(text) };
+    } catch (error) {
+      const message = `body is not valid JSON: ${errorMessage(error)}`;
+      return { ok: false, response: errors(c, [{ path: "", message }]) };
+    }
+  };
+
+  app.use("*", async (c, next) => {
+    if (tokenDigest === undefined || c.req.path === "/healthz") return await next();
+    const token = parseBearer(c.req.header("authorization"));
+    if (token === undefined || !matchesHash(token, tokenDigest)) {
+      c.header("WWW-Authenticate", 'Bearer realm="outpost-hub"');
+      return c.json({ error: "missing or wrong bearer token" }, 401);
+    }
+    return await next();
+  });
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+
+  app.get("/api/v1/edges", (c) => {
+    const rows = new Map(store.edges().map((row) => [row.id, row]));
+    const pending = new Map<string, Record<string, string>>();
+    for (const p of store.pushes()) pending.set(p.edge, { ...pending.get(p.edge), [p.kind]: p.version });
+    return c.json({
+      edges: deps.edges.map((id) => {
+        const row = rows.get(id);
+        return {
+          id,
+          connected: link.isConnected(id),
+          connectedAt: iso(row?.connectedAt),
+          lastSeenAt: iso(row?.lastSeenAt),
+          records: row?.records ?? 0,
+          reports: row?.reports ?? {},
+          pending: pending.get(id) ?? {},
+        };
+      }),
+    });
+  });
+
+  app.get("/api/v1/records", (c) => {
+    const params = new URL(c.req.url).searchParams;
+    const input: Record<string, string> = {};
+    const repeated: Issue[] = [];
+    for (const [key, value] of params) {
+      if (key in input) repeated.push({ path: `/${key}`, message: "must be given once" });
+      input[key] = value;
+    }
+    if (repeated.length > 0) return errors(c, repeated);
+    const result = validate(RecordsQuerySchema, input);
+    if (!result.ok) {
+      return errors(
+        c,
+        result.issues.map((i) =>
+          i.message === "unknown key" ? { ...i, message: "unknown query parameter" } : i
+        ),
+      );
+    }
+    const { edge, device } = result.value;
+    const after = result.value.after ?? 0;
+    const limit = result.value.limit ?? RECORDS_LIMIT.default;
+    // One row more than asked tells whether another page follows.
+    const rows = store.records({ edge, device, after, limit: limit + 1 });
+    const records = rows.slice(0, limit);
+    const next = rows.length > limit ? records[records.length - 1].seq : null;
+    return c.json({
+      records: records.map(({ receivedAt, ...r }) => ({ ...r, receivedAt: iso(receivedAt) })),
+      next,
+    });
+  });
+
+  app.post("/api/v1/edges/:edge/commands", async (c) => {
+    const edge = c.req.param("edge");
+    if (!configured.has(edge)) return unknownEdge(c, edge);
+    const body = await readBody(c);
+    if (!body.ok) return body.response;
+    const result = validate(CommandBodySchema, body.value);
+    if (!result.ok) return errors(c, result.issues);
+    const { device, method, params, timeoutMs } = result.value;
+    const outcome = await link.runCommand(edge, {
+      device,
+      method,
+      params: params ?? {},
+      timeoutMs: timeoutMs ?? COMMAND_TIMEOUT_MS.default,
+    });
+    return c.json(outcome);
+  });
+
+  app.get("/api/v1/commands/:id", (c) => {
+    const command = store.command(c.req.param("id"));
+    if (command === undefined) return c.json({ error: `unknown command "${c.req.param("id")}"` }, 404);
+    return c.json({ ...command, createdAt: iso(command.createdAt), completedAt: iso(command.completedAt) });
+  });
+
+  app.put("/api/v1/edges/:edge/rules", async (c) => {
+    const edge = c.req.param("edge");
+    if (!configured.has(edge)) return unknownEdge(c, edge);
+    const body = await readBody(c);
+    if (!body.ok) return body.response;
+    const result = validate(RulesBodySchema, body.value);
+    if (!result.ok) return errors(c, result.issues);
+    const document = JSON.stringify(body.value);
+    // The same document always gets the same version, so an edge can tell a no-op.
+    const version = createHash("sha256").update(document).digest("hex").slice(0, 16);
+    const status = link.push(edge, "rules", version, document);
+    return c.json({ edge, version, status }, 202);
+  });
+
+  app.post("/api/v1/edges/:edge/update", async (c) => {
+    const edge = c.req.param("edge");
+    if (!configured.has(edge)) return unknownEdge(c, edge);
+    const body = await readBody(c);
+    if (!body.ok) return body.response;
+    const result = validate(UpdateBodySchema, body.value);
+    if (!result.ok) return errors(c, result.issues);
+    const offer = { sha256: "", signature: "", size: 0, ...result.value };
+    const status = link.push(edge, "update", offer.version, JSON.stringify(offer));
+    return c.json({ edge, version: offer.version, status }, 202);
+  });
+
+  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
+  app.onError((error, c) => {
+    deps.log?.error("api.failed", { method: c.req.method, path: c.req.path, error: errorMessage(error) });
+    return c.json({ error: "internal error" }, 500);
+  });
+  return app;
+}
+
+function iso(ms: number | null | undefined): string | null {
+  return ms === null || ms === undefined ? null : new Date(ms).toISOString();
+}

@@ -1,0 +1,388 @@
+/**
+ * The hub's side of the link (SPEC §6): the gRPC `Connect` handler and the live streams of each
+ * edge.
+ *
+ * Invariants:
+ * - A stream is authenticated from its metadata before any frame is read; a wrong or unknown
+ *   (edge-id, routing-key, secret) ends it with UNAUTHENTICATED and nothing is stored.
+ * - A batch is acknowledged only after its transaction has committed. When the store fails the
+ *   stream ends with UNAVAILABLE and nothing more is acknowledged on it; the edge resends.
+ * - An edge's batches are stored one at a time, in arrival order, across all of its streams, so
+ *   a reconnecting edge's resend never interleaves with a batch still in flight on an old stream.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { randomBytes, randomUUID } from "node:crypto";
+import { matchesHash, sha256Hex } from "../core/secret.ts";
+import type { Batch, CommandResultFrame, EdgeFrame, HubFrame, ReportFrame } from "../proto/mod.ts";
+import { AUTH_METADATA } from "../proto/mod.ts";
+import type { HubEdgeConfig } from "./config.ts";
+import type { Logger } from "../telemetry/mod.ts";
+import { errorMessage } from "./_errors.ts";
+import { type CommandStatus, type HubStore, payloadText, type PushKind } from "./store.ts";
+
+export const AUTH_FAILED = "unknown edge or wrong routing key/secret";
+const STORE_FAILED = "hub cannot store records right now; resend later";
+const SHUTTING_DOWN = "hub is shutting down";
+
+export interface CommandRequest {
+  device: string;
+  method: string;
+  params: unknown;
+  timeoutMs: number;
+}
+
+export type CommandOutcomeStatus = Exclude<CommandStatus, "pending">;
+
+export interface CommandOutcome {
+  id: string;
+  status: CommandOutcomeStatus;
+  payload: unknown;
+}
+
+export interface EdgeLink {
+  /** The grpc-js handler for `outpost.v1.Hub/Connect`. */
+  connect(call: grpc.ServerDuplexStream<EdgeFrame, HubFrame>): void;
+  isConnected(edge: string): boolean;
+  /**
+   * Sends a command on the edge's newest stream and waits for its result, up to its timeout plus
+   * a short grace for the edge's own timeout report; `device-offline` when the edge is not
+   * connected.
+   */
+  runCommand(edge: string, request: CommandRequest): Promise<CommandOutcome>;
+  /** Sends rules or an update offer now, or keeps it for the edge's next connect. */
+  push(edge: string, kind: PushKind, version: string, body: string): "sent" | "pending";
+  /** Stops taking batches, lets those in flight commit and be acknowledged, ends every stream. */
+  close(): Promise<void>;
+}
+
+export interface EdgeLinkOptions {
+  store: HubStore;
+  edges: readonly HubEdgeConfig[];
+  log: Logger;
+  now?: () => number;
+  /** How long past a command's timeoutMs the hub waits for the edge's answer (default 1000). */
+  commandGraceMs?: number;
+}
+
+type Call = grpc.ServerDuplexStream<EdgeFrame, HubFrame>;
+
+interface Session {
+  edge: string;
+  call: Call;
+  peer: string;
+  /** False once the stream failed, was cancelled, or was ended by the hub. */
+  open: boolean;
+  detached: boolean;
+}
+
+/** SHA-256 hex digests: the hub keeps no edge secret in the clear after start. */
+interface Credentials {
+  routingKey: string;
+  secret: string;
+}
+
+interface Waiter {
+  edge: string;
+  settle(status: CommandOutcomeStatus, payload: unknown): void;
+}
+
+const COMMAND_STATUSES: ReadonlySet<string> = new Set(["ok", "error", "timeout", "device-offline"]);
+const REPORT_TYPE = /^[A-Za-z0-9._-]{1,64}$/;
+const utf8 = new TextEncoder();
+
+export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
+  const { store, log } = options;
+  const now = options.now ?? Date.now;
+  const graceMs = options.commandGraceMs ?? 1000;
+  const credentials = new Map<string, Credentials>();
+  for (const e of options.edges) {
+    credentials.set(e.id, { routingKey: sha256Hex(e.routingKey), secret: sha256Hex(e.secret) });
+  }
+  // Compared against when the edge id is unknown, so that an unknown id costs the same time.
+  const nobody: Credentials = {
+    routingKey: randomBytes(32).toString("hex"),
+    secret: randomBytes(32).toString("hex"),
+  };
+  const sessions = new Map<string, Session[]>();
+  const queues = new Map<string, Promise<void>>();
+  const waiters = new Map<string, Waiter>();
+  let closing = false;
+  let closed: Promise<void> | undefined;
+
+  function authenticate(metadata: grpc.Metadata): string | undefined {
+    const one = (key: string) => {
+      const values = metadata.get(key);
+      return values.length === 1 && typeof values[0] === "string" ? values[0] : undefined;
+    };
+    const id = one(AUTH_METADATA.edgeId);
+    const routingKey = one(AUTH_METADATA.routingKey);
+    const secret = one(AUTH_METADATA.secret);
+    const known = id === undefined ? undefined : credentials.get(id);
+    const expected = known ?? nobody;
+    // Both comparisons always run: no early exit tells which part was wrong.
+    const keyOk = matchesHash(routingKey ?? "", expected.routingKey);
+    const secretOk = matchesHash(secret ?? "", expected.secret);
+    return known !== undefined && routingKey !== undefined && secret !== undefined && keyOk && secretOk
+      ? id
+      : undefined;
+  }
+
+  /** Runs `task` after every earlier task of the same edge. */
+  function serially(edge: string, task: () => void): Promise<void> {
+    const tail = (queues.get(edge) ?? Promise.resolve()).then(task).catch((error) => {
+      log.error("hub.internal_error", { edge, error: errorMessage(error) });
+    });
+    queues.set(edge, tail);
+    void tail.then(() => {
+      if (queues.get(edge) === tail) queues.delete(edge);
+    });
+    return tail;
+  }
+
+  function endCall(call: Call, code: grpc.status, details: string): void {
+    if (call.writableEnded) return;
+    // grpc-js turns an 'error' event on a server stream into the call's final status.
+    call.emit("error", { code, details, metadata: new grpc.Metadata() });
+  }
+
+  /** A frame as written: grpc-js sets the oneof from the one field present. */
+  type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+  function write(session: Session, frame: DistributiveOmit<HubFrame, "frame">): void {
+    if (!session.open || session.call.writableEnded) return;
+    try {
+      session.call.write(frame as HubFrame);
+    } catch (error) {
+      log.warn("edge.write_failed", { edge: session.edge, error: errorMessage(error) });
+    }
+  }
+
+  function live(edge: string): Session | undefined {
+    const list = sessions.get(edge);
+    return list?.findLast((s) => s.open);
+  }
+
+  function detach(session: Session, reason: string): void {
+    session.open = false;
+    if (session.detached) return;
+    session.detached = true;
+    const list = (sessions.get(session.edge) ?? []).filter((s) => s !== session);
+    if (list.length > 0) sessions.set(session.edge, list);
+    else sessions.delete(session.edge);
+    try {
+      if (list.length === 0) store.setConnected(session.edge, false, now());
+      else store.touch(session.edge, now());
+    } catch (error) {
+      log.error("hub.store_failed", { edge: session.edge, error: errorMessage(error) });
+    }
+    log.info("edge.disconnected", {
+      edge: session.edge,
+      peer: session.peer,
+      reason,
+      streams: list.length,
+    });
+  }
+
+  function fail(session: Session, code: grpc.status, details: string): void {
+    session.open = false;
+    endCall(session.call, code, details);
+    detach(session, details);
+  }
+
+  function storeBatch(session: Session, batch: Batch): void {
+    if (!session.open) return; // nobody to acknowledge to: the edge resends on its next stream
+    let added: number;
+    try {
+      added = store.storeBatch(session.edge, batch.records ?? [], now());
+    } catch (error) {
+      log.error("hub.store_failed", { edge: session.edge, seq: batch.seq, error: errorMessage(error) });
+      fail(session, grpc.status.UNAVAILABLE, STORE_FAILED);
+      return;
+    }
+    write(session, { ack: { seq: batch.seq } });
+    log.debug("batch.stored", {
+      edge: session.edge,
+      seq: batch.seq,
+      records: batch.records?.length,
+      added,
+    });
+  }
+
+  function saveReport(session: Session, report: ReportFrame): void {
+    if (!REPORT_TYPE.test(report.type)) {
+      log.warn("edge.report_ignored", { edge: session.edge, reason: "bad report type" });
+      return;
+    }
+    store.saveReport(session.edge, report.type, decodeJson(report.body), now());
+  }
+
+  function settleCommand(session: Session, result: CommandResultFrame): void {
+    const status = (COMMAND_STATUSES.has(result.status) ? result.status : "error") as CommandOutcomeStatus;
+    const text = result.payload?.length ? payloadText(result.payload) : null;
+    if (!store.settleCommand(result.id, session.edge, status, text, now())) {
+      log.warn("command.unknown_result", { edge: session.edge, id: result.id });
+      return;
+    }
+    const waiter = waiters.get(result.id);
+    if (waiter?.edge === session.edge) waiter.settle(status, text === null ? null : JSON.parse(text));
+  }
+
+  function onFrame(session: Session, raw: unknown): void {
+    if (!session.open) return;
+    const edge = session.edge;
+    const frame = typeof (raw as { frame?: unknown } | null)?.frame === "string"
+      ? raw as EdgeFrame
+      : undefined;
+    if (frame === undefined) return log.debug("edge.frame_ignored", { edge });
+    const name = frame.frame;
+    try {
+      switch (frame.frame) {
+        case "batch":
+          // A batch arriving while the hub shuts down is not taken; the edge resends it.
+          if (!closing) void serially(edge, () => storeBatch(session, frame.batch));
+          return;
+        case "heartbeat":
+          store.touch(edge, now());
+          write(session, { heartbeat: { ts: now() } });
+          return;
+        case "report":
+          saveReport(session, frame.report);
+          return;
+        case "commandResult":
+          store.touch(edge, now());
+          settleCommand(session, frame.commandResult);
+          return;
+        default:
+          log.debug("edge.frame_ignored", { edge });
+      }
+    } catch (error) {
+      log.error("hub.store_failed", { edge, frame: name, error: errorMessage(error) });
+    }
+  }
+
+  function pushFrame(kind: PushKind, version: string, body: string): DistributiveOmit<HubFrame, "frame"> {
+    if (kind === "rules") return { rules: { version, document: utf8.encode(body) } };
+    return { updateOffer: JSON.parse(body) };
+  }
+
+  function connect(call: Call): void {
+    const peer = safePeer(call);
+    if (closing) return endCall(call, grpc.status.UNAVAILABLE, SHUTTING_DOWN);
+    const edge = authenticate(call.metadata);
+    if (edge === undefined) {
+      const claimed = call.metadata.get(AUTH_METADATA.edgeId)[0];
+      log.warn("edge.rejected", {
+        edge: typeof claimed === "string" ? claimed.slice(0, 128) : null,
+        peer,
+      });
+      return endCall(call, grpc.status.UNAUTHENTICATED, AUTH_FAILED);
+    }
+    try {
+      store.setConnected(edge, true, now());
+    } catch (error) {
+      log.error("hub.store_failed", { edge, error: errorMessage(error) });
+      return endCall(call, grpc.status.UNAVAILABLE, STORE_FAILED);
+    }
+    const session: Session = { edge, call, peer, open: true, detached: false };
+    const list = sessions.get(edge) ?? [];
+    list.push(session);
+    sessions.set(edge, list);
+    // The edge takes the response headers as "connected".
+    call.sendMetadata(new grpc.Metadata());
+    log.info("edge.connected", { edge, peer, streams: list.length });
+
+    call.on("data", (frame: unknown) => onFrame(session, frame));
+    // The edge half-closed: answer what it sent before, then end the call.
+    call.on("end", () =>
+      void serially(edge, () => {
+        if (session.open) {
+          session.open = false;
+          call.end();
+        }
+        detach(session, "closed by edge");
+      }));
+    call.on("cancelled", () => detach(session, "cancelled"));
+    call.on("close", () => detach(session, "closed"));
+
+    try {
+      for (const p of store.takePushes(edge)) write(session, pushFrame(p.kind, p.version, p.body));
+    } catch (error) {
+      log.error("hub.store_failed", { edge, error: errorMessage(error) });
+    }
+  }
+
+  async function runCommand(edge: string, request: CommandRequest): Promise<CommandOutcome> {
+    const id = randomUUID();
+    store.insertCommand({ id, edge, ...request, status: "pending", createdAt: now() });
+    const session = closing ? undefined : live(edge);
+    if (session === undefined) {
+      store.settleCommand(id, edge, "device-offline", null, now());
+      return { id, status: "device-offline", payload: null };
+    }
+    const outcome = new Promise<CommandOutcome>((resolve) => {
+      const settle = (status: CommandOutcomeStatus, payload: unknown) => {
+        clearTimeout(timer);
+        waiters.delete(id);
+        resolve({ id, status, payload });
+      };
+      const timer = setTimeout(() => {
+        store.settleCommand(id, edge, "timeout", null, now());
+        settle("timeout", null);
+      }, request.timeoutMs + graceMs);
+      waiters.set(id, { edge, settle });
+    });
+    write(session, {
+      command: {
+        id,
+        device: request.device,
+        method: request.method,
+        params: utf8.encode(JSON.stringify(request.params ?? null)),
+        timeoutMs: request.timeoutMs,
+      },
+    });
+    return await outcome;
+  }
+
+  function push(edge: string, kind: PushKind, version: string, body: string): "sent" | "pending" {
+    const session = closing ? undefined : live(edge);
+    if (session === undefined) {
+      store.savePush({ edge, kind, version, body, createdAt: now() });
+      return "pending";
+    }
+    store.dropPush(edge, kind);
+    write(session, pushFrame(kind, version, body));
+    return "sent";
+  }
+
+  function close(): Promise<void> {
+    closed ??= (async () => {
+      closing = true;
+      for (const [id, waiter] of waiters) {
+        try {
+          store.settleCommand(id, waiter.edge, "timeout", null, now());
+        } catch { /* the answer below still goes out */ }
+        waiter.settle("timeout", null);
+      }
+      await Promise.all(queues.values());
+      for (const list of [...sessions.values()]) {
+        for (const session of [...list]) fail(session, grpc.status.UNAVAILABLE, SHUTTING_DOWN);
+      }
+    })();
+    return closed;
+  }
+
+  return { connect, isConnected: (edge) => live(edge) !== undefined, runCommand, push, close };
+}
+
+/** A JSON value from the wire: null when empty, `{"_raw": text}` when not JSON. */
+function decodeJson(bytes: Uint8Array | undefined): unknown {
+  return bytes?.length ? JSON.parse(payloadText(bytes)) : null;
+}
+
+function safePeer(call: Call): string {
+  try {
+    return call.getPeer();
+  } catch {
+    return "unknown";
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * The hub's libSQL store: received records (one row per (edge, record id), `seq` in arrival
+ * order), what it knows of each edge, commands and pushes waiting for their edge.
+ *
+ * Every SQL text here is a constant, so the statement cache holds a small fixed set; values are
+ * always bound, never inlined. A batch is stored in one transaction: all of it or none of it.
+ */
+import { type LocalDatabase, openDatabase } from "../db/mod.ts";
+import { hubMigrations } from "../db/mod.ts";
+import type { WireRecord } from "../proto/mod.ts";
+
+/** One stored record as the API shows it. */
+export interface StoredRecord {
+  seq: number;
+  id: string;
+  edge: string;
+  device: string;
+  kind: string;
+  ts: number;
+  topic: string | null;
+  /** The decoded JSON payload (`{"_raw": text}` when the edge sent something that was not JSON). */
+  payload: unknown;
+  /** When the hub committed it, ms since the epoch. */
+  receivedAt: number;
+}
+
+export interface RecordQuery {
+  edge?: string;
+  device?: string;
+  /** Only records with a higher seq. */
+  after: number;
+  limit: number;
+}
+
+export interface EdgeRow {
+  id: string;
+  connected: boolean;
+  connectedAt: number | null;
+  lastSeenAt: number | null;
+  records: number;
+  /** The latest report body per report type. */
+  reports: Record<string, unknown>;
+}
+
+export type CommandStatus = "pending" | "ok" | "error" | "timeout" | "device-offline";
+
+export interface CommandRow {
+  id: string;
+  edge: string;
+  device: string;
+  method: string;
+  params: unknown;
+  timeoutMs: number;
+  status: CommandStatus;
+  payload: unknown;
+  createdAt: number;
+  completedAt: number | null;
+}
+
+export type PushKind = "rules" | "update";
+
+/** Rules or an update offer waiting for its edge to connect. `body` is JSON text. */
+export interface Push {
+  edge: string;
+  kind: PushKind;
+  version: string;
+  body: string;
+  createdAt: number;
+}
+
+export interface HubStore {
+  /** Adds a row for each configured edge and marks every edge disconnected (start-up). */
+  registerEdges(ids: readonly string[]): void;
+  /** Stores a batch in one transaction, each (edge, id) once; returns how many rows were new. */
+  storeBatch(edge: string, records: readonly WireRecord[], now: number): number;
+  setConnected(edge: string, connected: boolean, now: number): void;
+  touch(edge: string, now: number): void;
+  saveReport(edge: string, type: string, body: unknown, now: number): void;
+  edges(): EdgeRow[];
+  records(query: RecordQuery): StoredRecord[];
+  insertCommand(command: Omit<CommandRow, "payload" | "completedAt">): void;
+  /** Records how a command ended; false when `edge` sent no such command. */
+  settleCommand(
+    id: string,
+    edge: string,
+    status: CommandStatus,
+    payload: string | null,
+    now: number,
+  ): boolean;
+  command(id: string): CommandRow | undefined;
+  /** Keeps a push for the edge's next connect, replacing an older one of the same kind. */
+  savePush(push: Push): void;
+  dropPush(edge: string, kind: PushKind): void;
+  /** Removes and returns the edge's waiting pushes. */
+  takePushes(edge: string): Push[];
+  pushes(): Push[];
+  close(): void;
+}
+
+const SQL = {
+  insertRecord: "INSERT INTO records (edge, id, device, kind, ts, topic, payload, received_at) " +
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (edge, id) DO NOTHING",
+  countRecords: "UPDATE edges SET records = records + ?, last_seen_at = ? WHERE id = ?",
+  addEdge: "INSERT INTO edges (id) VALUES (?) ON CONFLICT (id) DO NOTHING",
+  resetEdges: "UPDATE edges SET connected = 0",
+  connect: "UPDATE edges SET connected = 1, connected_at = ?, last_seen_at = ? WHERE id = ?",
+  disconnect: "UPDATE edges SET connected = 0, last_seen_at = ? WHERE id = ?",
+  touch: "UPDATE edges SET last_seen_at = ? WHERE id = ?",
+  readReports: "SELECT reports FROM edges WHERE id = ?",
+  writeReports: "UPDATE edges SET reports = ?, last_seen_at = ? WHERE id = ?",
+  edges: "SELECT id, connected, connected_at, last_seen_at, records, reports FROM edges ORDER BY id",
+  insertCommand: "INSERT INTO commands (id, edge, device, method, params, timeout_ms, status, created_at) " +
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+  settleCommand: "UPDATE commands SET status = ?, payload = ?, completed_at = ? WHERE id = ? AND edge = ?",
+  command: "SELECT id, edge, device, method, params, timeout_ms, status, payload, created_at, completed_at " +
+    "FROM commands WHERE id = ?",
+  savePush: "INSERT INTO pushes (edge, kind, version, body, created_at) VALUES (?, ?, ?, ?, ?) " +
+    "ON CONFLICT (edge, kind) DO UPDATE SET version = excluded.version, body = excluded.body, " +
+    "created_at = excluded.created_at",
+  dropPush: "DELETE FROM pushes WHERE edge = ? AND kind = ?",
+  edgePushes: "SELECT edge, kind, version, body, created_at FROM pushes WHERE edge = ? ORDER BY kind",
+  dropPushes: "DELETE FROM pushes WHERE edge = ?",
+  pushes: "SELECT edge, kind, version, body, created_at FROM pushes ORDER BY edge, kind",
+} as const;
+
+// One fixed text per filter combination, so each can use its index (edge, seq) or (device, seq).
+const RECORD_COLUMNS = "SELECT seq, id, edge, device, kind, ts, topic, payload, received_at FROM records";
+const RECORD_QUERIES = {
+  all: `${RECORD_COLUMNS} WHERE seq > ? ORDER BY seq LIMIT ?`,
+  edge: `${RECORD_COLUMNS} WHERE edge = ? AND seq > ? ORDER BY seq LIMIT ?`,
+  device: `${RECORD_COLUMNS} WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?`,
+  both: `${RECORD_COLUMNS} WHERE device = ? AND edge = ? AND seq > ? ORDER BY seq LIMIT ?`,
+} as const;
+
+const utf8 = new TextDecoder();
+
+/** A record payload as JSON text to store: the text itself when it parses, else `{"_raw": text}`. */
+export function payloadText(bytes: Uint8Array): string {
+  const text = utf8.decode(bytes);
+  try {
+    JSON.parse(text);
+    return text;
+  } catch {
+    return JSON.stringify({ _raw: text });
+  }
+}
+
+/** Opens (creating and migrating if needed) the hub database at `path`. */
+export function createHubStore(path: string): HubStore {
+  const db: LocalDatabase = openDatabase(path, { migrations: hubMigrations });
+  const q = (sql: string) => db.prepare(sql);
+
+  const toPush = (r: any): Push => ({
+    edge: r.edge,
+    kind: r.kind,
+    version: r.version,
+    body: r.body,
+    createdAt: r.created_at,
+  });
+
+  return {
+    registerEdges(ids) {
+      db.transaction(() => {
+        q(SQL.resetEdges).run();
+        for (const id of ids) q(SQL.addEdge).run(id);
+      });
+    },
+
+    storeBatch(edge, records, now) {
+      const rows = records.map((r) => [
+        edge,
+        r.id,
+        r.device,
+        r.kind,
+        r.ts,
+        r.topic === "" ? null : r.topic,
+        payloadText(r.payload),
+        now,
+      ]);
+      return db.transaction(() => {
+        let added = 0;
+        for (const row of rows) added += q(SQL.insertRecord).run(...row).changes;
+        q(SQL.countRecords).run(added, now, edge);
+        return added;
+      });
+    },
+
+    setConnected(edge, connected, now) {
+      if (connected) q(SQL.connect).run(now, now, edge);
+      else q(SQL.disconnect).run(now, edge);
+    },
+
+    touch(edge, now) {
+      q(SQL.touch).run(now, edge);
+    },
+
+    saveReport(edge, type, body, now) {
+      db.transaction(() => {
+        const row = q(SQL.readReports).get(edge) as { reports: string } | undefined;
+        if (row === undefined) return;
+        const reports = JSON.parse(row.reports) as Record<string, unknown>;
+        reports[type] = body;
+        q(SQL.writeReports).run(JSON.stringify(reports), now, edge);
+      });
+    },
+
+    edges() {
+      return (q(SQL.edges).all() as any[]).map((r) => ({
+        id: r.id,
+        connected: r.connected === 1,
+        connectedAt: r.connected_at ?? null,
+        lastSeenAt: r.last_seen_at ?? null,
+        records: r.records,
+        reports: JSON.parse(r.reports),
+      }));
+    },
+
+    records({ edge, device, after, limit }) {
+      const rows = (edge !== undefined && device !== undefined)
+        ? q(RECORD_QUERIES.both).all(device, edge, after, limit)
+        : edge !== undefined
+        ? q(RECORD_QUERIES.edge).all(edge, after, limit)
+        : device !== undefined
+        ? q(RECORD_QUERIES.device).all(device, after, limit)
+        : q(RECORD_QUERIES.all).all(after, limit);
+      return (rows as any[]).map((r) => ({
+        seq: r.seq,
+        id: r.id,
+        edge: r.edge,
+        device: r.device,
+        kind: r.kind,
+        ts: r.ts,
+        topic: r.topic ?? null,
+        payload: JSON.parse(r.payload),
+        receivedAt: r.received_at,
+      }));
+    },
+
+    insertCommand(c) {
+      q(SQL.insertCommand).run(
+        c.id,
+        c.edge,
+        c.device,
+        c.method,
+        JSON.stringify(c.params),
+        c.timeoutMs,
+        c.status,
+        c.createdAt,
+      );
+    },
+
+    settleCommand(id, edge, status, payload, now) {
+      return q(SQL.settleCommand).run(status, payload, now, id, edge).changes > 0;
+    },
+
+    command(id) {
+      const r = q(SQL.command).get(id) as any;
+      if (r === undefined) return undefined;
+      return {
+        id: r.id,
+        edge: r.edge,
+        device: r.device,
+        method: r.method,
+        params: JSON.parse(r.params),
+        timeoutMs: r.timeout_ms,
+        status: r.status,
+        payload: r.payload === null ? null : JSON.parse(r.payload),
+        createdAt: r.created_at,
+        completedAt: r.completed_at ?? null,
+      };
+    },
+
+    savePush(p) {
+      q(SQL.savePush).run(p.edge, p.kind, p.version, p.body, p.createdAt);
+    },
+
+    dropPush(edge, kind) {
+      q(SQL.dropPush).run(edge, kind);
+    },
+
+    takePushes(edge) {
+      return db.transaction(() => {
+        const rows = (q(SQL.edgePushes).all(edge) as any[]).map(toPush);
+        if (rows.length > 0) q(SQL.dropPushes).run(edge);
+        return rows;
+      });
+    },
+
+    pushes() {
+      return (q(SQL.pushes).all() as any[]).map(toPush);
+    },
+
+    close() {
+      db.close();
+    },
+  };
+}
