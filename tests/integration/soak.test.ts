@@ -1,0 +1,95 @@
+/**
+ * Soak: 2,000,000 messages through HTTP ingest → outbox → gRPC → hub. The agent's memory must
+ * stay flat: libSQL's native driver never frees a prepared statement, so a store that prepared
+ * per call would grow by gigabytes here. Warm-up is the first quarter of the run (the JS heap and
+ * SQLite's caches settle); after it RSS may grow by less than 10%.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { rssMb } from "../../scripts/bench/procs.ts";
+import {
+  defaultRunner,
+  freePort,
+  removeDir,
+  ROOT,
+  startAgent,
+  startHub,
+  tempDir,
+  TEST_TOKEN,
+  waitFor,
+  writeAgentConfig,
+} from "../helpers/procs.ts";
+
+const TOTAL = Number(Deno.env.get("OUTPOST_SOAK_MESSAGES") ?? 2_000_000);
+
+Deno.test({
+  name: `soak: ${TOTAL} messages ingest → outbox → hub with agent RSS growth under 10% after warm-up`,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = tempDir("outpost-soak-");
+    const runner = defaultRunner();
+    const edge = { id: "soak", routingKey: "rk-soak", secret: "secret-soak-123" };
+    const hub = await startHub({ dir: join(dir, "hub"), edges: [edge], runner });
+    const apiPort = await freePort();
+    const config = writeAgentConfig(join(dir, "agent"), {
+      edgeId: edge.id,
+      dataDir: "data",
+      api: { listen: `127.0.0.1:${apiPort}`, token: TEST_TOKEN },
+      mqtt: { broker: false },
+      hub: { url: `grpc://127.0.0.1:${hub.grpcPort}`, routingKey: edge.routingKey, secret: edge.secret },
+    });
+    const agent = await startAgent(config, { runner });
+    const samples: { at: number; rss: number }[] = [];
+    const hubCount = async () => {
+      const body = await (await hub.api("/api/v1/edges")).json();
+      return body.edges.find((e: { id: string }) => e.id === edge.id)?.records ?? 0;
+    };
+    let delivered = 0;
+    const sampler = setInterval(async () => {
+      try {
+        delivered = await hubCount();
+        samples.push({ at: delivered, rss: rssMb(agent.proc.pid).rss });
+      } catch { /* the next sample will do */ }
+    }, 500);
+    try {
+      const load = await new Deno.Command(join(ROOT, "node_modules/.bin/deno"), {
+        args: [
+          "run",
+          "-A",
+          join(ROOT, "scripts/bench/http_load.ts"),
+          `--url=http://127.0.0.1:${apiPort}`,
+          `--token=${TEST_TOKEN}`,
+          `--messages=${TOTAL}`,
+          "--batch=100",
+          "--devices=16",
+          "--concurrency=4",
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      const result = JSON.parse(new TextDecoder().decode(load.stdout).trim().split("\n").pop()!);
+      assert.equal(result.accepted, TOTAL);
+      await waitFor(async () => (await hubCount()) >= TOTAL, 600_000, "every message at the hub");
+      clearInterval(sampler);
+      assert.equal(await hubCount(), TOTAL, "each message stored exactly once");
+      const warm = samples.filter((s) => s.at >= TOTAL * 0.25);
+      assert.ok(warm.length >= 5, `too few samples after warm-up (${warm.length})`);
+      const base = warm[0].rss;
+      const peak = Math.max(...warm.map((s) => s.rss));
+      console.log(
+        `soak: ${TOTAL} delivered; RSS at warm-up ${base.toFixed(0)} MB, peak after ${peak.toFixed(0)} MB ` +
+          `(+${((peak / base - 1) * 100).toFixed(1)}%), final ${warm[warm.length - 1].rss.toFixed(0)} MB`,
+      );
+      assert.ok(
+        peak < base * 1.1,
+        `RSS grew from ${base.toFixed(0)} MB to ${peak.toFixed(0)} MB after warm-up`,
+      );
+    } finally {
+      clearInterval(sampler);
+      await agent.stop("SIGKILL");
+      await hub.stop();
+      removeDir(dir);
+    }
+  },
+});
