@@ -6,4 +6,6 @@ import pkg from "../package.json" with { type: "json" };
 
 declare const OUTPOST_BUILD_VERSION: string | undefined;
 
-export const VERSION: string = typeof OUTPOST_BUILD_VERSION === "string" ? OUTPOST_BUILD_VERSION : pkg.version;
+export const VERSION: string = typeof OUTPOST_BUILD_VERSION === "string"
+  ? OUTPOST_BUILD_VERSION
+  : pkg.version;

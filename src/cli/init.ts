@@ -33,7 +33,9 @@ export function initCommand(options: InitOptions, io: Io): number {
     mqtt: { broker: { listen: "127.0.0.1:1883", auth: "none" } },
     outbox: { maxBytes: 1073741824, onFull: "drop-oldest" },
   };
-  if (options.hub) doc.hub = { url: options.hub, routingKey: String(options.routingKey), secret: String(options.secret) };
+  if (options.hub) {
+    doc.hub = { url: options.hub, routingKey: String(options.routingKey), secret: String(options.secret) };
+  }
   const check = parseConfig(doc, dirname(path), path);
   if (!check.ok) throw new UsageError("The options make an invalid config", { issues: check.issues });
   mkdirSync(dirname(path), { recursive: true });

@@ -8,7 +8,8 @@ import type { Io } from "./io.ts";
 export async function statusCommand(options: { config?: string; json?: boolean }, io: Io): Promise<number> {
   const config = loadConfig(options.config);
   const tokenFile = join(config.dataDir, "api-token");
-  const token = config.api.token ?? (existsSync(tokenFile) ? readFileSync(tokenFile, "utf8").trim() : undefined);
+  const token = config.api.token ??
+    (existsSync(tokenFile) ? readFileSync(tokenFile, "utf8").trim() : undefined);
   let { hostname, port } = splitHostPort(config.api.listen);
   if (hostname === "0.0.0.0" || hostname === "::") hostname = "127.0.0.1";
   const url = `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/api/v1/status`;
@@ -29,7 +30,9 @@ export async function statusCommand(options: { config?: string; json?: boolean }
     return 0;
   }
   const hub = s.hub.configured
-    ? `${s.hub.connected ? "connected" : "disconnected"} (${s.hub.url})${s.hub.error ? `: ${s.hub.error}` : ""}` +
+    ? `${s.hub.connected ? "connected" : "disconnected"} (${s.hub.url})${
+      s.hub.error ? `: ${s.hub.error}` : ""
+    }` +
       (s.hub.lastAckAt ? `, last ack ${s.hub.lastAckAt}` : "")
     : "not configured (keeping everything in the outbox)";
   io.out(

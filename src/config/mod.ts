@@ -67,7 +67,9 @@ export function loadConfig(flag?: string, env = process.env): Config {
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
-    throw new UsageError(`Cannot read config file ${path}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+    throw new UsageError(
+      `Cannot read config file ${path}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+    );
   }
   let json: unknown;
   try {
@@ -99,7 +101,9 @@ export function configJsonSchema(): object {
 /** Replaces secrets by "***" so a config can be shown or logged. */
 export function redactConfig(config: Config): unknown {
   return JSON.parse(JSON.stringify(config, (key, value) => {
-    if ((key === "secret" || key === "token" || key === "password") && typeof value === "string") return "***";
+    if ((key === "secret" || key === "token" || key === "password") && typeof value === "string") {
+      return "***";
+    }
     return value;
   }));
 }

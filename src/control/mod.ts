@@ -71,13 +71,13 @@ export function createControlApp(deps: ControlDeps): Hono {
 
   // Authentication: the API token everywhere; on ingest routes also the device's own token.
   app.use("*", async (c, next) => {
-    if (c.req.path === "/healthz") return next();
+    if (c.req.path === "/healthz") return await next();
     const candidate = bearer(c);
-    if (isApiToken(candidate, deps.token)) return next();
+    if (isApiToken(candidate, deps.token)) return await next();
     const ingest = /^\/api\/v1\/devices\/([^/]+)\/(telemetry|attributes|events)$/.exec(c.req.path);
     if (ingest && c.req.method === "POST" && candidate !== undefined) {
       const device = decodeURIComponent(ingest[1]);
-      if (deps.devices.verify(device, candidate)) return next();
+      if (deps.devices.verify(device, candidate)) return await next();
     }
     telemetry.authRefused(candidate === undefined ? "missing-token" : "wrong-token", {
       path: c.req.path,

@@ -23,7 +23,9 @@ export function migrate(db: Db, migrations: readonly Migration[]): string[] {
   const unknown = [...done].filter((name) => !known.has(name));
   if (unknown.length > 0) {
     throw new Error(
-      `Database has migrations this version does not know: ${unknown.join(", ")} (written by a newer outpost?)`,
+      `Database has migrations this version does not know: ${
+        unknown.join(", ")
+      } (written by a newer outpost?)`,
     );
   }
   const applied: string[] = [];

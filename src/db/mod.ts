@@ -11,7 +11,7 @@ import { BetterSQLiteSession } from "drizzle-orm/better-sqlite3/session";
 import { BaseSQLiteDatabase, SQLiteSyncDialect } from "drizzle-orm/sqlite-core";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { type Migration, migrate } from "./migrate.ts";
+import { migrate, type Migration } from "./migrate.ts";
 
 export type { Migration } from "./migrate.ts";
 export { agentMigrations, hubMigrations } from "./migrations.gen.ts";
@@ -62,7 +62,9 @@ export function openDatabase(path: string, options: OpenOptions): LocalDatabase 
     let statement = cache.get(sql);
     if (statement === undefined) {
       if (cache.size >= maxStatements) {
-        throw new Error(`Too many distinct SQL statements (${cache.size}): SQL is being built with inlined values`);
+        throw new Error(
+          `Too many distinct SQL statements (${cache.size}): SQL is being built with inlined values`,
+        );
       }
       statement = nativePrepare(sql) as unknown as Statement;
       cache.set(sql, statement);

@@ -21,11 +21,19 @@ export class DeviceRegistry {
   private readonly tokens = new Map<string, string>();
   /** token hash → device id, for tokens that identify the device by themselves. */
   private readonly byHash = new Map<string, string>();
-  private readonly seen = new Map<string, { lastSeen: number; messages: number; values: Record<string, unknown> }>();
+  private readonly seen = new Map<
+    string,
+    { lastSeen: number; messages: number; values: Record<string, unknown> }
+  >();
 
   constructor(db: LocalDatabase) {
     this.db = db;
-    for (const row of db.prepare("SELECT id, token_hash FROM devices").all() as { id: string; token_hash: string }[]) {
+    for (
+      const row of db.prepare("SELECT id, token_hash FROM devices").all() as {
+        id: string;
+        token_hash: string;
+      }[]
+    ) {
       this.tokens.set(row.id, row.token_hash);
       this.byHash.set(row.token_hash, row.id);
     }
@@ -37,7 +45,11 @@ export class DeviceRegistry {
     const token = randomToken();
     const hash = sha256Hex(token);
     this.db.transaction(() => {
-      this.db.prepare("INSERT INTO devices (id, token_hash, created_at) VALUES (?, ?, ?)").run(id, hash, Date.now());
+      this.db.prepare("INSERT INTO devices (id, token_hash, created_at) VALUES (?, ?, ?)").run(
+        id,
+        hash,
+        Date.now(),
+      );
     });
     this.tokens.set(id, hash);
     this.byHash.set(hash, id);
@@ -76,7 +88,9 @@ export class DeviceRegistry {
       s.messages++;
       if (m.kind === "telemetry" || m.kind === "attributes") {
         for (const key in m.payload) {
-          if (key in s.values || Object.keys(s.values).length < MAX_LAST_VALUES) s.values[key] = m.payload[key];
+          if (key in s.values || Object.keys(s.values).length < MAX_LAST_VALUES) {
+            s.values[key] = m.payload[key];
+          }
         }
       }
     }

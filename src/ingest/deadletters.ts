@@ -23,7 +23,15 @@ export class DeadLetters {
     this.bound = bound;
   }
 
-  add(entry: { device?: string; topic?: string; reason: string; message: string; payload?: Uint8Array | string }): void {
+  add(
+    entry: {
+      device?: string;
+      topic?: string;
+      reason: string;
+      message: string;
+      payload?: Uint8Array | string;
+    },
+  ): void {
     const p = entry.payload;
     const head = p === undefined
       ? ""

@@ -31,7 +31,11 @@ function isObject(value: unknown): value is JsonObject {
 export function parsePayload(raw: Uint8Array | string, ctx: ParseContext): ParseResult {
   const size = typeof raw === "string" ? raw.length : raw.byteLength;
   if (size > ctx.maxBytes) {
-    return { ok: false, reason: "too-large", message: `Payload of ${size} bytes is over the ${ctx.maxBytes}-byte limit` };
+    return {
+      ok: false,
+      reason: "too-large",
+      message: `Payload of ${size} bytes is over the ${ctx.maxBytes}-byte limit`,
+    };
   }
   let text: string;
   try {
@@ -43,7 +47,11 @@ export function parsePayload(raw: Uint8Array | string, ctx: ParseContext): Parse
   try {
     value = JSON.parse(text);
   } catch (error) {
-    return { ok: false, reason: "invalid-json", message: `Payload is not valid JSON: ${(error as Error).message}` };
+    return {
+      ok: false,
+      reason: "invalid-json",
+      message: `Payload is not valid JSON: ${(error as Error).message}`,
+    };
   }
   return toMessages(value, ctx);
 }
@@ -67,7 +75,11 @@ export function toMessages(value: unknown, ctx: ParseContext): ParseResult {
     return { ok: true, messages };
   }
   if (!isObject(value)) {
-    return { ok: false, reason: "not-object", message: `Payload is ${describe(value)}, expected a JSON object or an array of objects` };
+    return {
+      ok: false,
+      reason: "not-object",
+      message: `Payload is ${describe(value)}, expected a JSON object or an array of objects`,
+    };
   }
   return { ok: true, messages: [one(value, ctx)] };
 }
@@ -76,9 +88,23 @@ function one(obj: JsonObject, ctx: ParseContext): Message {
   const ts = obj.ts;
   const values = obj.values;
   if (typeof ts === "number" && Number.isFinite(ts) && isObject(values)) {
-    return { device: ctx.device, kind: ctx.kind, ts: Math.trunc(ts), payload: values, source: ctx.source, topic: ctx.topic };
+    return {
+      device: ctx.device,
+      kind: ctx.kind,
+      ts: Math.trunc(ts),
+      payload: values,
+      source: ctx.source,
+      topic: ctx.topic,
+    };
   }
-  return { device: ctx.device, kind: ctx.kind, ts: ctx.now, payload: obj, source: ctx.source, topic: ctx.topic };
+  return {
+    device: ctx.device,
+    kind: ctx.kind,
+    ts: ctx.now,
+    payload: obj,
+    source: ctx.source,
+    topic: ctx.topic,
+  };
 }
 
 function describe(value: unknown): string {

@@ -23,8 +23,16 @@ export function runtimeVersion(): string {
   return `node ${process.version}`;
 }
 
-/** `linux-x64`, `linux-arm64`, … as the release artifacts name targets. */
+/** Stamped by `npm run build` (`linux-x64`, `linux-arm64-musl`, …); absent when run from source. */
+declare const OUTPOST_BUILD_TARGET: string | undefined;
+
+/**
+ * `linux-x64`, `linux-arm64`, … as the release artifacts name targets. A compiled binary reports
+ * the target it was built for (a musl build says `linux-x64-musl`, which platform and arch alone
+ * cannot tell), so that self-update picks the matching artifact.
+ */
 export function target(): string {
+  if (typeof OUTPOST_BUILD_TARGET === "string") return OUTPOST_BUILD_TARGET;
   return `${process.platform}-${process.arch}`;
 }
 
@@ -116,11 +124,15 @@ async function serveNode(options: ServeOptions): Promise<Server> {
       const headers = new Headers();
       for (const [k, v] of Object.entries(req.headers)) {
         if (typeof v === "string") headers.set(k, v);
-        else if (Array.isArray(v)) for (const x of v) headers.append(k, x);
+        else if (Array.isArray(v)) { for (const x of v) headers.append(k, x); }
       }
       const method = req.method ?? "GET";
       const body = method === "GET" || method === "HEAD" ? undefined : Buffer.concat(chunks);
-      const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, { method, headers, body });
+      const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
+        method,
+        headers,
+        body,
+      });
       const response = await options.fetch(request);
       res.writeHead(response.status, Object.fromEntries(response.headers));
       res.end(Buffer.from(await response.arrayBuffer()));
@@ -174,5 +186,7 @@ export function exit(code: number): never {
 /** Arguments after the executable (and script, when run from source). */
 export function args(): string[] {
   if (runtimeName() === "deno") return [...g.Deno.args];
-  return process.argv.slice(isCompiled() ? 2 : 2);
+  // Bun, from source: [bun, /path/src/main.ts, ...]; Bun-compiled: [bun, /$bunfs/root/<name>, ...];
+  // Node: [node, script, ...]. The arguments start at 2 in every case.
+  return process.argv.slice(2);
 }

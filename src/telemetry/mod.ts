@@ -14,7 +14,10 @@ export interface Logger {
   error(event: string, fields?: Record<string, unknown>): void;
 }
 
-export function createLogger(level: Level = "info", write: (line: string) => void = (l) => console.log(l)): Logger {
+export function createLogger(
+  level: Level = "info",
+  write: (line: string) => void = (l) => console.log(l),
+): Logger {
   const min = LEVELS[level];
   const emit = (lvl: Level) => (event: string, fields?: Record<string, unknown>) => {
     if (LEVELS[lvl] < min) return;
@@ -92,13 +95,33 @@ export interface Telemetry {
 
 export function createTelemetry(log: Logger): Telemetry {
   const metrics = new Metrics();
-  const accepted = metrics.family("outpost_ingest_accepted_total", "Messages accepted (durable in the outbox)", "counter");
-  const rejected = metrics.family("outpost_ingest_rejected_total", "Messages rejected (bad input, too large, full)", "counter");
+  const accepted = metrics.family(
+    "outpost_ingest_accepted_total",
+    "Messages accepted (durable in the outbox)",
+    "counter",
+  );
+  const rejected = metrics.family(
+    "outpost_ingest_rejected_total",
+    "Messages rejected (bad input, too large, full)",
+    "counter",
+  );
   const stored = metrics.family("outpost_outbox_stored_total", "Records written to the outbox", "counter");
-  const delivered = metrics.family("outpost_hub_delivered_total", "Records acknowledged by the hub", "counter");
-  const dropped = metrics.family("outpost_outbox_dropped_total", "Records dropped from a full outbox", "counter");
+  const delivered = metrics.family(
+    "outpost_hub_delivered_total",
+    "Records acknowledged by the hub",
+    "counter",
+  );
+  const dropped = metrics.family(
+    "outpost_outbox_dropped_total",
+    "Records dropped from a full outbox",
+    "counter",
+  );
   const connects = metrics.family("outpost_hub_connects_total", "Hub connections established", "counter");
-  const authRefused = metrics.family("outpost_auth_refused_total", "Device connections or requests refused", "counter");
+  const authRefused = metrics.family(
+    "outpost_auth_refused_total",
+    "Device connections or requests refused",
+    "counter",
+  );
   const ruleErrors = metrics.family("outpost_rules_errors_total", "Rule evaluation errors", "counter");
   return {
     log,

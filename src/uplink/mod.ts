@@ -13,7 +13,7 @@ import { Buffer } from "node:buffer";
 import { readFileSync } from "node:fs";
 import { type Backoff, createBackoff } from "../core/backoff.ts";
 import type { Outbox, OutboxRecord } from "../outbox/mod.ts";
-import { AUTH_METADATA, type EdgeFrame, type HubFrame, hubClientConstructor } from "../proto/mod.ts";
+import { AUTH_METADATA, type EdgeFrame, hubClientConstructor, type HubFrame } from "../proto/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { classify, codeName } from "./classify.ts";
 
@@ -146,7 +146,11 @@ export class Uplink {
       if (this.call !== call) return;
       this.onHubFrame(frame);
     });
-    call.on("error", (error: grpc.ServiceError) => end(`${codeName(error.code)}: ${error.details || error.message}`, error.code));
+    call.on(
+      "error",
+      (error: grpc.ServiceError) =>
+        end(`${codeName(error.code)}: ${error.details || error.message}`, error.code),
+    );
     call.on("end", () => end("hub ended the stream"));
     call.on("close", () => end("stream closed"));
   }

@@ -7,7 +7,17 @@ Deno.test("init writes a valid config, mode 0600, with a fresh token; never over
   const dir = tempDir();
   try {
     const path = join(dir, "etc", "outpost.json");
-    let r = await runOutpost(["init", "--config", path, "--hub", "grpc://127.0.0.1:7443", "--routing-key", "rk", "--secret", "s"]);
+    let r = await runOutpost([
+      "init",
+      "--config",
+      path,
+      "--hub",
+      "grpc://127.0.0.1:7443",
+      "--routing-key",
+      "rk",
+      "--secret",
+      "s",
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(statSync(path).mode & 0o777, 0o600);
     const first = JSON.parse(readFileSync(path, "utf8"));
@@ -76,7 +86,13 @@ Deno.test({
     const dir = tempDir();
     // Built-in defaults listen on 127.0.0.1:8080 and :1883; the test runs in a fresh folder so
     // ./outpost.json is absent, and points only the ports elsewhere through a config-less run.
-    const proc = startProcess([join(ROOT, "node_modules/.bin/deno"), "run", "-A", join(ROOT, "src/main.ts"), "run"], {
+    const proc = startProcess([
+      join(ROOT, "node_modules/.bin/deno"),
+      "run",
+      "-A",
+      join(ROOT, "src/main.ts"),
+      "run",
+    ], {
       cwd: dir,
     });
     try {

@@ -6,14 +6,15 @@ import {
   removeDir,
   startAgent,
   startHub,
-  TEST_TOKEN,
   tempDir,
+  TEST_TOKEN,
   waitFor,
   writeAgentConfig,
 } from "../helpers/procs.ts";
 
 Deno.test({
-  name: "a wrong hub secret: the hub says UNAUTHENTICATED, status shows it, nothing is lost, delivery resumes once fixed",
+  name:
+    "a wrong hub secret: the hub says UNAUTHENTICATED, status shows it, nothing is lost, delivery resumes once fixed",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -35,18 +36,28 @@ Deno.test({
     let agent = await startAgent(configPath);
     try {
       for (let i = 0; i < 50; i++) {
-        const res = await agent.api("/api/v1/devices/d1/telemetry", { method: "POST", body: JSON.stringify({ i }) });
+        const res = await agent.api("/api/v1/devices/d1/telemetry", {
+          method: "POST",
+          body: JSON.stringify({ i }),
+        });
         assert.equal(res.status, 202);
       }
-      const status = await waitFor(async () => {
-        const s = await (await agent.api("/api/v1/status")).json();
-        return s.hub.error ? s : undefined;
-      }, 15_000, "status to show the hub error");
+      const status = await waitFor(
+        async () => {
+          const s = await (await agent.api("/api/v1/status")).json();
+          return s.hub.error ? s : undefined;
+        },
+        15_000,
+        "status to show the hub error",
+      );
       assert.equal(status.hub.connected, false);
       assert.match(status.hub.error, /^UNAUTHENTICATED/);
       assert.equal(status.outbox.depth, 50);
       assert.ok(!JSON.stringify(status).includes("a-wrong-secret-456"), "the secret never appears in status");
-      assert.ok(!agent.proc.lines.join("\n").includes("a-wrong-secret-456"), "the secret never appears in logs");
+      assert.ok(
+        !agent.proc.lines.join("\n").includes("a-wrong-secret-456"),
+        "the secret never appears in logs",
+      );
       assert.equal((await hubRecords(hub, edge.id)).length, 0);
 
       await agent.stop("SIGTERM");

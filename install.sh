@@ -1,0 +1,531 @@
+#!/bin/sh
+# outpost installer: downloads the outpost binary for this machine, checks it against the
+# release's SHA256SUMS, installs it atomically, writes a config once, creates the data folder
+# and, as root on a systemd machine, installs and starts the outpost service.
+#
+#   curl -fsSL https://releases.outpost.dev/install.sh | sh
+#   curl -fsSL https://releases.outpost.dev/install.sh | sh -s -- --version 0.2.0
+#
+# Run with --help for the options and environment variables; docs/install.md has the details.
+# POSIX sh (dash, busybox ash): no bashisms. Every path can be moved through the environment.
+# Everything is in functions and the last line calls main: a download cut short runs nothing.
+set -eu
+
+DEFAULT_BASE_URL="https://releases.outpost.dev"
+SERVICE=outpost.service
+
+say() { printf '%s\n' "$*"; }
+warn() { printf 'outpost-install: warning: %s\n' "$*" >&2; }
+die() {
+  printf 'outpost-install: error: %s\n' "$*" >&2
+  exit 1
+}
+
+usage() {
+  cat <<'EOF'
+Install, upgrade or remove the outpost edge agent.
+
+Usage: install.sh [options]
+  (or: curl -fsSL <base>/install.sh | sh -s -- [options])
+
+Options:
+  --version V    version to install (default: $OUTPOST_VERSION, else "latest")
+  --prefix DIR   install the binary in DIR/bin (default: /usr/local as root, else ~/.local)
+  --no-service   do not install the systemd service
+  --uninstall    remove the binary and the service; keep config and data
+  --purge        with --uninstall (or alone): also remove the config and the data folder
+  --help         this text
+
+Environment:
+  OUTPOST_BASE_URL    where releases are: <base>/<version>/outpost-linux-<arch> and
+                      <base>/<version>/SHA256SUMS (default: https://releases.outpost.dev)
+  OUTPOST_VERSION     version to install (--version wins)
+  OUTPOST_ARCH        skip architecture detection (x86_64, amd64, aarch64, arm64)
+  OUTPOST_OS          skip OS detection (only Linux is supported)
+  OUTPOST_LIBC        skip libc detection: glibc or musl (musl uses outpost-linux-<arch>-musl)
+  OUTPOST_BIN_DIR     binary folder (default: <prefix>/bin)
+  OUTPOST_CONFIG_DIR  config folder (default: /etc/outpost as root, else ~/.config/outpost)
+  OUTPOST_DATA_DIR    data folder (default: /var/lib/outpost as root, else ~/.local/share/outpost)
+  OUTPOST_UNIT_DIR    where the systemd unit goes (default: /etc/systemd/system); when set, the
+                      unit file is written there (as root) even if systemd is not running
+  OUTPOST_NO_SYSTEMD  1: never call systemctl (the unit file is still written to OUTPOST_UNIT_DIR)
+  OUTPOST_EXEC_WRAPPER  command prefix to run the downloaded binary with, e.g.
+                      "qemu-aarch64-static -L /sysroot" when installing for another architecture
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# Options and locations
+
+parse_args() {
+  version="${OUTPOST_VERSION:-}"
+  prefix=""
+  no_service=0
+  uninstall=0
+  purge=0
+  while [ "$#" -gt 0 ]; do
+    case "$1" in
+      --version)
+        [ "$#" -ge 2 ] || die "--version needs a value, e.g. --version 0.2.0"
+        version="$2"
+        shift 2
+        ;;
+      --version=*)
+        version="${1#--version=}"
+        shift
+        ;;
+      --prefix)
+        [ "$#" -ge 2 ] || die "--prefix needs a folder, e.g. --prefix /opt/outpost"
+        prefix="$2"
+        shift 2
+        ;;
+      --prefix=*)
+        prefix="${1#--prefix=}"
+        shift
+        ;;
+      --no-service)
+        no_service=1
+        shift
+        ;;
+      --uninstall)
+        uninstall=1
+        shift
+        ;;
+      --purge)
+        uninstall=1
+        purge=1
+        shift
+        ;;
+      -h | --help)
+        usage
+        exit 0
+        ;;
+      *)
+        printf 'outpost-install: error: unknown option "%s" (see --help)\n' "$1" >&2
+        exit 2
+        ;;
+    esac
+  done
+  version="${version:-latest}"
+  version="${version#v}"
+  case "$version" in
+    "" | *[!A-Za-z0-9._+-]*) die "invalid version \"$version\": expected e.g. 0.2.0 or latest" ;;
+  esac
+}
+
+locate() {
+  is_root=0
+  if [ "$(id -u)" = 0 ]; then is_root=1; fi
+
+  if [ "$is_root" = 1 ]; then
+    prefix="${prefix:-/usr/local}"
+    bin_dir="${OUTPOST_BIN_DIR:-$prefix/bin}"
+    config_dir="${OUTPOST_CONFIG_DIR:-/etc/outpost}"
+    data_dir="${OUTPOST_DATA_DIR:-/var/lib/outpost}"
+  else
+    [ -n "${HOME:-}" ] || die "HOME is not set: set it, or OUTPOST_BIN_DIR, OUTPOST_CONFIG_DIR and OUTPOST_DATA_DIR"
+    prefix="${prefix:-$HOME/.local}"
+    bin_dir="${OUTPOST_BIN_DIR:-$prefix/bin}"
+    config_dir="${OUTPOST_CONFIG_DIR:-${XDG_CONFIG_HOME:-$HOME/.config}/outpost}"
+    data_dir="${OUTPOST_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/outpost}"
+  fi
+  unit_dir="${OUTPOST_UNIT_DIR:-/etc/systemd/system}"
+  bin="$bin_dir/outpost"
+  config="$config_dir/config.json"
+  unit="$unit_dir/$SERVICE"
+
+  for p in "$bin_dir" "$config_dir" "$data_dir" "$unit_dir"; do
+    case "$p" in
+      /*) ;;
+      *) die "\"$p\" is not an absolute path: every folder must be absolute" ;;
+    esac
+  done
+
+  # systemd runs (sd_booted) and may be used.
+  systemd_running=0
+  if [ "${OUTPOST_NO_SYSTEMD:-0}" != 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemd_running=1
+  fi
+
+  # The unit is written as root, unless --no-service, when systemd runs or OUTPOST_UNIT_DIR is set.
+  want_unit=0
+  if [ "$is_root" = 1 ] && [ "$no_service" = 0 ]; then
+    if [ "$systemd_running" = 1 ] || [ -n "${OUTPOST_UNIT_DIR:-}" ]; then want_unit=1; fi
+  fi
+  # The unit holds these paths unquoted: keep them to characters systemd takes literally.
+  if [ "$want_unit" = 1 ] && [ "$uninstall" = 0 ]; then
+    for p in "$bin_dir" "$config_dir" "$data_dir"; do
+      case "$p" in
+        *[!A-Za-z0-9._/@+-]*)
+          die "\"$p\" has characters a systemd unit cannot hold as is (spaces, %, quotes…): choose another folder or use --no-service"
+          ;;
+      esac
+    done
+  fi
+}
+
+# What was done, printed at the end.
+done_list=""
+did() {
+  done_list="$done_list
+  - $*"
+}
+
+# Runs the downloaded or installed binary (through OUTPOST_EXEC_WRAPPER when set). Its stdin is
+# /dev/null so that it can never read the rest of this script from a `curl | sh` pipe.
+run_outpost() {
+  # shellcheck disable=SC2086 # the wrapper is a command prefix and is split on purpose
+  ${OUTPOST_EXEC_WRAPPER:-} "$@" </dev/null
+}
+
+# Removes a folder tree, refusing the obviously wrong ones.
+remove_tree() {
+  case "$1" in
+    "" | / | /bin | /boot | /dev | /etc | /home | /lib | /proc | /root | /sbin | /sys | /usr | /usr/local | /var | /var/lib | /tmp)
+      die "refusing to remove \"$1\""
+      ;;
+  esac
+  if [ -n "${HOME:-}" ] && [ "$1" = "$HOME" ]; then die "refusing to remove \"$1\" (your home folder)"; fi
+  rm -rf -- "$1"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Uninstall
+
+do_uninstall() {
+  if [ "$systemd_running" = 1 ] && [ "$is_root" = 1 ]; then
+    if systemctl is-enabled --quiet "$SERVICE" 2>/dev/null || systemctl is-active --quiet "$SERVICE" 2>/dev/null; then
+      systemctl disable --now "$SERVICE" >/dev/null 2>&1 </dev/null || warn "systemctl disable --now $SERVICE failed"
+      did "stopped and disabled $SERVICE"
+    fi
+  fi
+  if [ -f "$unit" ]; then
+    rm -f -- "$unit"
+    did "removed $unit"
+    if [ "$systemd_running" = 1 ] && [ "$is_root" = 1 ]; then
+      systemctl daemon-reload >/dev/null 2>&1 </dev/null || true
+      if [ "$unit_dir" = /etc/systemd/system ] && [ -d /var/cache/outpost ]; then
+        rm -rf /var/cache/outpost
+        did "removed /var/cache/outpost (runtime cache)"
+      fi
+    fi
+  fi
+  if [ -e "$bin" ] || [ -e "$bin.prev" ]; then
+    rm -f -- "$bin" "$bin.prev"
+    did "removed $bin"
+  fi
+  rm -f -- "$bin_dir"/.outpost.download.* 2>/dev/null || true
+  if [ "$purge" = 1 ]; then
+    if [ -e "$config" ]; then
+      rm -f -- "$config"
+      did "removed $config"
+    fi
+    rmdir -- "$config_dir" 2>/dev/null || true
+    if [ -e "$data_dir" ]; then
+      remove_tree "$data_dir"
+      did "removed $data_dir (all stored data)"
+    fi
+  fi
+  if [ -z "$done_list" ]; then
+    say "outpost is not installed here (nothing found at $bin)."
+  else
+    say "outpost uninstalled:$done_list"
+  fi
+  if [ "$purge" = 0 ]; then
+    kept=""
+    if [ -e "$config" ]; then kept="$kept $config"; fi
+    if [ -e "$data_dir" ]; then kept="$kept $data_dir"; fi
+    if [ -n "$kept" ]; then
+      say "Kept your config and data:$kept"
+      say "Remove them too with: install.sh --purge"
+    fi
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Platform and tools
+
+detect_platform() {
+  os="${OUTPOST_OS:-$(uname -s)}"
+  case "$os" in
+    Linux | linux) ;;
+    *) die "unsupported operating system \"$os\": outpost runs on Linux" ;;
+  esac
+
+  machine="${OUTPOST_ARCH:-$(uname -m)}"
+  case "$machine" in
+    x86_64 | amd64 | x64) arch=x64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) die "unsupported architecture \"$machine\": outpost has binaries for x86_64 (amd64) and aarch64 (arm64)" ;;
+  esac
+  if [ -z "${OUTPOST_ARCH:-}" ] && [ "$arch" = arm64 ] && [ "$(getconf LONG_BIT 2>/dev/null || echo 64)" = 32 ]; then
+    die "this is a 64-bit ARM kernel with a 32-bit userland (armhf): outpost needs a 64-bit (arm64) system"
+  fi
+
+  libc="${OUTPOST_LIBC:-}"
+  if [ -z "$libc" ]; then
+    libc=glibc
+    if ldd --version 2>&1 | grep -qi musl; then
+      libc=musl
+    elif ! ls /lib*/ld-linux*.so.* /lib/*-linux-gnu/ld-linux*.so.* >/dev/null 2>&1 &&
+      ls /lib/ld-musl-*.so.1 >/dev/null 2>&1; then
+      libc=musl
+    fi
+  fi
+  case "$libc" in
+    glibc | gnu) artifact="outpost-linux-$arch" ;;
+    musl) artifact="outpost-linux-$arch-musl" ;;
+    *) die "unknown libc \"$libc\" in OUTPOST_LIBC: expected glibc or musl" ;;
+  esac
+}
+
+find_tools() {
+  if command -v curl >/dev/null 2>&1; then
+    downloader=curl
+  elif command -v wget >/dev/null 2>&1; then
+    downloader=wget
+  else
+    die "needs curl or wget to download outpost: install one of them (e.g. apt-get install curl)"
+  fi
+  if command -v sha256sum >/dev/null 2>&1; then
+    hasher=sha256sum
+  elif command -v shasum >/dev/null 2>&1; then
+    hasher=shasum
+  else
+    die "needs sha256sum or shasum to verify the download: install coreutils (or perl for shasum)"
+  fi
+}
+
+sha256() {
+  if [ "$hasher" = sha256sum ]; then
+    sha256sum "$1" | cut -d ' ' -f 1
+  else
+    shasum -a 256 "$1" | cut -d ' ' -f 1
+  fi
+}
+
+# download URL FILE: fails with a message naming the URL.
+download() {
+  if [ "$downloader" = curl ]; then
+    if ! curl -fSsL --retry 3 --connect-timeout 20 -o "$2" "$1" 2>"$work/download.err" </dev/null; then
+      die "download of $1 failed: $(tail -n 1 "$work/download.err")"
+    fi
+  else
+    if ! wget -q -T 20 -t 3 -O "$2" "$1" 2>"$work/download.err" </dev/null; then
+      die "download of $1 failed (wget could not fetch it)"
+    fi
+  fi
+}
+
+check_base_url() {
+  base_url="${OUTPOST_BASE_URL:-$DEFAULT_BASE_URL}"
+  base_url="${base_url%/}"
+  case "$base_url" in
+    https://*) ;;
+    http://127.0.0.1 | http://127.0.0.1[:/]* | http://localhost | http://localhost[:/]* | http://\[::1\][:/]*) ;;
+    http://*) warn "$base_url is plain http: the download and its checksums are not authenticated" ;;
+    *) die "OUTPOST_BASE_URL \"$base_url\" is not an http(s) URL" ;;
+  esac
+}
+
+# ---------------------------------------------------------------------------------------------
+# Install
+
+cleanup() {
+  rm -rf -- "$work"
+  if [ -n "$staged" ]; then rm -f -- "$staged"; fi
+}
+
+install_binary() {
+  mkdir -p -- "$bin_dir" || die "cannot create $bin_dir"
+  [ -w "$bin_dir" ] || die "cannot write to $bin_dir: run as root, or choose another folder with --prefix"
+
+  say "Downloading outpost $version for linux-$arch ($libc) from $base_url/$version/"
+  download "$base_url/$version/SHA256SUMS" "$work/SHA256SUMS"
+  expected="$(awk -v f="$artifact" '$2 == f || $2 == "*" f { print $1; exit }' "$work/SHA256SUMS")"
+  [ -n "$expected" ] || die "$base_url/$version/SHA256SUMS has no entry for $artifact: is linux-$arch published for $version?"
+
+  # The binary is staged in its final folder, so that the last step is one atomic rename.
+  staged="$bin_dir/.outpost.download.$$"
+  download "$base_url/$version/$artifact" "$staged"
+  actual="$(sha256 "$staged")"
+  if [ "$actual" != "$expected" ]; then
+    die "checksum mismatch for $artifact: SHA256SUMS says $expected, the download is $actual. Nothing was installed."
+  fi
+  chmod 0755 "$staged"
+
+  new_version="$(run_outpost "$staged" --version 2>"$work/version.err" | head -n 1)" || true
+  case "$new_version" in
+    "outpost "*) ;;
+    *) die "the downloaded $artifact does not run on this machine: $(head -c 300 "$work/version.err")" ;;
+  esac
+
+  old_version=""
+  if [ -x "$bin" ]; then
+    old_version="$(run_outpost "$bin" --version 2>/dev/null | head -n 1)" || old_version=""
+    old_version="${old_version:-an unknown version}"
+  fi
+
+  mv -f -- "$staged" "$bin"
+  staged=""
+  if [ -n "$old_version" ]; then
+    did "upgraded $bin from ${old_version#outpost } to ${new_version#outpost }"
+  else
+    did "installed $bin (version ${new_version#outpost })"
+  fi
+}
+
+install_config() {
+  if [ "$is_root" = 1 ]; then dir_mode=0755; else dir_mode=0700; fi
+  if [ ! -d "$config_dir" ]; then
+    mkdir -p -- "$config_dir"
+    chmod "$dir_mode" "$config_dir"
+  fi
+  if [ -e "$config" ]; then
+    did "kept the existing config $config"
+    config_data_dir="$(sed -n 's/^[[:space:]]*"dataDir"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$config" | head -n 1)"
+    case "$config_data_dir" in
+      /*)
+        if [ "${config_data_dir%/}" != "${data_dir%/}" ]; then
+          warn "$config has dataDir \"$config_data_dir\" but the data folder here is $data_dir: set OUTPOST_DATA_DIR=$config_data_dir and re-run"
+        fi
+        ;;
+    esac
+  else
+    if ! run_outpost "$bin" init --config "$config" --data-dir "$data_dir" >"$work/init.out" 2>&1; then
+      die "outpost init --config $config failed: $(cat "$work/init.out")"
+    fi
+    chmod 0600 "$config"
+    did "wrote $config (mode 0600, with a new API token)"
+  fi
+
+  if [ ! -d "$data_dir" ]; then
+    mkdir -p -- "$data_dir"
+    did "created the data folder $data_dir"
+  fi
+  chmod 0700 "$data_dir"
+}
+
+write_unit() {
+  cat <<EOF
+# outpost edge agent, installed by install.sh. Local changes: systemctl edit outpost
+[Unit]
+Description=outpost edge agent
+Wants=network-online.target
+After=network-online.target
+# Keep trying for ever: an edge agent must come back after any failure.
+StartLimitIntervalSec=0
+
+[Service]
+Type=simple
+ExecStart=$bin run --config $config
+Restart=always
+RestartSec=2
+# SIGTERM drains in-flight messages, then the agent exits 0 (a self-update exits the same way
+# and systemd starts the new binary).
+KillSignal=SIGTERM
+TimeoutStopSec=30
+UMask=0077
+LimitNOFILE=65536
+# The binary unpacks its embedded libSQL driver to BUN_TMPDIR at start: a cache folder that is
+# writable and, unlike /tmp on some devices, not mounted noexec.
+CacheDirectory=outpost
+Environment=BUN_TMPDIR=/var/cache/outpost
+
+# Hardening. The agent writes only its data folder, and its own binary's folder when it
+# updates itself. MemoryDenyWriteExecute= is left off: the JavaScript JIT needs it.
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths=$data_dir $bin_dir
+ProtectHome=read-only
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictSUIDSGID=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+SystemCallArchitectures=native
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+install_service() {
+  [ "$want_unit" = 1 ] || return 0
+  mkdir -p -- "$unit_dir"
+  write_unit >"$unit.tmp"
+  chmod 0644 "$unit.tmp"
+  mv -f -- "$unit.tmp" "$unit"
+  did "wrote the systemd unit $unit"
+  if [ "$systemd_running" = 1 ]; then
+    systemctl daemon-reload </dev/null
+    systemctl enable "$SERVICE" >/dev/null 2>&1 </dev/null || die "systemctl enable $SERVICE failed"
+    if systemctl restart "$SERVICE" </dev/null; then
+      did "enabled and (re)started $SERVICE"
+    else
+      die "systemctl restart $SERVICE failed: see journalctl -u $SERVICE"
+    fi
+  fi
+}
+
+report() {
+  say "outpost ${new_version#outpost } is installed:$done_list"
+  say ""
+  say "Next:"
+  if [ "$want_unit" = 1 ] && [ "$systemd_running" = 1 ]; then
+    say "  status:   systemctl status outpost    (logs: journalctl -u outpost -f)"
+    say "  connect to a hub: edit $config (\"hub\": {\"url\", \"routingKey\", \"secret\"}),"
+    say "            then: systemctl restart outpost"
+  else
+    if [ "$want_unit" = 1 ]; then
+      say "  systemd is not running here, so the service was not started; the unit is $unit"
+    elif [ "$is_root" = 1 ] && [ "$no_service" = 0 ]; then
+      say "  systemd is not running here, so no service was installed"
+    fi
+    say "  run the agent:  $bin run --config $config"
+    if [ -n "$old_version" ]; then
+      say "  (restart an agent that is already running to use the new version)"
+    fi
+    say "  connect to a hub: edit $config (\"hub\": {\"url\", \"routingKey\", \"secret\"})"
+  fi
+  say "  ask it:   $bin status --config $config"
+  case ":${PATH:-}:" in
+    *":$bin_dir:"*) ;;
+    *) say "  note: $bin_dir is not on your PATH; add it, e.g.: export PATH=\"$bin_dir:\$PATH\"" ;;
+  esac
+  say "  remove:   install.sh --uninstall   (add --purge to delete config and data)"
+}
+
+main() {
+  parse_args "$@"
+  locate
+  if [ "$uninstall" = 1 ]; then
+    do_uninstall
+    return 0
+  fi
+  detect_platform
+  find_tools
+  check_base_url
+
+  work="$(mktemp -d "${TMPDIR:-/tmp}/outpost-install.XXXXXX")"
+  staged=""
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+
+  install_binary
+  install_config
+  install_service
+  report
+}
+
+main "$@"

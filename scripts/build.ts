@@ -1,0 +1,448 @@
+/**
+ * `npm run build -- [--version X] [--target T|all] [--outdir DIR] [--no-smoke] [--deno]`
+ *
+ * Builds the release executables with `bun build --compile` (run with Bun: package.json's
+ * `build` script is `bun scripts/build.ts`): one self-contained file per target,
+ * `dist/outpost-<T>`, and `dist/SHA256SUMS` over every binary in the folder.
+ *
+ * What makes the file self-contained:
+ * - libSQL's loader picks its native addon with a computed `require(\`@libsql/${target}\`)`,
+ *   which a bundler cannot follow. A build plugin rewrites that one line into a static
+ *   `require("<abs path>/index.node")` of the addon for the *build target* (not the host), so
+ *   Bun embeds that addon. The other architectures' addon packages are not installable by
+ *   `npm ci` on this host (`cpu` field), so they are fetched with `npm pack` into `.cache/npm/`
+ *   at the exact version libsql pins, and checked against package-lock.json's integrity hash.
+ * - SQL migrations and protobuf descriptors are generated TS modules (src/db/migrations.gen.ts,
+ *   src/proto/hub_descriptor.gen.ts): nothing is read from beside the binary at run time.
+ * - The version is a compile-time define, `OUTPOST_BUILD_VERSION`; the target name is another,
+ *   `OUTPOST_BUILD_TARGET` (so a musl build reports `linux-x64-musl` and updates itself from the
+ *   matching artifact).
+ *
+ * Each binary is written to a temporary name and renamed into place, and (unless --no-smoke) run
+ * once with `--version` from an empty temporary folder: natively, or under qemu-aarch64-static
+ * with `.cache/arm64-sysroot` for arm64 when both are present. `dist/build.json` records the
+ * version and the per-target hashes; binaries left from a different version are removed so that
+ * SHA256SUMS always describes one release.
+ *
+ * `--deno` is an opt-in alternative that uses `deno compile` (it downloads a `denort` runtime per
+ * target, which needs network access beyond the npm registry).
+ */
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+
+const ROOT = resolve(dirname(new URL(import.meta.url).pathname), "..");
+const ENTRY = join(ROOT, "src/main.ts");
+const CACHE = join(ROOT, ".cache");
+
+/** A release target: its artifact name, Bun's compile target and libSQL's addon package. */
+interface Target {
+  name: string;
+  bunTarget: string;
+  libsqlPackage: string;
+  arch: "x64" | "arm64";
+  libc: "glibc" | "musl";
+}
+
+/**
+ * x64 uses Bun's *baseline* build (no AVX2 needed): many x86 gateways run Atom or Celeron CPUs
+ * that lack AVX2, where the default ("modern", Haswell+) runtime dies with SIGILL.
+ */
+export const TARGETS: Record<string, Target> = {
+  "linux-x64": {
+    name: "linux-x64",
+    bunTarget: "bun-linux-x64-baseline",
+    libsqlPackage: "@libsql/linux-x64-gnu",
+    arch: "x64",
+    libc: "glibc",
+  },
+  "linux-arm64": {
+    name: "linux-arm64",
+    bunTarget: "bun-linux-arm64",
+    libsqlPackage: "@libsql/linux-arm64-gnu",
+    arch: "arm64",
+    libc: "glibc",
+  },
+  "linux-x64-musl": {
+    name: "linux-x64-musl",
+    bunTarget: "bun-linux-x64-musl-baseline",
+    libsqlPackage: "@libsql/linux-x64-musl",
+    arch: "x64",
+    libc: "musl",
+  },
+  "linux-arm64-musl": {
+    name: "linux-arm64-musl",
+    bunTarget: "bun-linux-arm64-musl",
+    libsqlPackage: "@libsql/linux-arm64-musl",
+    arch: "arm64",
+    libc: "musl",
+  },
+};
+
+/** `--target all`: the published release set. */
+export const RELEASE_TARGETS = ["linux-x64", "linux-arm64"];
+
+const USAGE = `Usage: npm run build -- [options]
+
+  --version X     version to stamp (default: package.json's)
+  --target T      ${Object.keys(TARGETS).join(", ")}, all (= ${RELEASE_TARGETS.join(" + ")}),
+                  or a comma-separated list; default: this machine's glibc target
+  --outdir DIR    output folder (default: dist)
+  --no-smoke      do not run the built binaries' --version
+  --deno          use deno compile instead of bun build --compile (opt-in; downloads denort)
+  --help          this text`;
+
+interface Options {
+  version: string;
+  targets: Target[];
+  outdir: string;
+  smoke: boolean;
+  deno: boolean;
+}
+
+class BuildError extends Error {
+  override name = "BuildError";
+}
+
+function parseOptions(argv: string[]): Options | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      version: { type: "string" },
+      target: { type: "string" },
+      outdir: { type: "string" },
+      "no-smoke": { type: "boolean" },
+      deno: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) return undefined;
+  const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
+  const version = values.version ?? pkg.version;
+  if (!/^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/.test(version)) {
+    throw new BuildError(`Version "${version}" is not a semver (e.g. 1.2.3 or 1.2.3-rc.1)`);
+  }
+  const hostTarget = `linux-${process.arch}`;
+  const names = (values.target ?? hostTarget).split(",").flatMap((t) =>
+    t === "all" ? RELEASE_TARGETS : [t.trim()]
+  );
+  const targets = [...new Set(names)].map((name) => {
+    const target = TARGETS[name];
+    if (!target) {
+      throw new BuildError(
+        `Unknown target "${name}": expected one of ${Object.keys(TARGETS).join(", ")} or all`,
+      );
+    }
+    return target;
+  });
+  if (process.platform !== "linux") {
+    throw new BuildError(`Building on "${process.platform}" is not supported: use Linux`);
+  }
+  return {
+    version,
+    targets,
+    outdir: resolve(values.outdir ?? join(ROOT, "dist")),
+    smoke: !values["no-smoke"],
+    deno: Boolean(values.deno),
+  };
+}
+
+/** The version of each `@libsql/*` addon package that the installed libsql pins. */
+function libsqlAddonVersion(pkgName: string): string {
+  const libsql = JSON.parse(readFileSync(join(ROOT, "node_modules/libsql/package.json"), "utf8"));
+  const version = libsql.optionalDependencies?.[pkgName];
+  if (!version) throw new BuildError(`node_modules/libsql/package.json does not list "${pkgName}"`);
+  return version;
+}
+
+/**
+ * The absolute path of the target's libSQL addon: from node_modules when npm installed it (the
+ * host's own), else from `.cache/npm/<pkg>-<version>/`, fetched once with `npm pack`.
+ */
+function libsqlAddon(target: Target): string {
+  const version = libsqlAddonVersion(target.libsqlPackage);
+  const installed = join(ROOT, "node_modules", target.libsqlPackage);
+  if (existsSync(join(installed, "index.node"))) {
+    const v = JSON.parse(readFileSync(join(installed, "package.json"), "utf8")).version;
+    if (v === version) return join(installed, "index.node");
+  }
+  const folder = join(CACHE, "npm", `${target.libsqlPackage.replace("/", "+")}-${version}`);
+  const addon = join(folder, "package/index.node");
+  if (existsSync(addon)) {
+    const tarball = readdirSync(folder).find((f) => f.endsWith(".tgz"));
+    if (tarball) verifyLockedIntegrity(target.libsqlPackage, version, join(folder, tarball));
+    return addon;
+  }
+  console.log(`fetching ${target.libsqlPackage}@${version} (npm pack) into ${folder}`);
+  const tmp = `${folder}.tmp`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const pack = spawnSync("npm", [
+    "pack",
+    `${target.libsqlPackage}@${version}`,
+    "--silent",
+    "--pack-destination",
+    tmp,
+  ], {
+    encoding: "utf8",
+  });
+  if (pack.status !== 0) {
+    throw new BuildError(
+      `npm pack ${target.libsqlPackage}@${version} failed: ${pack.stderr.trim() || pack.error}`,
+    );
+  }
+  const tarball = readdirSync(tmp).find((f) => f.endsWith(".tgz"));
+  if (!tarball) throw new BuildError(`npm pack ${target.libsqlPackage}@${version} wrote no tarball`);
+  verifyLockedIntegrity(target.libsqlPackage, version, join(tmp, tarball));
+  const untar = spawnSync("tar", ["-xzf", join(tmp, tarball), "-C", tmp], { encoding: "utf8" });
+  if (untar.status !== 0) throw new BuildError(`Unpacking ${tarball} failed: ${untar.stderr.trim()}`);
+  if (!existsSync(join(tmp, "package/index.node"))) {
+    throw new BuildError(`${tarball} has no package/index.node`);
+  }
+  rmSync(folder, { recursive: true, force: true });
+  renameSync(tmp, folder);
+  return addon;
+}
+
+/**
+ * Checks a fetched tarball against the integrity package-lock.json records for it (npm locks the
+ * optional addon packages of every platform, installed or not), as `npm ci` would.
+ */
+function verifyLockedIntegrity(pkgName: string, version: string, tarball: string): void {
+  const lock = JSON.parse(readFileSync(join(ROOT, "package-lock.json"), "utf8"));
+  const entry = lock.packages?.[`node_modules/${pkgName}`];
+  if (!entry?.integrity || entry.version !== version) {
+    throw new BuildError(
+      `package-lock.json has no integrity for ${pkgName}@${version}: run npm install to lock it`,
+    );
+  }
+  const [algorithm, expected] = String(entry.integrity).split(" ")[0].split(/-(.*)/s);
+  const actual = createHash(algorithm).update(readFileSync(tarball)).digest("base64");
+  if (actual !== expected) {
+    throw new BuildError(
+      `${tarball} does not match package-lock.json's integrity for ${pkgName}@${version} ` +
+        `(${algorithm}-${expected}, got ${algorithm}-${actual}): delete ${dirname(tarball)} and build again`,
+    );
+  }
+}
+
+/** The line of node_modules/libsql/index.js that picks the addon at run time. */
+const LIBSQL_DYNAMIC_REQUIRE = "return require(`@libsql/${target}`);";
+
+/** A Bun plugin that makes libSQL's addon require static, for the build target. */
+function libsqlAddonPlugin(addonPath: string) {
+  return {
+    name: "libsql-static-addon",
+    setup(build: any) {
+      build.onLoad({ filter: /[\\/]node_modules[\\/]libsql[\\/]index\.js$/ }, (args: { path: string }) => {
+        const source = readFileSync(args.path, "utf8");
+        if (!source.includes(LIBSQL_DYNAMIC_REQUIRE)) {
+          throw new BuildError(
+            `${args.path} no longer contains ${LIBSQL_DYNAMIC_REQUIRE}: update the libsql plugin in scripts/build.ts`,
+          );
+        }
+        const contents = source.replace(
+          LIBSQL_DYNAMIC_REQUIRE,
+          `return require(${JSON.stringify(addonPath)});`,
+        );
+        return { contents, loader: "js" };
+      });
+    },
+  };
+}
+
+async function buildWithBun(target: Target, version: string, outfile: string): Promise<void> {
+  const Bun = (globalThis as any).Bun;
+  if (!Bun) {
+    throw new BuildError("Run the build with Bun: npm run build (package.json runs bun scripts/build.ts)");
+  }
+  const addon = libsqlAddon(target);
+  const result = await Bun.build({
+    entrypoints: [ENTRY],
+    compile: { target: target.bunTarget, outfile },
+    define: {
+      OUTPOST_BUILD_VERSION: JSON.stringify(version),
+      OUTPOST_BUILD_TARGET: JSON.stringify(target.name),
+    },
+    minify: { whitespace: true, syntax: true, identifiers: false },
+    format: "esm",
+    bytecode: true,
+    plugins: [libsqlAddonPlugin(addon)],
+    throw: false,
+  });
+  if (!result.success) {
+    const logs = result.logs.map((l: unknown) => String(l)).join("\n");
+    throw new BuildError(`bun build --compile for ${target.name} failed:\n${logs}`);
+  }
+}
+
+/**
+ * deno compile (opt-in). Deno has no compile-time define, so a small generated entry sets the
+ * two globals `src/version.ts` and `src/runtime/mod.ts` read, then runs the CLI.
+ */
+function buildWithDeno(target: Target, version: string, outfile: string): void {
+  if (target.libc === "musl") throw new BuildError(`deno compile has no musl target (${target.name})`);
+  const denoTarget = target.arch === "x64" ? "x86_64-unknown-linux-gnu" : "aarch64-unknown-linux-gnu";
+  mkdirSync(CACHE, { recursive: true });
+  const entry = join(CACHE, `deno-entry-${target.name}.ts`);
+  writeFileSync(
+    entry,
+    `(globalThis as any).OUTPOST_BUILD_VERSION = ${JSON.stringify(version)};\n` +
+      `(globalThis as any).OUTPOST_BUILD_TARGET = ${JSON.stringify(target.name)};\n` +
+      `const { main } = await import(${JSON.stringify(ENTRY)});\n` +
+      `const { args, exit } = await import(${JSON.stringify(join(ROOT, "src/runtime/mod.ts"))});\n` +
+      `exit(await main(args()));\n`,
+  );
+  const deno = join(ROOT, "node_modules/.bin/deno");
+  const run = spawnSync(deno, ["compile", "-A", "--target", denoTarget, "--output", outfile, entry], {
+    stdio: "inherit",
+    cwd: ROOT,
+  });
+  if (run.status !== 0) throw new BuildError(`deno compile for ${target.name} failed (exit ${run.status})`);
+}
+
+/** How to run a binary of this target here, if at all: [] natively, qemu prefix, or undefined. */
+function runnerFor(target: Target): string[] | undefined {
+  if (target.libc === "musl") return undefined;
+  if (target.arch === process.arch) return [];
+  if (target.arch === "arm64") {
+    const sysroot = join(CACHE, "arm64-sysroot");
+    const qemu = spawnSync("sh", ["-c", "command -v qemu-aarch64-static"], { encoding: "utf8" }).stdout
+      .trim();
+    if (qemu && existsSync(join(sysroot, "lib/ld-linux-aarch64.so.1"))) return [qemu, "-L", sysroot];
+  }
+  return undefined;
+}
+
+/** Runs `<binary> --version` from an empty folder; throws unless it prints the version. */
+function smoke(target: Target, binary: string, version: string): string {
+  const runner = runnerFor(target);
+  if (!runner) return "not run here";
+  const cwd = mkdtempSync(join(tmpdir(), "outpost-smoke-"));
+  try {
+    const cmd = [...runner, binary, "--version"];
+    const run = spawnSync(cmd[0], cmd.slice(1), { cwd, encoding: "utf8", timeout: 60_000 });
+    const first = run.stdout?.split("\n")[0];
+    if (run.status !== 0 || first !== `outpost ${version}`) {
+      throw new BuildError(
+        `Smoke test of ${binary} failed (exit ${run.status}): expected "outpost ${version}", got:\n` +
+          `${run.stdout}${run.stderr}${run.error ?? ""}`,
+      );
+    }
+    return run.stdout.trim().split("\n").join(" / ");
+  } finally {
+    rmSync(cwd, { recursive: true, force: true });
+  }
+}
+
+function sha256File(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+interface BuildInfo {
+  version: string;
+  targets: Record<string, { sha256: string; size: number; builder: string }>;
+}
+
+function readBuildInfo(outdir: string): BuildInfo | undefined {
+  try {
+    return JSON.parse(readFileSync(join(outdir, "build.json"), "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The release binaries in `outdir` (`outpost-<target>`, no temporary files). */
+function binariesIn(outdir: string): string[] {
+  return readdirSync(outdir).filter((f) =>
+    /^outpost-[a-z0-9-]+$/.test(f) && statSync(join(outdir, f)).isFile()
+  ).sort();
+}
+
+/** Writes SHA256SUMS (the `sha256sum` format: hash, two spaces, file name) atomically. */
+function writeSums(outdir: string): string {
+  const lines = binariesIn(outdir).map((f) => `${sha256File(join(outdir, f))}  ${f}\n`);
+  const path = join(outdir, "SHA256SUMS");
+  writeFileSync(`${path}.tmp`, lines.join(""));
+  renameSync(`${path}.tmp`, path);
+  return lines.join("");
+}
+
+export async function build(options: Options): Promise<void> {
+  mkdirSync(options.outdir, { recursive: true });
+  let info = readBuildInfo(options.outdir);
+  if (!info || info.version !== options.version) {
+    // Binaries of another version must not end up in this release's SHA256SUMS.
+    for (const f of binariesIn(options.outdir)) {
+      console.log(`removing ${f} (${info ? `version ${info.version}` : "unknown version"})`);
+      rmSync(join(options.outdir, f));
+    }
+    info = { version: options.version, targets: {} };
+  }
+  const builder = options.deno ? "deno compile" : "bun build --compile";
+  for (const target of options.targets) {
+    const started = performance.now();
+    const outfile = join(options.outdir, `outpost-${target.name}`);
+    const tmp = join(options.outdir, `.outpost-${target.name}.tmp`);
+    rmSync(tmp, { force: true });
+    if (options.deno) buildWithDeno(target, options.version, tmp);
+    else await buildWithBun(target, options.version, tmp);
+    chmodSync(tmp, 0o755);
+    const smoked = options.smoke ? smoke(target, tmp, options.version) : "skipped";
+    renameSync(tmp, outfile);
+    const size = statSync(outfile).size;
+    info.targets[target.name] = { sha256: sha256File(outfile), size, builder };
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    console.log(
+      `built ${outfile} (${(size / 1048576).toFixed(1)} MiB, ${seconds}s, ${builder} ${
+        options.deno ? "" : target.bunTarget
+      }); --version: ${smoked}`,
+    );
+  }
+  // Forget targets whose binary is gone (removed by hand).
+  for (const name of Object.keys(info.targets)) {
+    if (!existsSync(join(options.outdir, `outpost-${name}`))) delete info.targets[name];
+  }
+  writeFileSync(join(options.outdir, "build.json"), JSON.stringify(info, null, 2) + "\n");
+  const sums = writeSums(options.outdir);
+  console.log(`wrote ${join(options.outdir, "SHA256SUMS")}:\n${sums.trimEnd()}`);
+}
+
+async function cli(argv: string[]): Promise<number> {
+  let options: Options | undefined;
+  try {
+    options = parseOptions(argv);
+  } catch (error) {
+    console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (!options) {
+    console.log(USAGE);
+    return 0;
+  }
+  try {
+    await build(options);
+    return 0;
+  } catch (error) {
+    console.error(`error: ${error instanceof BuildError ? error.message : (error as Error).stack ?? error}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) process.exit(await cli(process.argv.slice(2)));

@@ -1,0 +1,659 @@
+/**
+ * install.sh against a loopback HTTP server that serves freshly built binaries as a release
+ * site does (`<base>/<version>/outpost-linux-<arch>`, `<base>/<version>/SHA256SUMS`). Every
+ * location is moved into a temporary folder through the documented environment variables and
+ * OUTPOST_NO_SYSTEMD=1 keeps systemctl out of it; the unit file's content is checked instead.
+ *
+ * Served versions: 1.0.0 (x64 and arm64; `OUTPOST_TEST_REUSE_DIST=1` serves dist/ under that
+ * name instead), 1.1.0 (x64, also served as `latest`), 6.6.6 (a tampered x64 binary) and 4.0.4
+ * (missing). shellcheck, qemu-aarch64-static and the arm64 sysroot are required.
+ */
+import assert from "node:assert/strict";
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { freePort, removeDir, ROOT, startProcess, tempDir } from "../helpers/procs.ts";
+import {
+  buildDist,
+  type Dist,
+  elfMachine,
+  qemuPrefix,
+  requireTool,
+  reuseDist,
+  sha256Hex,
+} from "./build_dist.ts";
+
+const INSTALL_SH = join(ROOT, "install.sh");
+const IS_ROOT = Deno.uid() === 0;
+const work = tempDir("outpost-install-test-");
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+// ---------------------------------------------------------------------------------------------
+// The release site
+
+interface Site {
+  base: string;
+  v1: string;
+  v2: string;
+  requests: string[];
+  close(): Promise<void>;
+}
+
+let sitePromise: Promise<Site> | undefined;
+
+function site(): Promise<Site> {
+  sitePromise ??= (async () => {
+    const srv = join(work, "srv");
+    const d1: Dist = reuseDist() ??
+      await buildDist({ outdir: join(work, "v1"), targets: "all", version: "1.0.0" });
+    const v2 = "1.1.0";
+    const d2 = await buildDist({ outdir: join(work, "v2"), targets: "linux-x64", version: v2 });
+    const publish = (version: string, d: Dist) => {
+      mkdirSync(join(srv, version), { recursive: true });
+      for (const f of [...Object.values(d.binaries), join(d.dir, "SHA256SUMS")]) {
+        copyFileSync(f, join(srv, version, f.split("/").pop()!));
+      }
+    };
+    publish(d1.version, d1);
+    publish(v2, d2);
+    publish("latest", d2);
+    // 6.6.6: SHA256SUMS is right, the binary has one byte changed (a corrupted or forged file).
+    publish("6.6.6", d2);
+    copyFileSync(INSTALL_SH, join(srv, "install.sh"));
+    const tampered = join(srv, "6.6.6/outpost-linux-x64");
+    const bytes = Deno.readFileSync(tampered);
+    bytes[bytes.length - 100] ^= 0xff;
+    Deno.writeFileSync(tampered, bytes);
+
+    const requests: string[] = [];
+    const listening = Promise.withResolvers<number>();
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      onListen: ({ port }) => listening.resolve(port),
+    }, async (req) => {
+      const path = decodeURIComponent(new URL(req.url).pathname);
+      requests.push(path);
+      const file = join(srv, path);
+      if (path.includes("..") || !existsSync(file) || !statSync(file).isFile()) {
+        return new Response("not found\n", { status: 404 });
+      }
+      return new Response(await Deno.readFile(file));
+    });
+    const port = await listening.promise;
+    return {
+      base: `http://127.0.0.1:${port}`,
+      v1: d1.version,
+      v2,
+      requests,
+      close: () => server.shutdown(),
+    };
+  })();
+  return sitePromise;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running install.sh
+
+interface Layout {
+  root: string;
+  bin: string;
+  binDir: string;
+  configDir: string;
+  config: string;
+  dataDir: string;
+  unitDir: string;
+  unit: string;
+}
+
+function layout(root: string): Layout {
+  mkdirSync(root, { recursive: true });
+  const binDir = join(root, "usr/local/bin");
+  const configDir = join(root, "etc/outpost");
+  const unitDir = join(root, "etc/systemd/system");
+  return {
+    root,
+    bin: join(binDir, "outpost"),
+    binDir,
+    configDir,
+    config: join(configDir, "config.json"),
+    dataDir: join(root, "var/lib/outpost"),
+    unitDir,
+    unit: join(unitDir, "outpost.service"),
+  };
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function install(
+  l: Layout,
+  args: string[] = [],
+  env: Record<string, string> = {},
+  options: { script?: string; user?: number } = {},
+): Promise<Run> {
+  const s = await site();
+  const tmp = join(l.root, "tmp");
+  mkdirSync(tmp, { recursive: true });
+  const fullEnv: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
+    HOME: join(l.root, "home"),
+    TMPDIR: tmp,
+    OUTPOST_BASE_URL: s.base,
+    OUTPOST_BIN_DIR: l.binDir,
+    OUTPOST_CONFIG_DIR: l.configDir,
+    OUTPOST_DATA_DIR: l.dataDir,
+    OUTPOST_UNIT_DIR: l.unitDir,
+    OUTPOST_NO_SYSTEMD: "1",
+    ...env,
+  };
+  for (const [k, v] of Object.entries(fullEnv)) if (v === "") delete fullEnv[k];
+  let cmd = "sh";
+  let cmdArgs = options.script === "-c" ? args : [options.script ?? INSTALL_SH, ...args];
+  if (options.user !== undefined) {
+    cmd = "setpriv";
+    cmdArgs = [
+      "--reuid",
+      String(options.user),
+      "--regid",
+      String(options.user),
+      "--clear-groups",
+      "sh",
+      ...cmdArgs,
+    ];
+  }
+  const out = await new Deno.Command(cmd, {
+    args: cmdArgs,
+    env: fullEnv,
+    clearEnv: true,
+    cwd: l.root,
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  const run = {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+  if (Deno.env.get("OUTPOST_TEST_VERBOSE")) {
+    console.error(`install.sh ${args.join(" ")} → ${run.code}\n${run.stdout}${run.stderr}`);
+  }
+  return run;
+}
+
+async function versionOf(binary: string, prefix: string[] = []): Promise<string[]> {
+  const cmd = [...prefix, binary, "--version"];
+  const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
+    .output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout).trimEnd().split("\n");
+}
+
+const mode = (path: string) => statSync(path).mode & 0o777;
+
+/** Starts the installed binary with its written config (ports moved), checks /healthz and ingest. */
+async function runInstalled(l: Layout, prefix: string[] = []) {
+  const config = JSON.parse(readFileSync(l.config, "utf8"));
+  const apiPort = await freePort();
+  config.api.listen = `127.0.0.1:${apiPort}`;
+  config.mqtt.broker.listen = `127.0.0.1:${await freePort()}`;
+  writeFileSync(l.config, JSON.stringify(config, null, 2), { mode: 0o600 });
+  const proc = startProcess([...prefix, l.bin, "run", "--config", l.config], { cwd: l.root });
+  try {
+    await proc.waitForEvent("agent.started", 60_000);
+    assert.equal((await fetch(`http://127.0.0.1:${apiPort}/healthz`)).status, 200);
+    const post = await fetch(`http://127.0.0.1:${apiPort}/api/v1/devices/pump-7/telemetry`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${config.api.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ rpm: 1450 }),
+    });
+    const answer = await post.text();
+    assert.equal(post.status, 202, answer);
+    const outbox = await (await fetch(`http://127.0.0.1:${apiPort}/api/v1/outbox`, {
+      headers: { authorization: `Bearer ${config.api.token}` },
+    })).json();
+    assert.deepEqual(outbox.records.map((r: { payload: unknown }) => r.payload), [{ rpm: 1450 }]);
+    assert.ok(
+      existsSync(join(l.dataDir, "outbox.db")),
+      "the agent keeps its outbox in the installed data folder",
+    );
+  } finally {
+    assert.equal(await proc.kill("SIGTERM"), 0, "SIGTERM drains and exits 0");
+  }
+}
+
+function assertUnit(l: Layout) {
+  const unit = readFileSync(l.unit, "utf8");
+  const lines = new Set(unit.split("\n"));
+  for (
+    const line of [
+      "[Unit]",
+      "[Service]",
+      `ExecStart=${l.bin} run --config ${l.config}`,
+      "Restart=always",
+      "NoNewPrivileges=yes",
+      "ProtectSystem=strict",
+      `ReadWritePaths=${l.dataDir} ${l.binDir}`,
+      "PrivateTmp=yes",
+      "ProtectHome=read-only",
+      "[Install]",
+      "WantedBy=multi-user.target",
+    ]
+  ) {
+    assert.ok(lines.has(line), `the unit has the line ${line}:\n${unit}`);
+  }
+  assert.ok(!/^MemoryDenyWriteExecute=yes/m.test(unit), "the JIT needs W^X off: no MemoryDenyWriteExecute");
+  assert.equal(mode(l.unit), 0o644);
+}
+
+/** `systemd-analyze verify` when it exists (the unit's syntax and directives). */
+async function verifyUnit(l: Layout) {
+  const which = await new Deno.Command("sh", { args: ["-c", "command -v systemd-analyze"], stdout: "null" })
+    .output();
+  if (which.code !== 0) {
+    console.warn("systemd-analyze is not installed: the unit's syntax was not verified");
+    return;
+  }
+  const out = await new Deno.Command("systemd-analyze", {
+    args: ["verify", l.unit],
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, text);
+  assert.equal(text.trim(), "", `systemd-analyze verify has remarks:\n${text}`);
+}
+
+/** The folder's files (recursively), with their sha256, for "nothing changed" checks. */
+async function snapshot(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  if (!existsSync(dir)) return out;
+  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const path = join(entry.parentPath, entry.name);
+    out[path.slice(dir.length)] = `${mode(path).toString(8)} ${await sha256Hex(path)}`;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+Deno.test({
+  ...opts,
+  name: "install.sh passes shellcheck and parses as POSIX sh (dash)",
+  fn: async () => {
+    const shellcheck = requireTool(
+      "shellcheck",
+      "install it (sh scripts/setup.sh does: apt-get install shellcheck)",
+    );
+    const check = await new Deno.Command(shellcheck, { args: ["-s", "sh", INSTALL_SH], stdout: "piped" })
+      .output();
+    assert.equal(check.code, 0, new TextDecoder().decode(check.stdout));
+    const dash = await new Deno.Command("sh", { args: ["-n", INSTALL_SH] }).output();
+    assert.equal(dash.code, 0);
+    assert.match(readFileSync(INSTALL_SH, "utf8"), /^#!\/bin\/sh\n[\s\S]*^set -eu$/m);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "the one-liner works (curl -fsSL <base>/install.sh | sh -s -- …), and a script cut short runs nothing",
+  fn: async () => {
+    const s = await site();
+    const l = layout(join(work, "one-liner"));
+    const r = await install(
+      l,
+      ["-c", `curl -fsSL ${s.base}/install.sh | sh -s -- --version ${s.v2} --no-service`],
+      {},
+      {
+        script: "-c",
+      },
+    );
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal((await versionOf(l.bin))[0], `outpost ${s.v2}`);
+    assert.ok(existsSync(l.config) && !existsSync(l.unit));
+
+    // A download that stops anywhere before the last line defines functions and runs nothing.
+    const text = readFileSync(INSTALL_SH, "utf8");
+    const cut = join(l.root, "cut.sh");
+    const l2 = layout(join(work, "cut"));
+    for (const at of [0.25, 0.5, 0.75, 0.98]) {
+      writeFileSync(cut, text.slice(0, Math.floor(text.length * at)));
+      const partial = await install(l2, ["--purge"], {}, { script: cut });
+      assert.equal(partial.stdout, "", `cut at ${at}: no output`);
+      assert.ok(!existsSync(l2.binDir), `cut at ${at}: nothing installed`);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "--help lists the options and environment; an unknown option is exit 2",
+  fn: async () => {
+    const l = layout(join(work, "help"));
+    const help = await install(l, ["--help"]);
+    assert.equal(help.code, 0);
+    for (
+      const word of [
+        "--version",
+        "--prefix",
+        "--no-service",
+        "--uninstall",
+        "--purge",
+        "OUTPOST_BASE_URL",
+        "OUTPOST_VERSION",
+        "OUTPOST_ARCH",
+        "OUTPOST_BIN_DIR",
+        "OUTPOST_CONFIG_DIR",
+        "OUTPOST_DATA_DIR",
+        "OUTPOST_UNIT_DIR",
+        "OUTPOST_NO_SYSTEMD",
+      ]
+    ) assert.ok(help.stdout.includes(word), `--help mentions ${word}`);
+    const bad = await install(l, ["--frobnicate"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /unknown option "--frobnicate"/);
+  },
+});
+
+Deno.test({
+  ...opts,
+  ignore: !IS_ROOT,
+  name: "as root: install, upgrade in place, refuse a bad checksum or a failed download, uninstall, purge",
+  fn: async (t) => {
+    const s = await site();
+    const l = layout(join(work, "root"));
+
+    await t.step(
+      "installs the binary, a 0600 config, the data folder and the unit; prints what it did",
+      async () => {
+        const r = await install(l, ["--version", s.v1]);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.equal(mode(l.bin), 0o755);
+        assert.deepEqual((await versionOf(l.bin))[0], `outpost ${s.v1}`);
+        assert.equal(mode(l.config), 0o600, "the config holds the API token: 0600");
+        const config = JSON.parse(readFileSync(l.config, "utf8"));
+        assert.ok(typeof config.api.token === "string" && config.api.token.length >= 16);
+        assert.equal(config.dataDir, l.dataDir);
+        assert.equal(mode(l.dataDir), 0o700);
+        assertUnit(l);
+        await verifyUnit(l);
+        assert.match(r.stdout, new RegExp(`installed ${l.bin} \\(version ${s.v1.replaceAll(".", "\\.")}\\)`));
+        assert.match(r.stdout, /wrote .*config\.json \(mode 0600/);
+        assert.match(r.stdout, /wrote the systemd unit/);
+        assert.match(r.stdout, /systemd is not running here/);
+        assert.ok(r.stdout.includes(`${l.bin} run --config ${l.config}`), "says how to run the agent");
+        assert.deepEqual(readdirSync(l.binDir), ["outpost"], "no temporary file is left beside the binary");
+        assert.ok(
+          s.requests.includes(`/${s.v1}/SHA256SUMS`) && s.requests.includes(`/${s.v1}/outpost-linux-x64`),
+        );
+      },
+    );
+
+    await t.step("the installed binary runs with the config it wrote", async () => {
+      await runInstalled(l);
+    });
+
+    await t.step(
+      "a re-run upgrades in place (to latest) and keeps an edited config and the data",
+      async () => {
+        const config = JSON.parse(readFileSync(l.config, "utf8"));
+        config.edgeId = "edited-gw";
+        config.log = { level: "debug" };
+        writeFileSync(l.config, JSON.stringify(config, null, 2), { mode: 0o600 });
+        const before = readFileSync(l.config, "utf8");
+        writeFileSync(join(l.dataDir, "marker"), "keep me");
+        const dataBefore = await snapshot(l.dataDir);
+        const r = await install(l, [], { OUTPOST_VERSION: "" });
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.ok(s.requests.includes("/latest/outpost-linux-x64"), "no version means latest");
+        assert.equal((await versionOf(l.bin))[0], `outpost ${s.v2}`);
+        assert.match(
+          r.stdout,
+          new RegExp(`upgraded ${l.bin} from ${s.v1} to ${s.v2}`.replaceAll(".", "\\.")),
+        );
+        assert.match(r.stdout, /kept the existing config/);
+        assert.equal(readFileSync(l.config, "utf8"), before, "the edited config is untouched");
+        assert.equal(mode(l.config), 0o600);
+        assert.deepEqual(await snapshot(l.dataDir), dataBefore, "the data is untouched");
+        assert.deepEqual(readdirSync(l.binDir), ["outpost"]);
+      },
+    );
+
+    await t.step("a checksum mismatch is refused and changes nothing", async () => {
+      const before = await snapshot(l.root);
+      const r = await install(l, ["--version", "6.6.6"]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /checksum mismatch for outpost-linux-x64/);
+      assert.match(r.stderr, /Nothing was installed/);
+      assert.deepEqual(await snapshot(l.root), before, "no file changed, none was added");
+      assert.equal((await versionOf(l.bin))[0], `outpost ${s.v2}`);
+    });
+
+    await t.step("a failed download says which URL failed and changes nothing", async () => {
+      const before = await snapshot(l.root);
+      const r = await install(l, ["--version", "4.0.4"]);
+      assert.equal(r.code, 1);
+      assert.ok(r.stderr.includes(`download of ${s.base}/4.0.4/SHA256SUMS failed`), r.stderr);
+      assert.deepEqual(await snapshot(l.root), before);
+    });
+
+    await t.step("--uninstall removes the binary and the unit, keeps config and data", async () => {
+      const r = await install(l, ["--uninstall"]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.ok(!existsSync(l.bin) && !existsSync(l.unit));
+      assert.ok(existsSync(l.config) && existsSync(join(l.dataDir, "marker")));
+      assert.match(r.stdout, /removed .*outpost\.service/);
+      assert.match(r.stdout, /Kept your config and data/);
+    });
+
+    await t.step("--purge removes config and data as well", async () => {
+      const r = await install(l, ["--purge"]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.ok(!existsSync(l.config) && !existsSync(l.dataDir));
+      assert.match(r.stdout, /removed .*var\/lib\/outpost \(all stored data\)/);
+      const again = await install(l, ["--uninstall"]);
+      assert.equal(again.code, 0);
+      assert.match(again.stdout, /not installed here/);
+    });
+  },
+});
+
+Deno.test({
+  ...opts,
+  ignore: !IS_ROOT,
+  name: "the arm64 path: OUTPOST_ARCH=aarch64 installs outpost-linux-arm64, which then runs under qemu",
+  fn: async () => {
+    const s = await site();
+    const prefix = qemuPrefix();
+    const l = layout(join(work, "arm64"));
+    const r = await install(l, ["--version", s.v1], {
+      OUTPOST_ARCH: "aarch64",
+      OUTPOST_EXEC_WRAPPER: prefix.join(" "),
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /for linux-arm64/);
+    assert.ok(s.requests.includes(`/${s.v1}/outpost-linux-arm64`));
+    assert.equal(elfMachine(l.bin), "aarch64");
+    const [first, second] = await versionOf(l.bin, prefix);
+    assert.equal(first, `outpost ${s.v1}`);
+    assert.match(second, /linux-arm64$/);
+    assert.equal(mode(l.config), 0o600, "the config was written by the arm64 binary's init");
+    assertUnit(l);
+    assert.ok(!readFileSync(l.unit, "utf8").includes("qemu"), "the unit runs the binary itself");
+    await runInstalled(l, prefix);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "an unknown architecture (armv6l) or OS is refused with a message naming it; nothing is created",
+  fn: async () => {
+    const l = layout(join(work, "armv6l"));
+    const r = await install(l, [], { OUTPOST_ARCH: "armv6l" });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unsupported architecture "armv6l"/);
+    const os = await install(l, [], { OUTPOST_OS: "Darwin" });
+    assert.equal(os.code, 1);
+    assert.match(os.stderr, /unsupported operating system "Darwin"/);
+    for (const dir of [l.binDir, l.configDir, l.dataDir, l.unitDir]) {
+      assert.ok(!existsSync(dir), `${dir} not created`);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "a musl system asks for outpost-linux-<arch>-musl and says clearly when the release has none",
+  fn: async () => {
+    const s = await site();
+    const l = layout(join(work, "musl"));
+    const r = await install(l, ["--version", s.v1], { OUTPOST_LIBC: "musl" });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /SHA256SUMS has no entry for outpost-linux-x64-musl/);
+    assert.ok(!existsSync(l.bin));
+  },
+});
+
+/** A PATH folder with links to every tool install.sh uses, except `without`. */
+function toolPath(dir: string, without: string[]): string {
+  mkdirSync(dir, { recursive: true });
+  const tools = [
+    "sh",
+    "id",
+    "uname",
+    "mkdir",
+    "chmod",
+    "mv",
+    "rm",
+    "rmdir",
+    "mktemp",
+    "awk",
+    "cut",
+    "head",
+    "tail",
+    "sed",
+    "grep",
+    "ls",
+    "cat",
+    "getconf",
+    "ldd",
+    "curl",
+    "wget",
+    "sha256sum",
+    "shasum",
+  ];
+  for (const tool of tools) {
+    if (without.includes(tool)) continue;
+    const out = new Deno.Command("sh", { args: ["-c", `command -v ${tool}`], stdout: "piped" }).outputSync();
+    const path = new TextDecoder().decode(out.stdout).trim();
+    if (path) symlinkSync(path, join(dir, tool));
+  }
+  return dir;
+}
+
+Deno.test({
+  ...opts,
+  name: "tools: a clear error without curl and wget or without sha256sum and shasum; wget alone is enough",
+  fn: async () => {
+    const s = await site();
+    const l = layout(join(work, "tools"));
+    const noDownloader = await install(l, [], { PATH: toolPath(join(l.root, "path1"), ["curl", "wget"]) });
+    assert.equal(noDownloader.code, 1);
+    assert.match(noDownloader.stderr, /needs curl or wget/);
+    const noSha = await install(l, [], { PATH: toolPath(join(l.root, "path2"), ["sha256sum", "shasum"]) });
+    assert.equal(noSha.code, 1);
+    assert.match(noSha.stderr, /needs sha256sum or shasum/);
+    assert.ok(!existsSync(l.bin));
+
+    requireTool("wget", "apt-get install wget");
+    const wgetOnly = await install(l, ["--version", s.v2, "--no-service"], {
+      PATH: toolPath(join(l.root, "path3"), ["curl", "sha256sum"]),
+    });
+    assert.equal(wgetOnly.code, 0, wgetOnly.stdout + wgetOnly.stderr);
+    assert.equal((await versionOf(l.bin))[0], `outpost ${s.v2}`);
+    assert.ok(!existsSync(l.unit), "--no-service: no unit");
+  },
+});
+
+Deno.test({
+  ...opts,
+  ignore: !IS_ROOT,
+  name: "--prefix puts the binary in <prefix>/bin and the unit runs it from there",
+  fn: async () => {
+    const s = await site();
+    const l = layout(join(work, "prefix"));
+    const prefix = join(l.root, "opt/outpost");
+    const r = await install(l, ["--prefix", prefix, "--version", s.v2], { OUTPOST_BIN_DIR: "" });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const bin = join(prefix, "bin/outpost");
+    assert.equal((await versionOf(bin))[0], `outpost ${s.v2}`);
+    assertUnit({ ...l, bin, binDir: join(prefix, "bin") });
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "without root: ~/.local/bin, config and data under the home folder, no unit, and it says how to run",
+  fn: async () => {
+    const s = await site();
+    const l = layout(join(work, "user"));
+    chmodSync(work, 0o755);
+    chmodSync(l.root, 0o777);
+    const home = join(l.root, "home");
+    mkdirSync(home, { recursive: true });
+    const script = join(l.root, "install.sh");
+    copyFileSync(INSTALL_SH, script);
+    chmodSync(script, 0o644);
+    let user: number | undefined;
+    if (IS_ROOT) {
+      requireTool("setpriv", "install util-linux");
+      user = 65534; // nobody
+      chownSync(home, user, user);
+      mkdirSync(join(l.root, "tmp"), { recursive: true, mode: 0o1777 });
+      chmodSync(join(l.root, "tmp"), 0o1777);
+    }
+    const r = await install(l, ["--version", s.v2], {
+      OUTPOST_BIN_DIR: "",
+      OUTPOST_CONFIG_DIR: "",
+      OUTPOST_DATA_DIR: "",
+      HOME: home,
+    }, { script, user });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const bin = join(home, ".local/bin/outpost");
+    const config = join(home, ".config/outpost/config.json");
+    assert.equal((await versionOf(bin))[0], `outpost ${s.v2}`);
+    assert.equal(mode(config), 0o600);
+    assert.equal(JSON.parse(readFileSync(config, "utf8")).dataDir, join(home, ".local/share/outpost"));
+    assert.ok(existsSync(join(home, ".local/share/outpost")));
+    assert.ok(!existsSync(l.unitDir), "no unit without root, even with OUTPOST_UNIT_DIR set");
+    assert.ok(r.stdout.includes(`run the agent:  ${bin} run --config ${config}`), r.stdout);
+    assert.match(r.stdout, /is not on your PATH/);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "(cleanup) stop the release site",
+  fn: async () => {
+    if (sitePromise) await (await sitePromise).close();
+    removeDir(work);
+  },
+});
