@@ -49,6 +49,35 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       })()
     );
 
+  cli.command(
+    "rules <action> [file]",
+    "Rules tools: `rules check FILE`, `rules test FILE --message JSON`, `rules schema`",
+  )
+    .option(
+      "--message <json>",
+      'With `rules test`: the message, e.g. \'{"device":"d1","kind":"telemetry","payload":{"t":20}}\'',
+    )
+    .example("outpost rules check rules.json")
+    .example(
+      `outpost rules test rules.json --message '{"device":"boiler-1","kind":"telemetry","payload":{"temperature":95}}'`,
+    )
+    .action((action: string, file: string | undefined, o: { message?: string }) =>
+      set(async () => {
+        const rules = await import("./rules/mod.ts");
+        if (action === "schema") {
+          io.out(JSON.stringify(rules.rulesJsonSchema(), null, 2));
+          return 0;
+        }
+        if (action !== "check" && action !== "test") {
+          throw new UsageError(`Unknown rules action "${action}": expected check, test or schema`);
+        }
+        if (!file) throw new UsageError(`outpost rules ${action} needs a FILE`);
+        if (action === "check") return await rules.runRulesCheck(file, io);
+        if (o.message === undefined) throw new UsageError("outpost rules test needs --message JSON");
+        return await rules.runRulesTest(file, String(o.message), io);
+      })()
+    );
+
   cli.command("hub", "Run the reference hub (gRPC server, store and HTTP API)")
     .option("--config <file>", "Hub config file (required)")
     .action((o) =>
