@@ -1,25 +1,46 @@
-/** `outpost run`: the agent in the foreground until SIGINT/SIGTERM, then drain and exit 0. */
+/**
+ * `outpost run`: the agent in the foreground until SIGINT/SIGTERM, then drain and exit 0. A
+ * self-update (or a failed trial's rollback) also drains, then restarts: exit 75 under a
+ * supervisor, else the new process is started here (src/update/restart.ts).
+ */
 import { createAgent } from "../agent/mod.ts";
 import { loadConfig } from "../config/mod.ts";
 import { UsageError } from "../core/errors.ts";
-import { onShutdownSignal } from "../runtime/mod.ts";
+import { onShutdownSignal, onUnhandledRejection } from "../runtime/mod.ts";
 import { createLogger, createTelemetry } from "../telemetry/mod.ts";
+import { bootUpdate, type RestartRequest, restartAfter } from "../update/mod.ts";
 
 export async function runCommand(options: { config?: string }): Promise<number> {
   const config = loadConfig(options.config);
   const log = createLogger(config.log.level);
   const telemetry = createTelemetry(log);
+  // A binary on trial counts this start; a failed trial is rolled back before anything starts.
+  if (bootUpdate(config.dataDir, log).kind === "rolled-back") {
+    return await restartAfter({ after: "rollback" }, config.dataDir, log);
+  }
+  onUnhandledRejection((reason) => {
+    log.error("bug.unhandled_rejection", { error: reason instanceof Error ? reason.stack ?? reason.message : String(reason) });
+  });
   const agent = createAgent(config, telemetry);
   try {
     await agent.start();
   } catch (error) {
     await agent.stop();
+    // On trial, failing to start is failing the trial: back to the previous binary at once.
+    if (agent.update.updater.failTrial(`The agent did not start: ${(error as Error).message}`)) {
+      return await restartAfter({ after: "rollback" }, config.dataDir, log);
+    }
     if (error instanceof UsageError) throw error;
     log.error("agent.start_failed", { error: (error as Error).message });
     return 1;
   }
-  const signal = await new Promise<string>((resolve) => onShutdownSignal(resolve));
-  log.info("agent.stopping", { signal });
+  const outcome = await Promise.race([
+    new Promise<string>((resolve) => onShutdownSignal(resolve)),
+    agent.update.restartRequested,
+  ]);
+  if (typeof outcome === "string") log.info("agent.stopping", { signal: outcome });
+  else log.info("agent.stopping", { restart: outcome.after });
   await agent.stop();
-  return 0;
+  if (typeof outcome === "string") return 0;
+  return await restartAfter(outcome as RestartRequest, config.dataDir, log);
 }

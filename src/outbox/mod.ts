@@ -44,6 +44,8 @@ export interface OutboxOptions {
   now?: () => number;
   /** Called after records were dropped to make room (for logging and metrics). */
   onDropped?: (n: number) => void;
+  /** Called when a background step fails (the data stays safe; this is for the operator). */
+  onError?: (event: string, error: unknown) => void;
 }
 
 /** The outbox is full and `onFull` is `reject`: the caller answers 507 or withholds its ack. */
@@ -331,15 +333,20 @@ export class Outbox {
     const del = this.db.prepare("DELETE FROM outbox WHERE seq BETWEEN ? AND ? RETURNING bytes");
     let n = 0;
     let bytes = 0;
-    this.db.transaction(() => {
-      for (const [a, b] of ranges) {
-        const rows = del.all(a, b) as { bytes: number }[];
-        n += rows.length;
-        for (const r of rows) bytes += r.bytes;
-      }
-    });
-    this.depth -= n;
-    this.totalBytes -= bytes;
+    try {
+      this.db.transaction(() => {
+        for (const [a, b] of ranges) {
+          const rows = del.all(a, b) as { bytes: number }[];
+          n += rows.length;
+          for (const r of rows) bytes += r.bytes;
+        }
+      });
+      this.depth -= n;
+      this.totalBytes -= bytes;
+    } catch (error) {
+      // The records stay and are sent again after the next reconnect; the hub stores each once.
+      this.options.onError?.("outbox.ack_failed", error);
+    }
     for (const w of waiters) w();
   }
 

@@ -2,6 +2,7 @@
  * The one place that knows which runtime runs us (Deno, Bun or Node): serving HTTP, the own
  * executable path, signals, exiting. Everything else is runtime-neutral and calls these.
  */
+import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import process from "node:process";
 
@@ -189,4 +190,85 @@ export function args(): string[] {
   // Bun, from source: [bun, /path/src/main.ts, ...]; Bun-compiled: [bun, /$bunfs/root/<name>, ...];
   // Node: [node, script, ...]. The arguments start at 2 in every case.
   return process.argv.slice(2);
+}
+
+/**
+ * The exit code that asks the supervisor to start us again after a self-update or rollback
+ * (EX_TEMPFAIL). install.sh's unit restarts on it (`Restart=always`, and
+ * `RestartForceExitStatus=75` for units that restart only on failure) and counts it as success.
+ */
+export const RESTART_EXIT_CODE = 75;
+
+/**
+ * True when a supervisor starts us again when we exit: systemd sets `INVOCATION_ID` (and
+ * `NOTIFY_SOCKET` for notify units) in a service's environment. `OUTPOST_SUPERVISED=1` or `=0`
+ * says so explicitly, for other supervisors (runit, s6, containers with a restart policy).
+ */
+export function underSupervisor(env: Record<string, string | undefined> = process.env): boolean {
+  if (env.OUTPOST_SUPERVISED === "1") return true;
+  if (env.OUTPOST_SUPERVISED === "0") return false;
+  return Boolean(env.INVOCATION_ID || env.NOTIFY_SOCKET);
+}
+
+export interface DetachedProcess {
+  pid: number;
+  /** The exit code, or the signal's name. */
+  exited: Promise<number | string>;
+  kill(signal?: "SIGTERM" | "SIGKILL"): void;
+}
+
+/**
+ * Starts `exe` with `argv` in its own session (it outlives us), sharing our stdout and stderr,
+ * with our environment and working folder: how a self-update restarts without a supervisor.
+ */
+export function spawnDetached(exe: string, argv: string[]): DetachedProcess {
+  const child = spawn(exe, argv, { detached: true, stdio: ["ignore", "inherit", "inherit"] });
+  const exited = new Promise<number | string>((resolve) => {
+    child.once("exit", (code, signal) => resolve(signal ?? code ?? 0));
+    child.once("error", () => resolve(127));
+  });
+  return {
+    pid: child.pid ?? -1,
+    exited,
+    kill(signal = "SIGTERM") {
+      try {
+        child.kill(signal);
+      } catch { /* already gone */ }
+    },
+  };
+}
+
+/** True when stderr is a terminal (progress bars go there only then). */
+export function stderrIsTerminal(): boolean {
+  return Boolean(process.stderr.isTTY);
+}
+
+/** Our own process id. */
+export function pid(): number {
+  return process.pid;
+}
+
+/** True while a process with this id exists (signal 0 probes without sending). */
+export function processAlive(id: number): boolean {
+  try {
+    process.kill(id, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Calls `handler` for a promise rejection nobody handled, instead of ending the process: a bug
+ * worth an error log, but the agent's data is durable and it should keep serving.
+ */
+export function onUnhandledRejection(handler: (reason: unknown) => void): void {
+  if (runtimeName() === "deno") {
+    g.addEventListener("unhandledrejection", (event: { reason: unknown; preventDefault(): void }) => {
+      event.preventDefault();
+      handler(event.reason);
+    });
+    return;
+  }
+  process.on("unhandledRejection", (reason) => handler(reason));
 }

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { deliveryScenario } from "./delivery_scenario.ts";
 
 Deno.test({
-  name: "HTTP → hub: 20,000 messages from 4 clients for 8 devices, agent SIGKILLed twice, hub down 4 s: " +
+  name:
+    "HTTP → hub: 20,000 messages from 4 clients for 8 devices, agent SIGKILLed twice, hub killed for 4 s: " +
     "every 202 exactly once at the hub, per-device order kept (Deno)",
   sanitizeResources: false,
   sanitizeOps: false,
@@ -16,6 +17,7 @@ Deno.test({
       killsAt: [5_000, 11_000],
       hubDownAt: 14_000,
       hubDownMs: 4_000,
+      hubStopSignal: "SIGKILL", // see ScenarioOptions.hubStopSignal: a Deno runtime bug, not ours
     });
     assert.ok(r.accepted >= 19_900, `accepted ${r.accepted}`);
     assert.ok(r.atHub >= r.accepted && r.atHub <= r.accepted + r.unanswered);

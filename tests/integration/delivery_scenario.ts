@@ -33,6 +33,13 @@ export interface ScenarioOptions {
   /** Stop the hub after this many accepted messages, for `hubDownMs`. */
   hubDownAt?: number;
   hubDownMs?: number;
+  /**
+   * How the hub is stopped: SIGTERM (graceful: the hub sends HTTP/2 GOAWAY) or SIGKILL (a crash).
+   * Deno 2.9's node:http2 can abort the whole process on a GOAWAY (denoland/deno#36788, inside
+   * nghttp2, before any JavaScript runs), so the Deno run uses SIGKILL; Bun and the binary use
+   * SIGTERM.
+   */
+  hubStopSignal?: "SIGTERM" | "SIGKILL";
   /** Messages per request (1: single objects; >1: arrays). */
   perRequest?: number;
 }
@@ -79,7 +86,8 @@ export async function deliveryScenario(o: ScenarioOptions): Promise<ScenarioResu
     if (o.hubDownAt !== undefined) {
       milestones.set(o.hubDownAt, async () => {
         const h = hub!;
-        await h.stop();
+        if (o.hubStopSignal === "SIGKILL") await h.proc.kill("SIGKILL");
+        else await h.stop();
         setTimeout(async () => {
           hub = await startHub({
             dir: join(dir, "hub"),
@@ -146,15 +154,22 @@ export async function deliveryScenario(o: ScenarioOptions): Promise<ScenarioResu
     if (milestoneRunning) await milestoneRunning;
 
     // Everything accepted must reach the hub; wait for the outbox to empty.
-    await waitFor(
-      async () => {
-        const res = await agent!.api("/api/v1/status");
-        const s = await res.json();
-        return s.outbox.depth === 0 && s.hub.connected;
-      },
-      120_000,
-      "the outbox to drain to the hub",
-    );
+    try {
+      await waitFor(
+        async () => {
+          const s = await (await agent!.api("/api/v1/status")).json();
+          return s.outbox.depth === 0 && s.hub.connected;
+        },
+        120_000,
+        "the outbox to drain to the hub",
+      );
+    } catch (error) {
+      const state = await Promise.race([agent!.proc.exited, Promise.resolve("running")]);
+      throw new Error(
+        `${(error as Error).message}\nagent (${state}) output:\n${agent!.proc.lines.slice(-40).join("\n")}` +
+          `\nhub output:\n${hub!.proc.lines.slice(-20).join("\n")}`,
+      );
+    }
 
     const records = await hubRecords(hub!, edge.id);
     const byDevice = new Map<string, number[]>();
