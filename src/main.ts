@@ -88,6 +88,25 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       })()
     );
 
+  cli.command(
+    "update [action]",
+    "Check for or apply a signed update; `update keygen --out FILE` makes a key pair",
+  )
+    .option("--check", "Only fetch and verify the manifest; print the current and offered versions")
+    .option("--manifest <url>", "Manifest URL (default: update.manifestUrl)")
+    .option("--allow-downgrade", "Install the offered version even if it is not newer")
+    .option("--config <file>", "Config file of the agent to update")
+    .option("--out <file>", "With `update keygen`: where to write the private key (mode 0600)")
+    .option("--force", "With `update keygen`: overwrite an existing key file")
+    .example("outpost update --check")
+    .example("outpost update keygen --out release-key.pem")
+    .action((action: string | undefined, o) =>
+      set(async () => {
+        const { updateCommand } = await import("./update/mod.ts");
+        return await updateCommand(action, o, io);
+      })()
+    );
+
   cli.command("version", "Print the version, runtime and target").action(set(() => versionCommand(io)));
 
   cli.help();

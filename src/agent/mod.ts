@@ -1,20 +1,26 @@
 /**
  * The agent: builds every component from the typed config and runs them under one lifecycle.
- * Start order: store → uplink → control API → rules → transports; stop in reverse, draining
+ * Start order: store → uplink → rules → control API (which also takes HTTP ingest, so the rules
+ * must be in force first) → MQTT transports; stop in reverse, draining
  * what is in flight. Start-up and reload share one code path per part.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Config } from "../config/mod.ts";
+import { type Config, resolveFromConfig } from "../config/mod.ts";
 import { createControlApp, type HubStatus } from "../control/mod.ts";
+import { UsageError } from "../core/errors.ts";
 import { randomToken } from "../core/secret.ts";
 import { DeviceRegistry } from "../devices/mod.ts";
-import { createIngest, DeadLetters, type Ingest, passThrough } from "../ingest/mod.ts";
+import { createIngest, DeadLetters, type Ingest } from "../ingest/mod.ts";
 import { createOutbox, type Outbox } from "../outbox/mod.ts";
+import { createMqttTransports, type MqttTransports } from "../transports/mqtt/mod.ts";
 import { serve, type Server, target } from "../runtime/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { createUplink, type Uplink } from "../uplink/mod.ts";
+import { type AgentUpdate, createAgentUpdate } from "../update/mod.ts";
 import { VERSION } from "../version.ts";
+import { createDownlink } from "./downlink.ts";
+import { RulesHost } from "./rules_host.ts";
 
 export interface Agent {
   start(): Promise<{ apiPort: number }>;
@@ -22,6 +28,8 @@ export interface Agent {
   stop(): Promise<void>;
   readonly outbox: Outbox;
   readonly ingest: Ingest;
+  /** Self-update: the updater, its routes, and the restart it may ask for. */
+  readonly update: AgentUpdate;
 }
 
 export function splitHostPort(listen: string): { hostname: string; port: number } {
@@ -52,6 +60,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     maxBytes: config.outbox.maxBytes,
     onFull: config.outbox.onFull,
     onDropped: (n) => telemetry.dropped(n, "outbox full (onFull: drop-oldest)"),
+    onError: (event, error) => log.error(event, { error: String(error) }),
   });
   const devices = new DeviceRegistry(outbox.db);
   const deadLetters = new DeadLetters(1000);
@@ -60,18 +69,52 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
   let uplink: Uplink | undefined;
   if (config.hub) {
     uplink = createUplink(
-      { url: config.hub.url, routingKey: config.hub.routingKey, secret: config.hub.secret, ca: config.hub.ca },
+      {
+        url: config.hub.url,
+        routingKey: config.hub.routingKey,
+        secret: config.hub.secret,
+        ca: config.hub.ca,
+      },
       outbox,
       telemetry,
-      { edgeId: config.edgeId, hello: { version: VERSION, target: target() } },
+      {
+        edgeId: config.edgeId,
+        hello: { version: VERSION, target: target() },
+        onFrame: (frame) => downlink(frame),
+      },
     );
   }
   const hubStatus = (): HubStatus =>
     uplink?.status() ?? { configured: false, connected: false, lastAckAt: null };
 
-  const ingest = createIngest({ outbox, devices, telemetry, rules: () => passThrough });
+  const ingest = createIngest({
+    outbox,
+    devices,
+    telemetry,
+    rules: () => rulesHost.processor,
+    // Rules routing to `mqtt:<topic>` publish on the transports built below (called only after start).
+    publishLocal: (topic, message) => transports.publishLocal(topic, message),
+  });
+
+  // Rules: the engine is pure; the host loads, watches, replaces and persists.
+  const rulesHost = new RulesHost({
+    source: typeof config.rules === "string" ? resolveFromConfig(config, config.rules) : config.rules,
+    dataDir: config.dataDir,
+    telemetry,
+    emit: (outputs) => ingest.emit(outputs),
+  });
+
+  // What the hub sends down the link (rules now; commands and update offers later).
+  const downlink = createDownlink({
+    rules: rulesHost,
+    telemetry,
+    send: (frame) => uplink?.send(frame) ?? false,
+  });
 
   const token = resolveApiToken(config);
+  // Self-update (docs/update.md): GET|POST /api/v1/update, and the trial once started.
+  const update = createAgentUpdate({ dataDir: config.dataDir, update: config.update }, log);
+
   const app = createControlApp({
     token,
     edgeId: config.edgeId,
@@ -84,7 +127,23 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     deadLetters,
     telemetry,
     hubStatus,
+    extend: (a) => update.mount(a),
+    rules: {
+      status: () => rulesHost.status(),
+      get: () => rulesHost.document(),
+      put: (document) => rulesHost.apply(document, "api"),
+      test: (body) => rulesHost.test(body),
+    },
   });
+
+  // Transports (sources): started last, stopped first.
+  const transports: MqttTransports = createMqttTransports({
+    edgeId: config.edgeId,
+    dataDir: config.dataDir,
+    broker: config.mqtt.broker,
+    external: config.mqtt.external,
+    maxPayloadBytes: config.limits.maxPayloadBytes,
+  }, { ingest, devices, deadLetters, telemetry, apiToken: token, db: outbox.db });
 
   let server: Server | undefined;
   let stopping: Promise<void> | undefined;
@@ -92,10 +151,18 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
   return {
     outbox,
     ingest,
+    update,
     async start() {
       uplink?.start();
       const { hostname, port } = splitHostPort(config.api.listen);
+      // Rules load before the API listens: HTTP ingest shares that listener, and no message may
+      // pass before the rules in force are.
+      const rules = rulesHost.start();
+      if (!rules.ok) {
+        throw new UsageError(`Rules in ${rules.what} are invalid`, { issues: rules.issues });
+      }
       server = await serve({ hostname, port, fetch: app.fetch });
+      await transports.start();
       log.info("agent.started", {
         version: VERSION,
         edgeId: config.edgeId,
@@ -104,10 +171,27 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
         hub: config.hub ? config.hub.url : null,
         config: config.source ?? "built-in defaults",
       });
+      // On trial after a self-update: healthy = API answering, store open, hub connected if configured.
+      const local = hostname === "0.0.0.0" || hostname === "::" ? "127.0.0.1" : hostname;
+      const healthz = `http://${local.includes(":") ? `[${local}]` : local}:${server.port}/healthz`;
+      update.updater.startTrial(async () => {
+        const health = await fetch(healthz, { signal: AbortSignal.timeout(5_000) }).catch(() => undefined);
+        await health?.body?.cancel();
+        if (health?.status !== 200) return "the API does not answer /healthz";
+        outbox.stats();
+        const hub = hubStatus();
+        if (hub.configured && !hub.connected) {
+          return `the hub is not connected${hub.error ? `: ${hub.error}` : ""}`;
+        }
+        return undefined;
+      });
       return { apiPort: server.port };
     },
     stop() {
       stopping ??= (async () => {
+        update.updater.stop();
+        await transports.stop();
+        rulesHost.stop();
         await server?.close();
         await uplink?.drain(2_000);
         uplink?.stop();

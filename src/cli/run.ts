@@ -8,7 +8,7 @@ import { loadConfig } from "../config/mod.ts";
 import { UsageError } from "../core/errors.ts";
 import { onShutdownSignal, onUnhandledRejection } from "../runtime/mod.ts";
 import { createLogger, createTelemetry } from "../telemetry/mod.ts";
-import { bootUpdate, type RestartRequest, restartAfter } from "../update/mod.ts";
+import { bootUpdate, restartAfter, type RestartRequest } from "../update/mod.ts";
 
 export async function runCommand(options: { config?: string }): Promise<number> {
   const config = loadConfig(options.config);
@@ -19,7 +19,9 @@ export async function runCommand(options: { config?: string }): Promise<number> 
     return await restartAfter({ after: "rollback" }, config.dataDir, log);
   }
   onUnhandledRejection((reason) => {
-    log.error("bug.unhandled_rejection", { error: reason instanceof Error ? reason.stack ?? reason.message : String(reason) });
+    log.error("bug.unhandled_rejection", {
+      error: reason instanceof Error ? reason.stack ?? reason.message : String(reason),
+    });
   });
   const agent = createAgent(config, telemetry);
   try {

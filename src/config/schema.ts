@@ -21,6 +21,8 @@ export const DEFAULTS = {
   outboxMaxBytes: 1024 * 1024 * 1024,
   maxPayloadBytes: 256 * 1024,
   deadLetters: 1000,
+  updateTrialSeconds: 300,
+  updateMaxStarts: 3,
 } as const;
 
 export const BrokerSchema = v.strictObject({
@@ -117,6 +119,16 @@ export const ConfigSchema = v.strictObject({
       manifestUrl: v.optional(v.pipe(v.string(), v.url("must be a URL"))),
       publicKey: v.optional(v.pipe(v.string(), v.base64("must be base64"))),
       auto: v.optional(v.boolean(), false),
+      /** How long a new binary has to become healthy (API up, store open, hub connected). */
+      trialSeconds: v.optional(
+        v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(86400)),
+        DEFAULTS.updateTrialSeconds,
+      ),
+      /** Starts a new binary gets during its trial before it is rolled back. */
+      maxStarts: v.optional(
+        v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(100)),
+        DEFAULTS.updateMaxStarts,
+      ),
     }),
     {},
   ),

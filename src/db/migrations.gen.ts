@@ -9,6 +9,10 @@ export const agentMigrations: readonly Migration[] = [
   {
     "name": "0002_devices.sql",
     "sql": "-- Provisioned devices: a device's token is shown once at creation and kept only as a SHA-256 hash.\nCREATE TABLE devices (\n  id TEXT PRIMARY KEY,\n  token_hash TEXT NOT NULL,\n  created_at INTEGER NOT NULL\n);\n"
+  },
+  {
+    "name": "0003_mqtt_redelivery.sql",
+    "sql": "-- What the MQTT transports remember of stored QoS 1/2 publishes, written in the same transaction\n-- as the outbox records they produced, so that a device's resend after a crash is recognised\n-- and acknowledged without being stored twice (see src/transports/mqtt/dedupe.ts).\nCREATE TABLE mqtt_redelivery (\n  session TEXT NOT NULL,\n  packet_id INTEGER NOT NULL,\n  digest TEXT NOT NULL,\n  conn TEXT NOT NULL,\n  n INTEGER NOT NULL,\n  created_at INTEGER NOT NULL,\n  PRIMARY KEY (session, packet_id)\n);\nCREATE INDEX mqtt_redelivery_session_n ON mqtt_redelivery (session, n);\nCREATE INDEX mqtt_redelivery_created ON mqtt_redelivery (created_at);\n\n-- Small durable notes of the MQTT transports (e.g. the filters an external session holds).\nCREATE TABLE mqtt_notes (\n  key TEXT PRIMARY KEY,\n  value TEXT NOT NULL\n);\n"
   }
 ];
 export const hubMigrations: readonly Migration[] = [

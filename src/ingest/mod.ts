@@ -34,9 +34,14 @@ export interface IngestDeps {
   now?: () => number;
 }
 
+export interface AcceptOptions {
+  /** Runs inside the outbox transaction that stores the outputs (also when the rules leave none). */
+  inTransaction?: () => void;
+}
+
 export interface Ingest {
   /** Runs rules and stores the outputs; resolves with the number of input messages after commit. */
-  accept(messages: readonly Message[]): Promise<number>;
+  accept(messages: readonly Message[], options?: AcceptOptions): Promise<number>;
   /** Stores messages created outside the data path (e.g. closed aggregate windows) as they are. */
   emit(outputs: readonly RoutedMessage[]): Promise<void>;
 }
@@ -59,7 +64,7 @@ export function createIngest(deps: IngestDeps): Ingest {
   }
 
   return {
-    async accept(messages) {
+    async accept(messages, options) {
       const t = now();
       const rules = deps.rules();
       const toHub: RoutedMessage[] = [];
@@ -70,7 +75,7 @@ export function createIngest(deps: IngestDeps): Ingest {
         route(result.outputs, toHub);
       }
       if (errors > 0) deps.telemetry.rulesErrors(errors);
-      await deps.outbox.enqueue(toHub);
+      await deps.outbox.enqueue(toHub, { inTransaction: options?.inTransaction });
       deps.telemetry.accepted(messages.length, messages[0]?.source ?? "unknown");
       deps.devices.observe(messages, t);
       return messages.length;

@@ -56,8 +56,19 @@ export class OutboxFullError extends Error {
   }
 }
 
+/** Options of `enqueue()`. */
+export interface EnqueueOptions {
+  /**
+   * Runs inside the transaction that stores these records, on the outbox's connection, also when
+   * there are none: a caller's own bookkeeping then commits atomically with its records (e.g. the
+   * MQTT transports' memory of which publishes they stored). Must not throw.
+   */
+  inTransaction?: () => void;
+}
+
 interface Pending {
   rows: PreparedRow[];
+  inTransaction?: () => void;
   bytes: number;
   resolve: () => void;
   reject: (error: unknown) => void;
@@ -153,9 +164,9 @@ export class Outbox {
   }
 
   /** Stores messages durably; resolves after commit. Rejects with `OutboxFullError` when full under `reject`. */
-  enqueue(messages: readonly Message[]): Promise<void> {
+  enqueue(messages: readonly Message[], options: EnqueueOptions = {}): Promise<void> {
     if (this.closed) return Promise.reject(new Error("Outbox is closed"));
-    if (messages.length === 0) return Promise.resolve();
+    if (messages.length === 0 && !options.inTransaction) return Promise.resolve();
     const rows: PreparedRow[] = new Array(messages.length);
     let bytes = 0;
     for (let i = 0; i < messages.length; i++) {
@@ -167,7 +178,7 @@ export class Outbox {
       rows[i] = { device: m.device, kind: m.kind, ts: m.ts, topic, payload, bytes: b };
     }
     return new Promise((resolve, reject) => {
-      this.pending.push({ rows, bytes, resolve, reject });
+      this.pending.push({ rows, bytes, resolve, reject, inTransaction: options.inTransaction });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
@@ -195,7 +206,7 @@ export class Outbox {
             continue;
           }
           const wouldBe = this.totalBytes + addedBytes - droppedBytes + group.bytes;
-          if (wouldBe > this.options.maxBytes) {
+          if (group.bytes > 0 && wouldBe > this.options.maxBytes) {
             if (this.options.onFull === "reject") {
               refused.push(group);
               continue;
@@ -205,6 +216,7 @@ export class Outbox {
             droppedBytes += freed.bytes;
           }
           this.insertRows(group.rows, createdAt);
+          group.inTransaction?.();
           added += group.rows.length;
           addedBytes += group.bytes;
           accepted.push(group);

@@ -1,0 +1,335 @@
+/**
+ * The embedded MQTT broker (aedes, MQTT 3.1.1; clean and persistent sessions, QoS 0/1/2,
+ * retained messages and last will as aedes implements them) on `mqtt.broker.listen`.
+ *
+ * Device publishes (`devices/{device}/telemetry|attributes|events`, ThingsBoard's
+ * `v1/devices/me/telemetry|attributes`) are stored before they are acknowledged: aedes sends
+ * the PUBACK (PUBREC for QoS 2) only when `authorizePublish` calls back, and it calls back only
+ * after the intake has committed the batch. aedes reads a connection's next chunk only once
+ * every publish of the previous one has called back, so a waiting batch also stops the reading
+ * (backpressure) and one session's publishes are stored in order.
+ *
+ * Relaying to local subscribers: a device publish that was stored is relayed as published
+ * (after the commit); one that was refused as bad input, or recognised as a resend, is not.
+ * ThingsBoard `v1/devices/me/…` topics are never relayed (`me` differs per connection). Every
+ * other topic is a plain local bus.
+ *
+ * Session state (subscriptions, queued QoS 1/2 messages for offline persistent sessions,
+ * retained messages) lives in memory: it survives a client reconnecting, not an agent restart.
+ * Device data does not depend on it: it is in the outbox before the device hears back.
+ */
+import { Aedes } from "aedes";
+import type { AedesPublishPacket, Client, PublishPacket, Subscription } from "aedes";
+import { Buffer } from "node:buffer";
+import { randomBytes } from "node:crypto";
+import { createServer, type Server, type Socket } from "node:net";
+import type { Telemetry } from "../../telemetry/mod.ts";
+import {
+  authenticate,
+  type Credentials,
+  type Identity,
+  mayPublish,
+  maySubscribe,
+  thingsBoardDevice,
+} from "./auth.ts";
+import { payloadDigest } from "./dedupe.ts";
+import type { InboundPublish, Intake } from "./intake.ts";
+import { routeDeviceTopic, THINGSBOARD_PREFIX, thingsBoardKind } from "./topics.ts";
+
+export interface BrokerOptions {
+  /** `host:port`; port 0 picks a free one. */
+  listen: string;
+  auth: "none" | "token";
+}
+
+export interface BrokerDeps {
+  intake: Intake;
+  telemetry: Telemetry;
+  credentials: Credentials;
+}
+
+export interface BrokerStatus {
+  listen: string | null;
+  auth: "none" | "token";
+  clients: number;
+}
+
+export interface EmbeddedBroker {
+  /** Listens; resolves with the bound address. */
+  start(): Promise<{ host: string; port: number }>;
+  /** Publishes as outpost itself (not subject to device rules), e.g. routed messages. */
+  publish(
+    topic: string,
+    payload: string | Uint8Array,
+    options?: { qos?: 0 | 1; retain?: boolean },
+  ): Promise<void>;
+  status(): BrokerStatus;
+  /** Stops accepting, lets batches in flight finish (bounded), closes every client. Idempotent. */
+  stop(): Promise<void>;
+}
+
+interface Waiting {
+  publish: InboundPublish;
+  packet: PublishPacket;
+  done: (error?: Error | null) => void;
+}
+
+interface SessionQueue {
+  items: Waiting[];
+  scheduled: boolean;
+  tail: Promise<void>;
+}
+
+function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(":");
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(listen.slice(i + 1)) };
+}
+
+export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): EmbeddedBroker {
+  const { telemetry, intake, credentials } = deps;
+  const log = telemetry.log;
+  const identities = new WeakMap<Client, Identity>();
+  const connections = new WeakMap<Client, string>();
+  const queues = new WeakMap<Client, SessionQueue>();
+  /** Payloads acknowledged but not to be relayed (bad input, resends). */
+  const unrelayed = new WeakSet<object>();
+  const boot = randomBytes(4).toString("hex");
+  let connCounter = 0;
+  let aedes: Aedes | undefined;
+  let server: Server | undefined;
+  let address: { host: string; port: number } | undefined;
+  const sockets = new Set<Socket>();
+  let stopping: Promise<void> | undefined;
+
+  const clientsGauge = telemetry.metrics.family(
+    "outpost_mqtt_clients",
+    "Clients connected to the embedded broker",
+    "gauge",
+  );
+  telemetry.metrics.collectors.push(() => clientsGauge.set(aedes?.connectedClients ?? 0));
+
+  function describe(client: Client | null, identity?: Identity): Record<string, unknown> {
+    return {
+      transport: "mqtt",
+      clientId: client?.id,
+      device: identity?.type === "device" ? identity.device : undefined,
+    };
+  }
+
+  function enqueue(client: Client, item: Waiting): void {
+    let q = queues.get(client);
+    if (!q) {
+      q = { items: [], scheduled: false, tail: Promise.resolve() };
+      queues.set(client, q);
+    }
+    q.items.push(item);
+    if (q.scheduled) return;
+    q.scheduled = true;
+    const queue = q;
+    // Every publish of the chunk aedes is parsing now joins this batch.
+    setImmediate(() => {
+      queue.scheduled = false;
+      const items = queue.items;
+      queue.items = [];
+      queue.tail = queue.tail.then(() => settle(client, items));
+    });
+  }
+
+  async function settle(client: Client, items: Waiting[]): Promise<void> {
+    const result = await intake.submit(items.map((i) => i.publish), "mqtt", () => !client.closed);
+    if (!result.ok) {
+      // Not stored: no acknowledgement. A store failure drops the connection so that the client
+      // resends; when stopping or gone, the client resends after reconnecting anyway.
+      if (result.why === "error") items[0].done(new Error("outpost could not store the message"));
+      return;
+    }
+    for (let i = 0; i < items.length; i++) {
+      const { packet, done } = items[i];
+      if (result.outcomes[i] !== "accepted") {
+        unrelayed.add(packet.payload as object);
+        packet.retain = false;
+      }
+      done(null);
+    }
+  }
+
+  function authorizePublish(
+    client: Client | null,
+    packet: PublishPacket,
+    done: (error?: Error | null) => void,
+  ): void {
+    const identity: Identity = client ? identities.get(client) ?? { type: "service" } : { type: "service" };
+    const topic = packet.topic;
+    const decision = mayPublish(identity, topic);
+    if (!decision.ok) {
+      telemetry.authRefused(decision.reason, {
+        ...describe(client, identity),
+        topic: topic.slice(0, 256),
+        action: "publish",
+      });
+      done(new Error(`Publish to "${topic}" refused: ${decision.reason}`));
+      return;
+    }
+    const payload = packet.payload as Uint8Array;
+    // An empty retained publish clears a retained message: plain MQTT, not device data.
+    if (packet.retain && payload.byteLength === 0) return done(null);
+    let target: InboundPublish["target"];
+    const tbKind = thingsBoardKind(topic);
+    if (tbKind !== undefined) {
+      const device = thingsBoardDevice(identity);
+      target = device === undefined
+        ? {
+          type: "invalid",
+          reason: "no-device-identity",
+          message: "A ThingsBoard-style publish needs a device token as the MQTT username",
+        }
+        : { type: "device", device, kind: tbKind };
+    } else if (topic.startsWith(THINGSBOARD_PREFIX)) {
+      return done(null); // other ThingsBoard API topics (RPC, attribute requests): not served
+    } else {
+      const route = routeDeviceTopic(topic);
+      if (route.type === "bus") return done(null);
+      target = route;
+    }
+    if (!client) {
+      // A stale last will with no connection behind it: store it, nothing to acknowledge.
+      void intake.submit([{ topic, payload, target }], "mqtt", () => true).then(() => done(null));
+      return;
+    }
+    const publish: InboundPublish = { topic, payload, target };
+    if (packet.qos > 0 && packet.messageId !== undefined) {
+      publish.key = {
+        session: `broker:${client.id}`,
+        packetId: packet.messageId,
+        digest: payloadDigest(topic, payload),
+        conn: connections.get(client) ?? "",
+        dup: packet.dup === true,
+      };
+    }
+    enqueue(client, { publish, packet, done });
+  }
+
+  function authorizeSubscribe(
+    client: Client,
+    subscription: Subscription,
+    done: (error: Error | null, subscription?: Subscription | null) => void,
+  ): void {
+    const identity = identities.get(client) ?? { type: "service" };
+    const decision = maySubscribe(identity, subscription.topic);
+    if (!decision.ok) {
+      telemetry.authRefused(decision.reason, {
+        ...describe(client, identity),
+        topic: subscription.topic.slice(0, 256),
+        action: "subscribe",
+      });
+      return done(null, null); // SUBACK 0x80 (failure) for this filter; the connection stays
+    }
+    done(null, subscription);
+  }
+
+  function authorizeForward(_client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    if (unrelayed.has(packet.payload as object)) return null;
+    if (packet.topic.startsWith(THINGSBOARD_PREFIX)) return null;
+    return packet;
+  }
+
+  return {
+    async start() {
+      const { host, port } = splitListen(options.listen);
+      const broker = new Aedes({
+        authenticate(client, username, password, done) {
+          const result = authenticate(options.auth, username, password?.toString("utf8"), credentials);
+          if (!result.ok) {
+            telemetry.authRefused(result.reason, {
+              transport: "mqtt",
+              clientId: client.id,
+              // A username may be a ThingsBoard token: name it only when it is a known device id.
+              username: username && credentials.isProvisioned(username) ? username : undefined,
+            });
+            const error = new Error(result.reason) as Error & { returnCode: number };
+            error.returnCode = result.returnCode;
+            return done(error as any, false);
+          }
+          identities.set(client, result.identity);
+          connections.set(client, `${boot}-${++connCounter}`);
+          done(null, true);
+        },
+        authorizePublish,
+        authorizeSubscribe,
+        authorizeForward,
+      });
+      await broker.listen();
+      broker.on("clientError", (client: Client, error: Error) => {
+        log.debug("mqtt.client_error", { clientId: client?.id, error: error.message });
+      });
+      broker.on("connectionError", (client: Client, error: Error) => {
+        log.debug("mqtt.connection_error", { clientId: client?.id, error: error.message });
+      });
+      const srv = createServer((socket) => {
+        sockets.add(socket);
+        socket.on("close", () => sockets.delete(socket));
+        broker.handle(socket);
+      });
+      await new Promise<void>((resolve, reject) => {
+        srv.once("error", reject);
+        srv.listen(port, host, () => {
+          srv.off("error", reject);
+          resolve();
+        });
+      }).catch((error: NodeJS.ErrnoException) => {
+        broker.close();
+        const why = error.code === "EADDRINUSE" ? "the address is in use" : error.message;
+        throw new Error(
+          `MQTT broker cannot listen on ${options.listen}: ${why} (set mqtt.broker.listen, or mqtt.broker: false)`,
+          { cause: error },
+        );
+      });
+      srv.on("error", (error) => log.error("mqtt.broker.error", { error: error.message }));
+      const bound = srv.address();
+      address = { host, port: typeof bound === "object" && bound ? bound.port : port };
+      aedes = broker;
+      server = srv;
+      const shown = host.includes(":") ? `[${host}]` : host;
+      log.info("mqtt.broker.started", { listen: `${shown}:${address.port}`, auth: options.auth });
+      return address;
+    },
+    publish(topic, payload, publishOptions = {}) {
+      const broker = aedes;
+      if (!broker || broker.closed) return Promise.resolve();
+      return new Promise((resolve) => {
+        broker.publish({
+          cmd: "publish",
+          topic,
+          payload: typeof payload === "string" ? Buffer.from(payload) : Buffer.from(payload),
+          qos: publishOptions.qos ?? 0,
+          retain: publishOptions.retain ?? false,
+          dup: false,
+        }, (error) => {
+          if (error) log.warn("mqtt.publish_failed", { topic, error: error.message });
+          resolve();
+        });
+      });
+    },
+    status() {
+      const shown = address
+        ? `${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`
+        : null;
+      return { listen: shown, auth: options.auth, clients: aedes?.connectedClients ?? 0 };
+    },
+    stop() {
+      stopping ??= (async () => {
+        const srv = server;
+        const broker = aedes;
+        if (!srv || !broker) return;
+        const closed = new Promise<void>((resolve) => srv.close(() => resolve()));
+        // Batches in flight finish and are acknowledged (bounded), then every client goes.
+        await intake.drain(2_000);
+        await new Promise<void>((resolve) => broker.close(() => resolve()));
+        for (const socket of sockets) socket.destroy();
+        await closed;
+        log.info("mqtt.broker.stopped", {});
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,155 @@
+/**
+ * MQTT transports (SPEC §3, §4): the embedded broker on `mqtt.broker.listen` and one client per
+ * `mqtt.external` broker. Both hand device publishes to `ingest.accept()` and acknowledge them
+ * only after commit (see intake.ts); both recognise resends of committed publishes (dedupe.ts).
+ *
+ * Lifecycle: `start()` after everything it feeds (store, uplink, rules); `stop()` first, letting
+ * batches in flight finish. `publishLocal()` is what rules routing to `mqtt:<topic>` call.
+ */
+import type { RoutedMessage } from "../../core/message.ts";
+import { secretEquals } from "../../core/secret.ts";
+import type { LocalDatabase } from "../../db/mod.ts";
+import type { DeviceRegistry } from "../../devices/mod.ts";
+import type { DeadLetters, Ingest } from "../../ingest/mod.ts";
+import type { Telemetry } from "../../telemetry/mod.ts";
+import type { Credentials } from "./auth.ts";
+import { type BrokerStatus, createEmbeddedBroker, type EmbeddedBroker } from "./broker.ts";
+import { createRedelivery, type Redelivery } from "./dedupe.ts";
+import { createExternalClient, type ExternalClient, type ExternalStatus } from "./external.ts";
+import { createIntake } from "./intake.ts";
+
+export { authenticate, mayPublish, maySubscribe } from "./auth.ts";
+export type { Credentials, Identity } from "./auth.ts";
+export { checkDevicePattern, compileDevicePattern, DEFAULT_DEVICE_PATTERN } from "./topics.ts";
+export { redactUrl } from "./external.ts";
+
+export interface ExternalBrokerConfig {
+  url: string;
+  topics: string[];
+  devicePattern?: string;
+  kind?: "telemetry" | "attributes" | "events";
+  clientId?: string;
+  username?: string;
+  password?: string;
+}
+
+export interface MqttConfig {
+  edgeId: string;
+  dataDir: string;
+  broker: false | { listen: string; auth: "none" | "token" };
+  external: ExternalBrokerConfig[];
+  maxPayloadBytes: number;
+}
+
+export interface MqttDeps {
+  ingest: Ingest;
+  devices: DeviceRegistry;
+  deadLetters: DeadLetters;
+  telemetry: Telemetry;
+  /** The control API token: with `auth: "token"`, local-bus clients use it as their password. */
+  apiToken: string;
+  /** The outbox's database: what the transports remember commits in the outbox's transactions. */
+  db: LocalDatabase;
+}
+
+export interface MqttStatus {
+  broker: BrokerStatus | null;
+  external: ExternalStatus[];
+}
+
+export interface MqttTransports {
+  start(): Promise<void>;
+  /** Stops the broker and the clients; idempotent. */
+  stop(): Promise<void>;
+  /**
+   * Publishes a message routed to `mqtt:<topic>` (best effort, QoS 1): on the embedded broker,
+   * else on the first external broker. The payload is `{device, kind, ts, payload, topic?}`.
+   */
+  publishLocal(topic: string, message: RoutedMessage): void;
+  status(): MqttStatus;
+}
+
+/** How long outpost remembers a committed publish's packet id for recognising resends. */
+const REDELIVERY_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+
+/** The default client id of the n-th external broker entry. */
+export function externalClientId(edgeId: string, index: number): string {
+  return `outpost-${edgeId}-${index}`;
+}
+
+export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTransports {
+  const { telemetry } = deps;
+  const enabled = config.broker !== false || config.external.length > 0;
+  let redelivery: Redelivery | undefined;
+  let broker: EmbeddedBroker | undefined;
+  let externals: ExternalClient[] = [];
+  let pruneTimer: ReturnType<typeof setInterval> | undefined;
+  let stopping: Promise<void> | undefined;
+
+  const credentials: Credentials = {
+    isApiToken: (candidate) => secretEquals(candidate, deps.apiToken),
+    verifyDevice: (id, token) => deps.devices.verify(id, token),
+    deviceByToken: (token) => deps.devices.findByToken(token),
+    isProvisioned: (id) => deps.devices.isProvisioned(id),
+  };
+
+  // The intake reads `redelivery` when it is called, after start() has opened it.
+  const intake = createIntake({
+    ingest: deps.ingest,
+    telemetry,
+    deadLetters: deps.deadLetters,
+    get redelivery() {
+      return redelivery;
+    },
+    maxPayloadBytes: config.maxPayloadBytes,
+  });
+
+  return {
+    async start() {
+      if (!enabled) return;
+      redelivery = createRedelivery(deps.db);
+      redelivery.prune(REDELIVERY_MAX_AGE_MS);
+      pruneTimer = setInterval(() => redelivery?.prune(REDELIVERY_MAX_AGE_MS), 3600_000);
+      (pruneTimer as { unref?: () => void }).unref?.();
+      if (config.broker !== false) {
+        broker = createEmbeddedBroker(config.broker, { intake, telemetry, credentials });
+        await broker.start();
+      }
+      externals = config.external.map((entry, index) =>
+        createExternalClient({
+          url: entry.url,
+          topics: entry.topics,
+          devicePattern: entry.devicePattern,
+          kind: entry.kind === "events" ? "event" : entry.kind,
+          clientId: entry.clientId ?? externalClientId(config.edgeId, index),
+          username: entry.username,
+          password: entry.password,
+        }, { intake, telemetry, sessions: redelivery })
+      );
+      for (const client of externals) client.start();
+    },
+    stop() {
+      stopping ??= (async () => {
+        if (pruneTimer) clearInterval(pruneTimer);
+        await Promise.all([broker?.stop(), ...externals.map((c) => c.stop())]);
+        intake.stop();
+        redelivery?.close();
+      })();
+      return stopping;
+    },
+    publishLocal(topic, message) {
+      const body = JSON.stringify({
+        device: message.device,
+        kind: message.kind,
+        ts: message.ts,
+        payload: message.payload,
+        topic: message.topic,
+      });
+      if (broker) void broker.publish(topic, body, { qos: 1 });
+      else externals[0]?.publish(topic, body, 1);
+    },
+    status() {
+      return { broker: broker?.status() ?? null, external: externals.map((c) => c.status()) };
+    },
+  };
+}

@@ -1,0 +1,579 @@
+/**
+ * The update state machine: one update at a time, in this order, each step either atomic or
+ * safe to repeat after a kill -9 (docs/update.md has the why):
+ *
+ *   checking     fetch the manifest; verify its signature against update.publicKey; compare
+ *   downloading  artifact for this target → `.<exe>.update.part` beside the executable (Range resume)
+ *   verifying    size, sha256, chmod +x, the candidate's `--version` prints the offered version
+ *   swapping     `<exe>.prev` ← current (hard link, atomic rename); trial marker written;
+ *                candidate renamed over the executable; folder fsynced
+ *   restarting   the agent drains and the process is started again (supervisor or spawn)
+ *   trial        the new process, until healthy (→ committed) or not in time (→ rolled-back)
+ *
+ * Any refusal ends in `failed` with a reason and leaves the executable untouched.
+ */
+import { execFile } from "node:child_process";
+import {
+  chmodSync,
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
+import { dirname } from "node:path";
+import { processAlive } from "../runtime/mod.ts";
+import type { Logger } from "../telemetry/mod.ts";
+import { fsyncDir, keepCopy, removeDurably, sha256File, type UpdatePaths } from "./_files.ts";
+import { downloadArtifact } from "./download.ts";
+import { type Artifact, type Manifest, verifyManifest } from "./manifest.ts";
+import { readMarker, readResult, type TrialMarker, writeMarker, writeResult } from "./marker.ts";
+import { compareSemver } from "./semver.ts";
+import { commitTrial, rollbackTrial } from "./trial.ts";
+
+export type UpdateStateName =
+  | "idle"
+  | "checking"
+  | "downloading"
+  | "verifying"
+  | "swapping"
+  | "restarting"
+  | "trial"
+  | "committed"
+  | "rolled-back"
+  | "failed";
+
+/** What `GET /api/v1/update` answers. */
+export interface UpdateStatus {
+  state: UpdateStateName;
+  /** The running version. */
+  current: string;
+  /** The version being installed, on trial, or that the last update was about. */
+  version?: string;
+  previous?: string;
+  manifestUrl?: string;
+  progress?: { bytes: number; total: number };
+  /** Why it failed or was rolled back. */
+  reason?: string;
+  /** A note on a non-failure (e.g. already up to date). */
+  message?: string;
+  trial?: { deadline: string; starts: number; boots: number; maxStarts: number };
+  /** When the state last changed (ISO 8601). */
+  at: string;
+  pid: number;
+}
+
+export interface UpdateSettings {
+  manifestUrl?: string;
+  publicKey?: string;
+  trialSeconds: number;
+  maxStarts: number;
+}
+
+export interface UpdaterDeps {
+  paths: UpdatePaths;
+  /** The running version. */
+  version: string;
+  /** The running target (`linux-x64`, …): picks the artifact. */
+  target: string;
+  /** Running as the compiled binary (self-update swaps that file; from source it refuses). */
+  compiled: boolean;
+  settings: UpdateSettings;
+  log: Logger;
+  pid: number;
+  /** Called once the new binary is in place: drain and restart into it. */
+  onSwapped?: (version: string) => void;
+  /** Called after a failed trial restored `.prev`: restart into it. */
+  onRolledBack?: () => void;
+  /** Who acts, recorded in the result file: `agent` or `cli`. */
+  by: string;
+  fetch?: typeof fetch;
+  now?: () => number;
+  /**
+   * Test hook (`OUTPOST_TEST_UPDATE_PAUSE`): stop for good at the named step (`verifying`,
+   * `swapping-prev`, `swapping-marker`, `swapped`) after logging `update.paused`, so that a test
+   * can kill -9 the process exactly there.
+   */
+  pauseAt?: string;
+}
+
+export interface UpdateOptions {
+  manifestUrl?: string;
+  allowDowngrade?: boolean;
+}
+
+export type CheckResult =
+  | {
+    ok: true;
+    manifestUrl: string;
+    manifest: Manifest;
+    current: string;
+    offered: string;
+    /** -1 older, 0 same, 1 newer than the running version. */
+    order: -1 | 0 | 1;
+    artifact?: Artifact & { url: string };
+  }
+  | { ok: false; reason: string; usage?: boolean };
+
+export type StartResult = { ok: true } | { ok: false; status: 400 | 409; reason: string };
+
+export interface Updater {
+  status(): UpdateStatus;
+  /** Fetches and verifies the manifest; changes nothing. */
+  check(options?: UpdateOptions): Promise<CheckResult>;
+  /** Starts an update in the background (the API's 202), or says why it cannot. */
+  start(options?: UpdateOptions): StartResult;
+  /** Runs an update to its end (the CLI when no agent runs): the final status. */
+  run(options?: UpdateOptions): Promise<UpdateStatus>;
+  /** Subscribes to state changes (the CLI's progress bar). */
+  onChange(listener: (status: UpdateStatus) => void): () => void;
+  /**
+   * When this process is on trial (the marker names its version), watches `healthy` until it
+   * holds (commit) or the deadline passes (rollback, then `onRolledBack`).
+   */
+  startTrial(healthy: () => Promise<string | undefined>): void;
+  /** Fails a running trial now (the agent could not start): true when it rolled back. */
+  failTrial(reason: string): boolean;
+  /** Stops background work (download, trial watch). Idempotent. */
+  stop(): void;
+}
+
+const MANIFEST_MAX_BYTES = 1024 * 1024;
+const BUSY: UpdateStateName[] = ["checking", "downloading", "verifying", "swapping", "restarting"];
+
+class Refusal extends Error {
+  constructor(message: string, readonly usage = false) {
+    super(message);
+  }
+}
+
+export function createUpdater(deps: UpdaterDeps): Updater {
+  const { paths, log } = deps;
+  const now = deps.now ?? Date.now;
+  const doFetch = deps.fetch ?? fetch;
+  const listeners = new Set<(s: UpdateStatus) => void>();
+  const abort = new AbortController();
+  let trialTimer: ReturnType<typeof setTimeout> | undefined;
+  let trialMarker: TrialMarker | undefined;
+  let lastProgressLog = 0;
+
+  let status: UpdateStatus = initialStatus();
+
+  function initialStatus(): UpdateStatus {
+    const base = { current: deps.version, at: new Date(now()).toISOString(), pid: deps.pid };
+    const marker = readMarker(paths.marker);
+    if (deps.compiled && marker && marker !== "corrupt" && marker.version === deps.version) {
+      return {
+        ...base,
+        state: "trial",
+        version: marker.version,
+        previous: marker.previous,
+        trial: trialInfo(marker),
+      };
+    }
+    const result = readResult(paths.result);
+    if (result) {
+      return {
+        ...base,
+        state: result.status,
+        version: result.version,
+        previous: result.previous,
+        reason: result.reason,
+        at: new Date(result.at * 1000).toISOString(),
+      };
+    }
+    return { ...base, state: "idle" };
+  }
+
+  function set(next: Partial<UpdateStatus> & { state: UpdateStateName }, keep = false): void {
+    const base = keep ? status : { current: deps.version, pid: deps.pid };
+    status = { ...base, ...next, at: new Date(now()).toISOString() } as UpdateStatus;
+    if (next.state !== "downloading") delete status.progress;
+    for (const l of listeners) {
+      try {
+        l(status);
+      } catch { /* a listener never breaks the update */ }
+    }
+  }
+
+  async function pause(step: string): Promise<void> {
+    if (deps.pauseAt !== step) return;
+    log.warn("update.paused", { at: step });
+    await new Promise(() => {});
+  }
+
+  async function check(options: UpdateOptions = {}): Promise<CheckResult> {
+    const manifestUrl = options.manifestUrl ?? deps.settings.manifestUrl;
+    if (!manifestUrl) {
+      return {
+        ok: false,
+        usage: true,
+        reason: "No manifest URL: pass --manifest URL or set update.manifestUrl",
+      };
+    }
+    if (!deps.settings.publicKey) {
+      return {
+        ok: false,
+        usage: true,
+        reason: "No update.publicKey configured: outpost installs only signed updates " +
+          "(outpost update keygen makes a key pair; docs/update.md)",
+      };
+    }
+    let raw: unknown;
+    try {
+      raw = await fetchManifest(manifestUrl);
+    } catch (error) {
+      return { ok: false, reason: (error as Error).message };
+    }
+    const verified = verifyManifest(raw, deps.settings.publicKey);
+    if (!verified.ok) return { ok: false, reason: verified.reason };
+    const manifest = verified.manifest;
+    const order = compareSemver(manifest.version, deps.version);
+    const artifact = manifest.artifacts[deps.target];
+    return {
+      ok: true,
+      manifestUrl,
+      manifest,
+      current: deps.version,
+      offered: manifest.version,
+      order,
+      artifact: artifact ? { ...artifact, url: new URL(artifact.url, manifestUrl).href } : undefined,
+    };
+  }
+
+  async function fetchManifest(url: string): Promise<unknown> {
+    let response: Response;
+    try {
+      response = await doFetch(url, { signal: AbortSignal.any([abort.signal, AbortSignal.timeout(30_000)]) });
+    } catch (error) {
+      throw new Error(`Cannot fetch the manifest ${url}: ${(error as Error).message}`);
+    }
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new Error(
+        `Cannot fetch the manifest ${url}: HTTP ${response.status} ${response.statusText}`.trim(),
+      );
+    }
+    const text = await response.text();
+    if (text.length > MANIFEST_MAX_BYTES) {
+      throw new Error(`The manifest ${url} is over ${MANIFEST_MAX_BYTES} bytes`);
+    }
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      throw new Error(`The manifest ${url} is not valid JSON: ${(error as Error).message}`);
+    }
+  }
+
+  /** Preconditions that need no network: answered at once by start(). */
+  function precondition(options: UpdateOptions): { status: 400 | 409; reason: string } | undefined {
+    if (BUSY.includes(status.state)) {
+      return { status: 409, reason: `An update is already running (state: ${status.state})` };
+    }
+    if (status.state === "trial") {
+      return {
+        status: 409,
+        reason: `Version ${status.version} is on trial: wait until it commits or rolls back`,
+      };
+    }
+    if (!deps.compiled) {
+      return {
+        status: 409,
+        reason:
+          "Self-update needs the compiled binary: this outpost runs from source (update the checkout instead)",
+      };
+    }
+    if (!options.manifestUrl && !deps.settings.manifestUrl) {
+      return { status: 400, reason: "No manifest URL: pass manifestUrl or set update.manifestUrl" };
+    }
+    if (!deps.settings.publicKey) {
+      return {
+        status: 409,
+        reason:
+          "No update.publicKey configured: outpost installs only signed updates (see outpost update keygen)",
+      };
+    }
+    return undefined;
+  }
+
+  async function perform(options: UpdateOptions): Promise<void> {
+    set({ state: "checking", manifestUrl: options.manifestUrl ?? deps.settings.manifestUrl });
+    const checked = await check(options);
+    if (!checked.ok) throw new Refusal(checked.reason, checked.usage);
+    const { manifest, manifestUrl } = checked;
+    const offered = manifest.version;
+    if (checked.order === 0 && !options.allowDowngrade) {
+      set({
+        state: "idle",
+        version: offered,
+        manifestUrl,
+        message: `Already up to date: ${offered} is the version offered`,
+      });
+      log.info("update.up_to_date", { version: offered });
+      return;
+    }
+    if (checked.order < 0 && !options.allowDowngrade) {
+      throw new Refusal(
+        `The manifest offers ${offered}, which is not newer than the running ${deps.version} ` +
+          `(--allow-downgrade or "allowDowngrade": true installs it anyway)`,
+      );
+    }
+    const artifact = checked.artifact;
+    if (!artifact) {
+      throw new Refusal(
+        `The manifest has no artifact for this target ${deps.target} (it offers: ${
+          Object.keys(manifest.artifacts).join(", ") || "none"
+        })`,
+      );
+    }
+    const release = acquireLock();
+    try {
+      await install(offered, artifact, manifestUrl);
+    } finally {
+      release();
+    }
+  }
+
+  async function install(version: string, artifact: Artifact & { url: string }, manifestUrl: string) {
+    // The trial marker goes in the data folder, which the CLI may find not made yet.
+    mkdirSync(dirname(paths.marker), { recursive: true, mode: 0o700 });
+    log.info("update.downloading", { version, url: artifact.url, size: artifact.size });
+    set({ state: "downloading", version, manifestUrl, progress: { bytes: 0, total: artifact.size } });
+    const downloaded = await downloadArtifact({
+      url: artifact.url,
+      sha256: artifact.sha256,
+      size: artifact.size,
+      version,
+      part: paths.part,
+      partState: paths.partState,
+      signal: abort.signal,
+      fetch: doFetch,
+      onEvent: (event, fields) => log.info(event, fields),
+      onProgress: (bytes, total) => {
+        status.progress = { bytes, total };
+        if (now() - lastProgressLog > 250 || bytes === total) {
+          lastProgressLog = now();
+          set({ state: "downloading", progress: { bytes, total } }, true);
+        }
+      },
+    });
+    if (!downloaded.ok) {
+      if (!downloaded.resumable) discardPart();
+      throw new Refusal(downloaded.reason);
+    }
+    if (downloaded.resumedFrom > 0) {
+      log.info("update.download.resumed", {
+        from: downloaded.resumedFrom,
+        rangeRequests: downloaded.rangeRequests,
+      });
+    }
+
+    set({ state: "verifying", version, manifestUrl }, true);
+    await pause("verifying");
+    const sha = await sha256File(paths.part);
+    if (sha !== artifact.sha256) {
+      discardPart();
+      throw new Refusal(
+        `SHA-256 mismatch: the artifact from ${artifact.url} hashes to ${sha}, the manifest says ${artifact.sha256}`,
+      );
+    }
+    chmodSync(paths.part, 0o755);
+    const printed = await candidateVersion(paths.part);
+    if (printed !== `outpost ${version}`) {
+      discardPart();
+      throw new Refusal(
+        `The downloaded binary does not run here or is another version: its --version printed ` +
+          `${JSON.stringify(printed)}, expected "outpost ${version}"`,
+      );
+    }
+
+    set({ state: "swapping", version, manifestUrl }, true);
+    log.info("update.swapping", { version, exe: paths.exe });
+    // 1. Keep the running binary as <exe>.prev (atomic: link or copy to a temporary, rename).
+    keepCopy(paths.exe, paths.prevTmp, paths.prev);
+    await pause("swapping-prev");
+    // 2. The trial marker, before the swap: whatever starts from the executable next knows.
+    const seconds = Math.floor(now() / 1000);
+    writeMarker(paths.marker, {
+      version,
+      previous: deps.version,
+      exe: paths.exe,
+      starts: 0,
+      boots: 0,
+      maxStarts: deps.settings.maxStarts,
+      deadline: seconds + deps.settings.trialSeconds,
+      trialSeconds: deps.settings.trialSeconds,
+      swappedAt: seconds,
+    });
+    await pause("swapping-marker");
+    // 3. The swap itself: one rename in one folder, then the folder is fsynced.
+    try {
+      renameSync(paths.part, paths.exe);
+    } catch (error) {
+      removeDurably(paths.marker);
+      throw new Refusal(`Cannot rename the new binary over ${paths.exe}: ${(error as Error).message}`);
+    }
+    fsyncDir(dirname(paths.exe));
+    rmSync(paths.partState, { force: true });
+    log.info("update.swapped", { version, previous: deps.version, exe: paths.exe, prev: paths.prev });
+    await pause("swapped");
+    set({ state: "restarting", version, previous: deps.version, manifestUrl }, true);
+    deps.onSwapped?.(version);
+  }
+
+  function discardPart(): void {
+    rmSync(paths.part, { force: true });
+    rmSync(paths.partState, { force: true });
+  }
+
+  function candidateVersion(file: string): Promise<string> {
+    return new Promise((resolve) => {
+      execFile(file, ["--version"], { timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
+        const first = String(stdout ?? "").split("\n")[0].trim();
+        if (error && !first) resolve(`(failed: ${String(stderr || error.message).trim().slice(0, 200)})`);
+        else resolve(first);
+      });
+    });
+  }
+
+  /** An exclusive lock beside the executable (pid inside); a dead holder's lock is taken over. */
+  function acquireLock(): () => void {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(paths.lock, "wx", 0o600);
+        writeSync(fd, `${deps.pid}\n`);
+        closeSync(fd);
+        return () => rmSync(paths.lock, { force: true });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
+          throw new Refusal(`Cannot write beside ${paths.exe}: ${(error as Error).message}`);
+        }
+        const holder = Number(readFileSync(paths.lock, "utf8").trim());
+        if (holder && holder !== deps.pid && processAlive(holder)) {
+          throw new Refusal(`Another update (pid ${holder}) is running on ${paths.exe}`);
+        }
+        rmSync(paths.lock, { force: true });
+      }
+    }
+    throw new Refusal(`Cannot take the update lock ${paths.lock}`);
+  }
+
+  function fail(error: unknown): void {
+    const reason = error instanceof Error ? error.message : String(error);
+    log.error("update.failed", { reason, version: status.version });
+    set({ state: "failed", version: status.version, manifestUrl: status.manifestUrl, reason });
+    if (status.version) {
+      try {
+        writeResult(paths.result, {
+          status: "failed",
+          version: status.version,
+          reason,
+          at: Math.floor(now() / 1000),
+          by: deps.by,
+        });
+      } catch { /* the data folder may be read-only; the state above still says it */ }
+    }
+  }
+
+  function trialInfo(m: TrialMarker) {
+    return {
+      deadline: new Date(m.deadline * 1000).toISOString(),
+      starts: m.starts,
+      boots: m.boots,
+      maxStarts: m.maxStarts,
+    };
+  }
+
+  const updater: Updater = {
+    status: () => status,
+    check,
+    start(options = {}) {
+      const problem = precondition(options);
+      if (problem) return { ok: false, ...problem };
+      perform(options).catch((error) => fail(error));
+      return { ok: true };
+    },
+    async run(options = {}) {
+      const problem = precondition(options);
+      if (problem) {
+        fail(new Refusal(problem.reason, problem.status === 400));
+        return status;
+      }
+      try {
+        await perform(options);
+      } catch (error) {
+        fail(error);
+      }
+      return status;
+    },
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    startTrial(healthy) {
+      // From source the "executable" is the runtime (deno, bun): it never is on trial.
+      if (!deps.compiled) return;
+      const marker = readMarker(paths.marker);
+      if (!marker || marker === "corrupt" || marker.version !== deps.version) return;
+      trialMarker = marker;
+      set({ state: "trial", version: marker.version, previous: marker.previous, trial: trialInfo(marker) });
+      const deadlineMs = Math.min(marker.deadline * 1000, now() + marker.trialSeconds * 1000);
+      log.info("update.trial.started", {
+        version: marker.version,
+        previous: marker.previous,
+        deadline: new Date(deadlineMs).toISOString(),
+        starts: marker.starts,
+        boots: marker.boots,
+      });
+      let lastWhy = "";
+      const tick = async () => {
+        trialTimer = undefined;
+        if (abort.signal.aborted || !trialMarker) return;
+        let why: string | undefined;
+        try {
+          why = await healthy();
+        } catch (error) {
+          why = (error as Error).message;
+        }
+        if (abort.signal.aborted || !trialMarker) return;
+        if (why === undefined) {
+          commitTrial(paths, trialMarker, { log, now, by: deps.by });
+          set({ state: "committed", version: trialMarker.version, previous: trialMarker.previous });
+          trialMarker = undefined;
+          return;
+        }
+        lastWhy = why;
+        if (now() >= deadlineMs) {
+          updater.failTrial(`Not healthy within the ${marker.trialSeconds} s trial: ${lastWhy}`);
+          return;
+        }
+        trialTimer = setTimeout(tick, 500);
+      };
+      trialTimer = setTimeout(tick, 0);
+    },
+    failTrial(reason) {
+      if (!deps.compiled) return false;
+      const marker = trialMarker ?? readMarker(paths.marker);
+      if (!marker || marker === "corrupt" || marker.version !== deps.version) return false;
+      trialMarker = undefined;
+      if (trialTimer) clearTimeout(trialTimer);
+      const rolled = rollbackTrial(paths, marker, reason, { log, now, by: deps.by });
+      set({
+        state: rolled ? "rolled-back" : "failed",
+        version: marker.version,
+        previous: marker.previous,
+        reason,
+      });
+      if (rolled) deps.onRolledBack?.();
+      return rolled;
+    },
+    stop() {
+      abort.abort();
+      if (trialTimer) clearTimeout(trialTimer);
+      trialTimer = undefined;
+    },
+  };
+  return updater;
+}

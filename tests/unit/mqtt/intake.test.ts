@@ -1,0 +1,230 @@
+/**
+ * The MQTT intake: acknowledge after commit, backpressure on a full outbox, bad input
+ * dead-lettered, resends of committed publishes recognised (also across a restart).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import type { Message } from "../../../src/core/message.ts";
+import { agentMigrations, type LocalDatabase, openDatabase } from "../../../src/db/mod.ts";
+import { DeadLetters, type Ingest } from "../../../src/ingest/mod.ts";
+import { OutboxFullError } from "../../../src/outbox/mod.ts";
+import { createLogger, createTelemetry } from "../../../src/telemetry/mod.ts";
+import { createRedelivery, payloadDigest, type PublishKey } from "../../../src/transports/mqtt/dedupe.ts";
+import { createIntake, type InboundPublish } from "../../../src/transports/mqtt/intake.ts";
+import { removeDir, tempDir } from "../../helpers/procs.ts";
+
+const enc = new TextEncoder();
+
+/** Stands in for ingest + outbox: `inTransaction` runs in a transaction of `db`, as the outbox runs it. */
+function fakeIngest(options: { fullTimes?: number; db?: LocalDatabase } = {}) {
+  const calls: Message[][] = [];
+  let full = options.fullTimes ?? 0;
+  const ingest: Ingest = {
+    accept(messages, accept) {
+      calls.push([...messages]);
+      if (full > 0) {
+        full--;
+        return Promise.reject(new OutboxFullError());
+      }
+      if (accept?.inTransaction) options.db!.transaction(accept.inTransaction);
+      return Promise.resolve(messages.length);
+    },
+    emit: () => Promise.resolve(),
+  };
+  return { ingest, calls };
+}
+
+function publish(device: string, body: string, key?: Omit<PublishKey, "digest">): InboundPublish {
+  const topic = `devices/${device}/telemetry`;
+  const payload = enc.encode(body);
+  return {
+    topic,
+    payload,
+    target: { type: "device", device, kind: "telemetry" },
+    key: key && { ...key, digest: payloadDigest(topic, payload) },
+  };
+}
+
+function setup(options: { fullTimes?: number; dir?: string } = {}) {
+  const telemetry = createTelemetry(createLogger("error", () => {}));
+  const deadLetters = new DeadLetters(10);
+  const db = options.dir
+    ? openDatabase(join(options.dir, "agent.db"), { migrations: agentMigrations })
+    : undefined;
+  const { ingest, calls } = fakeIngest({ ...options, db });
+  const redelivery = db ? createRedelivery(db) : undefined;
+  const intake = createIntake({
+    ingest,
+    telemetry,
+    deadLetters,
+    redelivery,
+    maxPayloadBytes: 64,
+    retry: { firstMs: 10, maxMs: 20 },
+  });
+  return { intake, calls, telemetry, deadLetters, redelivery, db };
+}
+
+Deno.test("a batch goes to accept() in one call, in order, and is reported accepted only after it resolved", async () => {
+  const { intake, calls } = setup();
+  const result = await intake.submit(
+    [
+      publish("d1", '{"n":1}'),
+      publish("d1", '[{"n":2},{"n":3}]'),
+      publish("d1", '{"ts":5,"values":{"n":4}}'),
+    ],
+    "mqtt",
+    () => true,
+  );
+  assert.deepEqual(result, { ok: true, outcomes: ["accepted", "accepted", "accepted"] });
+  assert.equal(calls.length, 1);
+  assert.deepEqual(calls[0].map((m) => m.payload.n), [1, 2, 3, 4]);
+  assert.equal(calls[0][3].ts, 5);
+  assert.equal(calls[0][0].topic, "devices/d1/telemetry");
+});
+
+Deno.test("a full outbox withholds the acknowledgement and retries until there is room", async () => {
+  const { intake, calls, telemetry } = setup({ fullTimes: 3 });
+  const result = await intake.submit([publish("d1", '{"n":1}')], "mqtt", () => true);
+  assert.deepEqual(result, { ok: true, outcomes: ["accepted"] });
+  assert.equal(calls.length, 4, "three refusals, then stored");
+  assert.equal(telemetry.counts().rejected, 0, "backpressure is not a rejection");
+});
+
+Deno.test("a full outbox: a sender that went away, or stop(), ends the wait without an acknowledgement", async () => {
+  const gone = setup({ fullTimes: 1000 });
+  assert.deepEqual(await gone.intake.submit([publish("d1", "{}")], "mqtt", () => false), {
+    ok: false,
+    why: "gone",
+  });
+  const stopping = setup({ fullTimes: 1000 });
+  const pending = stopping.intake.submit([publish("d1", "{}")], "mqtt", () => true);
+  await new Promise((r) => setTimeout(r, 30));
+  stopping.intake.stop();
+  assert.deepEqual(await pending, { ok: false, why: "stopped" });
+});
+
+Deno.test("bad input is acknowledged, dead-lettered and counted, and does not hold back the rest", async () => {
+  const { intake, calls, telemetry, deadLetters } = setup();
+  const result = await intake.submit(
+    [
+      publish("d1", "{oops"),
+      publish("d1", '{"ok":1}'),
+      publish("d1", "42"),
+      publish("d1", JSON.stringify({ big: "x".repeat(100) })),
+      {
+        topic: "x/y",
+        payload: enc.encode("{}"),
+        target: { type: "invalid", reason: "unmapped-topic", message: "no device" },
+      },
+    ],
+    "mqtt",
+    () => true,
+  );
+  assert.deepEqual(result, {
+    ok: true,
+    outcomes: ["rejected", "accepted", "rejected", "rejected", "rejected"],
+  });
+  assert.deepEqual(calls.map((c) => c.map((m) => m.payload)), [[{ ok: 1 }]]);
+  assert.deepEqual(deadLetters.list().map((d) => d.reason), [
+    "invalid-json",
+    "not-object",
+    "too-large",
+    "unmapped-topic",
+  ]);
+  assert.equal(telemetry.counts().rejected, 4);
+});
+
+Deno.test("a resend of a committed publish is acknowledged without a second store, also after a restart", async () => {
+  const dir = tempDir("outpost-mqtt-intake-");
+  try {
+    let s = setup({ dir });
+    const key = { session: "broker:dev-1", packetId: 7, conn: "c1", dup: false };
+    assert.deepEqual((await s.intake.submit([publish("d1", '{"n":1}', key)], "mqtt", () => true)).ok, true);
+    // Same connection, DUP: a resend.
+    let r = await s.intake.submit([publish("d1", '{"n":1}', { ...key, dup: true })], "mqtt", () => true);
+    assert.deepEqual(r, { ok: true, outcomes: ["duplicate"] });
+    // Same connection, not DUP: the sender reused the id after its PUBACK, so it is new.
+    r = await s.intake.submit([publish("d1", '{"n":1}', key)], "mqtt", () => true);
+    assert.deepEqual(r, { ok: true, outcomes: ["accepted"] });
+    // Different payload under the same id: new.
+    r = await s.intake.submit([publish("d1", '{"n":2}', { ...key, conn: "c2" })], "mqtt", () => true);
+    assert.deepEqual(r, { ok: true, outcomes: ["accepted"] });
+    assert.equal(s.calls.length, 3);
+    s.db!.close();
+
+    // A restart: the agent died after the commit, before the PUBACK; the device resends.
+    s = setup({ dir });
+    r = await s.intake.submit(
+      [
+        publish("d1", '{"n":2}', { ...key, conn: "c3" }),
+        publish("d1", '{"n":3}', { ...key, packetId: 8, conn: "c3" }),
+      ],
+      "mqtt",
+      () => true,
+    );
+    assert.deepEqual(r, { ok: true, outcomes: ["duplicate", "accepted"] });
+    assert.deepEqual(s.calls.map((c) => c.map((m) => m.payload.n)), [[3]]);
+    const metrics = s.telemetry.metrics.render();
+    assert.match(metrics, /outpost_mqtt_resends_total 1\n/);
+    s.db!.close();
+  } finally {
+    removeDir(dir);
+  }
+});
+
+Deno.test("a resend arriving while the original is still being stored waits for it", async () => {
+  const dir = tempDir("outpost-mqtt-intake-");
+  try {
+    const s = setup({ dir, fullTimes: 2 });
+    const key = { session: "broker:dev-1", packetId: 9, conn: "c1", dup: false };
+    const first = s.intake.submit([publish("d1", '{"n":1}', key)], "mqtt", () => true);
+    const again = s.intake.submit([publish("d1", '{"n":1}', { ...key, conn: "c2" })], "mqtt", () => true);
+    assert.deepEqual(await first, { ok: true, outcomes: ["accepted"] });
+    assert.deepEqual(await again, { ok: true, outcomes: ["duplicate"] });
+    assert.equal(s.calls.filter((c) => c.length > 0).length, 3, "two refusals and one store");
+    s.db!.close();
+  } finally {
+    removeDir(dir);
+  }
+});
+
+Deno.test("the redelivery memory keeps a bounded window per session", () => {
+  const dir = tempDir("outpost-mqtt-dedupe-");
+  try {
+    const path = join(dir, "agent.db");
+    let db = openDatabase(path, { migrations: agentMigrations });
+    const r = createRedelivery(db, { window: 10 });
+    const k = (id: number): PublishKey => ({
+      session: "s",
+      packetId: id,
+      digest: `d${id}`,
+      conn: "c1",
+      dup: false,
+    });
+    for (let id = 1; id <= 35; id++) db.transaction(() => r.write([k(id)]));
+    const remembered = Array.from({ length: 35 }, (_, i) => i + 1).filter((id) =>
+      r.isResend({ ...k(id), conn: "c2" })
+    );
+    assert.ok(remembered.length >= 10 && remembered.length < 20, `kept ${remembered.length}`);
+    assert.deepEqual(remembered.slice(-10), [26, 27, 28, 29, 30, 31, 32, 33, 34, 35]);
+    r.setNote("subs", "a\nb");
+    // A write whose transaction rolls back is not remembered.
+    assert.throws(() =>
+      db.transaction(() => {
+        r.write([k(99)]);
+        throw new Error("the outbox transaction failed");
+      })
+    );
+    assert.ok(!r.isResend({ ...k(99), conn: "c2" }));
+    db.close();
+    db = openDatabase(path, { migrations: agentMigrations });
+    const again = createRedelivery(db, { window: 10 });
+    assert.equal(again.note("subs"), "a\nb");
+    assert.ok(again.isResend({ ...k(35), conn: "c9" }));
+    again.prune(-1);
+    assert.ok(!again.isResend({ ...k(35), conn: "c9" }), "pruned by age");
+    db.close();
+  } finally {
+    removeDir(dir);
+  }
+});
