@@ -46,6 +46,7 @@ Environment:
   OUTPOST_BIN_DIR     binary folder (default: <prefix>/bin)
   OUTPOST_CONFIG_DIR  config folder (default: /etc/outpost as root, else ~/.config/outpost)
   OUTPOST_DATA_DIR    data folder (default: /var/lib/outpost as root, else ~/.local/share/outpost)
+  OUTPOST_LIB_DIR     where the update pre-start check goes (default: <bin dir>/../lib/outpost)
   OUTPOST_UNIT_DIR    where the systemd unit goes (default: /etc/systemd/system); when set, the
                       unit file is written there (as root) even if systemd is not running
   OUTPOST_NO_SYSTEMD  1: never call systemctl (the unit file is still written to OUTPOST_UNIT_DIR)
@@ -130,11 +131,15 @@ locate() {
     data_dir="${OUTPOST_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/outpost}"
   fi
   unit_dir="${OUTPOST_UNIT_DIR:-/etc/systemd/system}"
+  # Beside the binary's folder, as FHS does it: /usr/local/bin → /usr/local/lib/outpost.
+  bin_parent="${bin_dir%/}"
+  lib_dir="${OUTPOST_LIB_DIR:-${bin_parent%/*}/lib/outpost}"
   bin="$bin_dir/outpost"
+  prestart="$lib_dir/outpost-prestart"
   config="$config_dir/config.json"
   unit="$unit_dir/$SERVICE"
 
-  for p in "$bin_dir" "$config_dir" "$data_dir" "$unit_dir"; do
+  for p in "$bin_dir" "$config_dir" "$data_dir" "$unit_dir" "$lib_dir"; do
     case "$p" in
       /*) ;;
       *) die "\"$p\" is not an absolute path: every folder must be absolute" ;;
@@ -154,7 +159,7 @@ locate() {
   fi
   # The unit holds these paths unquoted: keep them to characters systemd takes literally.
   if [ "$want_unit" = 1 ] && [ "$uninstall" = 0 ]; then
-    for p in "$bin_dir" "$config_dir" "$data_dir"; do
+    for p in "$bin_dir" "$config_dir" "$data_dir" "$lib_dir"; do
       case "$p" in
         *[!A-Za-z0-9._/@+-]*)
           die "\"$p\" has characters a systemd unit cannot hold as is (spaces, %, quotes…): choose another folder or use --no-service"
@@ -214,7 +219,12 @@ do_uninstall() {
     rm -f -- "$bin" "$bin.prev"
     did "removed $bin"
   fi
-  rm -f -- "$bin_dir"/.outpost.download.* 2>/dev/null || true
+  if [ -e "$prestart" ]; then
+    rm -f -- "$prestart"
+    rmdir -- "$lib_dir" 2>/dev/null || true
+    did "removed $prestart"
+  fi
+  rm -f -- "$bin_dir"/.outpost.download.* "$bin_dir"/.outpost.update.* "$bin_dir"/.outpost.prev.tmp 2>/dev/null || true
   if [ "$purge" = 1 ]; then
     if [ -e "$config" ]; then
       rm -f -- "$config"
@@ -373,6 +383,139 @@ install_binary() {
   else
     did "installed $bin (version ${new_version#outpost })"
   fi
+  install_prestart
+}
+
+# The self-update trial check (scripts/outpost-prestart.sh in the source tree, kept identical
+# here by a test) that the unit runs before every start: it rolls a failed update back even when
+# the new binary cannot start at all. See docs/update.md.
+prestart_script() {
+  cat <<'OUTPOST_PRESTART_EOF'
+#!/bin/sh
+# outpost-prestart: the self-update trial check that runs before every start of the agent
+# (systemd: ExecStartPre=, installed by install.sh). It must work when the new binary cannot start
+# at all, so it is plain POSIX sh and never runs the binary.
+#
+#   outpost-prestart EXE DATA_DIR
+#
+# When DATA_DIR/update-trial exists (a new binary is on trial; see docs/update.md), it counts
+# this start ("starts=") and, when the count is over "max_starts=" or the trial's "deadline="
+# (unix seconds) has passed, rolls back: renames EXE.prev over EXE (one atomic rename), records
+# the outcome in DATA_DIR/update-result and removes the marker. It also restores EXE.prev when
+# EXE is missing. It always exits 0 (a failing ExecStartPre= would keep the agent from starting)
+# except on bad usage (2).
+set -u
+
+say() { printf 'outpost-prestart: %s\n' "$*" >&2; }
+
+if [ "$#" -ne 2 ] || [ -z "$1" ] || [ -z "$2" ]; then
+  say "usage: outpost-prestart EXE DATA_DIR"
+  exit 2
+fi
+exe=$1
+data_dir=$2
+marker="$data_dir/update-trial"
+result="$data_dir/update-result"
+
+# field NAME: the value of NAME= in the marker (first occurrence), or empty.
+field() {
+  sed -n "s/^$1=//p" "$marker" 2>/dev/null | head -n 1
+}
+
+is_number() {
+  case "$1" in
+    '' | *[!0-9]*) return 1 ;;
+    *) return 0 ;;
+  esac
+}
+
+# write_result STATUS REASON: the outcome, written atomically (temporary file, rename).
+write_result() {
+  tmp="$result.tmp.$$"
+  {
+    printf '# outpost: the last update'"'"'s outcome\n'
+    printf 'status=%s\n' "$1"
+    printf 'version=%s\n' "$version"
+    printf 'previous=%s\n' "$previous"
+    printf 'reason=%s\n' "$2"
+    printf 'at=%s\n' "$(date +%s)"
+    printf 'by=prestart\n'
+  } >"$tmp" && chmod 600 "$tmp" && mv -f "$tmp" "$result"
+}
+
+# The executable went missing (it never should: every change to it is a rename over it).
+if [ ! -e "$exe" ] && [ -f "$exe.prev" ]; then
+  if mv -f "$exe.prev" "$exe"; then
+    say "$exe was missing: restored it from $exe.prev"
+  fi
+fi
+
+[ -f "$marker" ] || exit 0
+
+version=$(field version)
+previous=$(field previous)
+starts=$(field starts)
+max_starts=$(field max_starts)
+deadline=$(field deadline)
+if [ -z "$version" ] || ! is_number "$starts" || ! is_number "$max_starts"; then
+  say "$marker is unreadable: removing it"
+  rm -f "$marker"
+  exit 0
+fi
+
+starts=$((starts + 1))
+tmp="$marker.tmp.$$"
+if sed "s/^starts=.*/starts=$starts/" "$marker" >"$tmp" && chmod 600 "$tmp" && mv -f "$tmp" "$marker"; then
+  :
+else
+  rm -f "$tmp"
+  say "cannot update $marker (read-only data folder?): trial start not counted"
+fi
+
+reason=""
+if [ "$starts" -gt "$max_starts" ]; then
+  reason="$version was started $((starts - 1)) times without passing its trial (pre-start check)"
+elif is_number "$deadline" && [ "$(date +%s)" -gt "$deadline" ]; then
+  reason="$version did not pass its trial before its deadline (pre-start check)"
+fi
+
+if [ -z "$reason" ]; then
+  say "$version is on trial: start $starts of $max_starts"
+  exit 0
+fi
+
+if [ -f "$exe.prev" ]; then
+  if cmp -s "$exe.prev" "$exe"; then
+    # The swap never happened (the update was interrupted before its rename): the executable
+    # already is the previous binary (mv refuses two names of one file, so it is not used here).
+    rm -f "$exe.prev"
+    write_result rolled-back "$reason"
+    rm -f "$marker"
+    say "${previous:-the previous binary} is already in place: $reason"
+  elif mv -f "$exe.prev" "$exe"; then
+    sync
+    write_result rolled-back "$reason"
+    rm -f "$marker"
+    sync
+    say "rolled back to ${previous:-the previous binary}: $reason"
+  else
+    say "cannot rename $exe.prev over $exe: $reason"
+  fi
+else
+  write_result failed "$reason; cannot roll back: $exe.prev is missing"
+  rm -f "$marker"
+  say "cannot roll back, $exe.prev is missing: $reason"
+fi
+exit 0
+OUTPOST_PRESTART_EOF
+}
+
+install_prestart() {
+  mkdir -p -- "$lib_dir" || die "cannot create $lib_dir"
+  prestart_script >"$prestart.tmp.$$"
+  chmod 0755 "$prestart.tmp.$$"
+  mv -f -- "$prestart.tmp.$$" "$prestart"
+  did "installed the update pre-start check $prestart"
 }
 
 install_config() {
@@ -418,11 +561,16 @@ StartLimitIntervalSec=0
 
 [Service]
 Type=simple
+# Before every start: the self-update trial check (rolls back a new binary that keeps failing).
+ExecStartPre=$prestart $bin $data_dir
 ExecStart=$bin run --config $config
 Restart=always
 RestartSec=2
-# SIGTERM drains in-flight messages, then the agent exits 0 (a self-update exits the same way
-# and systemd starts the new binary).
+# After a self-update (or a rollback) the agent drains and exits 75 for systemd to start the new
+# binary: a success, and always restarted.
+SuccessExitStatus=75
+RestartForceExitStatus=75
+# SIGTERM drains in-flight messages, then the agent exits 0.
 KillSignal=SIGTERM
 TimeoutStopSec=30
 UMask=0077
