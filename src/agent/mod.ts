@@ -6,6 +6,7 @@
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { createCommands, mountCommandRoutes } from "../commands/mod.ts";
 import { type Config, resolveFromConfig } from "../config/mod.ts";
 import { createControlApp, type HubStatus } from "../control/mod.ts";
 import { UsageError } from "../core/errors.ts";
@@ -20,6 +21,7 @@ import { createUplink, type Uplink } from "../uplink/mod.ts";
 import { type AgentUpdate, createAgentUpdate } from "../update/mod.ts";
 import { VERSION } from "../version.ts";
 import { createDownlink } from "./downlink.ts";
+import { createOfferHandling } from "./offers.ts";
 import { RulesHost } from "./rules_host.ts";
 
 export interface Agent {
@@ -81,6 +83,10 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
         edgeId: config.edgeId,
         hello: { version: VERSION, target: target() },
         onFrame: (frame) => downlink(frame),
+        onConnected: () => {
+          offers.connected();
+          commands.linkUp();
+        },
       },
     );
   }
@@ -104,16 +110,36 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     emit: (outputs) => ingest.emit(outputs),
   });
 
-  // What the hub sends down the link (rules now; commands and update offers later).
-  const downlink = createDownlink({
-    rules: rulesHost,
-    telemetry,
-    send: (frame) => uplink?.send(frame) ?? false,
-  });
-
   const token = resolveApiToken(config);
   // Self-update (docs/update.md): GET|POST /api/v1/update, and the trial once started.
   const update = createAgentUpdate({ dataDir: config.dataDir, update: config.update }, log);
+  const offers = createOfferHandling({
+    auto: config.update.auto,
+    updater: update.updater,
+    log,
+    send: (frame) => uplink?.send(frame) ?? false,
+  });
+
+  // Device commands from the hub (docs/commands.md): kept in the outbox's database, delivered
+  // over the MQTT transports built below (called only after start) or HTTP polls, their results
+  // sent to the hub until it acknowledges them.
+  const commands = createCommands({
+    db: outbox.db,
+    telemetry,
+    send: (frame) => uplink?.send(frame) ?? false,
+    isKnownDevice: (id) => devices.isProvisioned(id) || devices.list().some((d) => d.id === id),
+    seenDevices: () => devices.list().map((d) => d.id),
+    deliver: (command) => transports.deliverCommand(command),
+  }, { maxAnswerBytes: config.limits.maxPayloadBytes });
+
+  // What the hub sends down the link: rules, commands, update offers.
+  const downlink = createDownlink({
+    rules: rulesHost,
+    commands,
+    telemetry,
+    send: (frame) => uplink?.send(frame) ?? false,
+    onUpdateOffer: (offer) => offers.offer(offer),
+  });
 
   const app = createControlApp({
     token,
@@ -127,7 +153,11 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     deadLetters,
     telemetry,
     hubStatus,
-    extend: (a) => update.mount(a),
+    extraStatus: () => ({ update: offers.status(), commands: commands.counts() }),
+    extend: (a) => {
+      update.mount(a);
+      mountCommandRoutes(a, commands);
+    },
     rules: {
       status: () => rulesHost.status(),
       get: () => rulesHost.document(),
@@ -143,7 +173,18 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     broker: config.mqtt.broker,
     external: config.mqtt.external,
     maxPayloadBytes: config.limits.maxPayloadBytes,
-  }, { ingest, devices, deadLetters, telemetry, apiToken: token, db: outbox.db });
+  }, {
+    ingest,
+    devices,
+    deadLetters,
+    telemetry,
+    apiToken: token,
+    db: outbox.db,
+    commands: {
+      answer: (device, id, payload, via) => void commands.answer(device, id, payload, via),
+      listening: (device) => commands.listening(device),
+    },
+  });
 
   let server: Server | undefined;
   let stopping: Promise<void> | undefined;
@@ -153,6 +194,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     ingest,
     update,
     async start() {
+      commands.start();
       uplink?.start();
       const { hostname, port } = splitHostPort(config.api.listen);
       // Rules load before the API listens: HTTP ingest shares that listener, and no message may
@@ -192,6 +234,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
         update.updater.stop();
         await transports.stop();
         rulesHost.stop();
+        commands.stop(); // open long polls answer now, so the server can close
         await server?.close();
         await uplink?.drain(2_000);
         uplink?.stop();

@@ -5,6 +5,7 @@
  * agent.
  */
 import { Hono } from "hono";
+import process from "node:process";
 import type { Context } from "hono";
 import type { Issue } from "../core/errors.ts";
 import type { IngestKind } from "../core/message.ts";
@@ -45,6 +46,8 @@ export interface ControlDeps {
   telemetry: Telemetry;
   hubStatus: () => HubStatus;
   rules?: RulesApi;
+  /** More status sections (e.g. `update`), merged into `GET /api/v1/status`. */
+  extraStatus?: () => Record<string, unknown>;
   /** Extra routes (MQTT, update, commands) mounted by their owners. */
   extend?: (app: Hono) => void;
   now?: () => number;
@@ -69,15 +72,15 @@ export function createControlApp(deps: ControlDeps): Hono {
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
 
-  // Authentication: the API token everywhere; on ingest routes also the device's own token.
+  // Authentication: the API token everywhere; on a device's own ingest and command routes also
+  // the device's own token.
   app.use("*", async (c, next) => {
     if (c.req.path === "/healthz") return await next();
     const candidate = bearer(c);
     if (isApiToken(candidate, deps.token)) return await next();
-    const ingest = /^\/api\/v1\/devices\/([^/]+)\/(telemetry|attributes|events)$/.exec(c.req.path);
-    if (ingest && c.req.method === "POST" && candidate !== undefined) {
-      const device = decodeURIComponent(ingest[1]);
-      if (deps.devices.verify(device, candidate)) return await next();
+    const device = ownDeviceRoute(c.req.method, c.req.path);
+    if (device !== undefined && candidate !== undefined && deps.devices.verify(device, candidate)) {
+      return await next();
     }
     telemetry.authRefused(candidate === undefined ? "missing-token" : "wrong-token", {
       path: c.req.path,
@@ -145,6 +148,7 @@ export function createControlApp(deps: ControlDeps): Hono {
       outbox: deps.outbox.stats(),
       ingest: { accepted: counts.accepted, rejected: counts.rejected },
       rules: deps.rules?.status() ?? { version: null, count: 0 },
+      ...deps.extraStatus?.(),
     };
   }
 
@@ -159,6 +163,12 @@ export function createControlApp(deps: ControlDeps): Hono {
     gauges.family("outpost_hub_connected", "1 when the hub link is up", "gauge").set(
       deps.hubStatus().connected ? 1 : 0,
     );
+    const m = process.memoryUsage();
+    gauges.family("outpost_process_resident_memory_bytes", "Resident set size", "gauge").set(m.rss);
+    gauges.family("outpost_js_heap_used_bytes", "JavaScript heap in use", "gauge").set(m.heapUsed);
+    gauges.family("outpost_js_heap_total_bytes", "JavaScript heap reserved", "gauge").set(m.heapTotal);
+    gauges.family("outpost_js_external_bytes", "Memory held by JavaScript objects outside the heap", "gauge")
+      .set(m.external);
   });
 
   app.get("/metrics", (c) => {
@@ -228,6 +238,26 @@ export function createControlApp(deps: ControlDeps): Hono {
 
   deps.extend?.(app);
   return app;
+}
+
+/**
+ * The device whose own token may call this route: `POST …/devices/{device}/telemetry|attributes|events`,
+ * its command poll `GET …/devices/{device}/commands` and its answers
+ * `POST …/devices/{device}/commands/{id}`.
+ */
+function ownDeviceRoute(method: string, path: string): string | undefined {
+  const m = /^\/api\/v1\/devices\/([^/]+)\/(telemetry|attributes|events|commands)(?:\/([^/]+))?$/.exec(path);
+  if (!m) return undefined;
+  const [, device, what, id] = m;
+  const allowed = what === "commands"
+    ? (id === undefined ? method === "GET" : method === "POST")
+    : id === undefined && method === "POST";
+  if (!allowed) return undefined;
+  try {
+    return decodeURIComponent(device);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reads the body, giving up (undefined) as soon as it passes `max` bytes. */

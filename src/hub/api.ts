@@ -6,7 +6,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import * as v from "valibot";
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { Issue } from "../core/errors.ts";
 import { validate } from "../config/validate.ts";
 import type { EdgeLink } from "./link.ts";
@@ -73,6 +73,8 @@ const UpdateBodySchema = v.strictObject({
 });
 
 type Body = { ok: true; value: unknown } | { ok: false; response: Response };
+
+const ASYNC_VALUES: ReadonlySet<string> = new Set(["1", "true", "0", "false"]);
 
 /** Builds the hub's HTTP API; serve its `fetch` with `serve()` or call `app.request()` in tests. */
 export function createHubApi(deps: HubApiDeps): Hono {
@@ -163,14 +165,27 @@ export function createHubApi(deps: HubApiDeps): Hono {
     if (!body.ok) return body.response;
     const result = validate(CommandBodySchema, body.value);
     if (!result.ok) return errors(c, result.issues);
+    const mode = c.req.query("async");
+    if (mode !== undefined && !ASYNC_VALUES.has(mode)) {
+      return errors(c, [{ path: "/async", message: "must be 1, true, 0 or false" }]);
+    }
     const { device, method, params, timeoutMs } = result.value;
-    const outcome = await link.runCommand(edge, {
+    const request = {
       device,
       method,
       params: params ?? {},
       timeoutMs: timeoutMs ?? COMMAND_TIMEOUT_MS.default,
-    });
-    return c.json(outcome);
+    };
+    if (mode === "1" || mode === "true") {
+      // Answer at once; the outcome lands in the store, where GET /api/v1/commands/{id} reads it.
+      const id = randomUUID();
+      const outcome = link.runCommand(edge, { id, ...request });
+      const stored = store.command(id);
+      if (stored === undefined) return c.json(await outcome); // not stored: let its error show
+      outcome.catch((error) => deps.log?.error("command.failed", { edge, id, error: errorMessage(error) }));
+      return c.json({ id, status: stored.status }, 202);
+    }
+    return c.json(await link.runCommand(edge, request));
   });
 
   app.get("/api/v1/commands/:id", (c) => {

@@ -25,6 +25,8 @@ const STORE_FAILED = "hub cannot store records right now; resend later";
 const SHUTTING_DOWN = "hub is shutting down";
 
 export interface CommandRequest {
+  /** The command's id; a fresh UUID when absent. */
+  id?: string;
   device: string;
   method: string;
   params: unknown;
@@ -219,7 +221,11 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   function settleCommand(session: Session, result: CommandResultFrame): void {
     const status = (COMMAND_STATUSES.has(result.status) ? result.status : "error") as CommandOutcomeStatus;
     const text = result.payload?.length ? payloadText(result.payload) : null;
-    if (!store.settleCommand(result.id, session.edge, status, text, now())) {
+    const known = store.settleCommand(result.id, session.edge, status, text, now());
+    // Stored (or nothing to store it against): the edge may forget it. A result that arrives
+    // late (after the hub's own timeout, or after a restart) replaces what the hub assumed.
+    write(session, { commandResultAck: { id: result.id } });
+    if (!known) {
       log.warn("command.unknown_result", { edge: session.edge, id: result.id });
       return;
     }
@@ -311,8 +317,10 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     }
   }
 
-  async function runCommand(edge: string, request: CommandRequest): Promise<CommandOutcome> {
-    const id = randomUUID();
+  async function runCommand(
+    edge: string,
+    { id = randomUUID(), ...request }: CommandRequest,
+  ): Promise<CommandOutcome> {
     store.insertCommand({ id, edge, ...request, status: "pending", createdAt: now() });
     const session = closing ? undefined : live(edge);
     if (session === undefined) {

@@ -55,7 +55,8 @@ export const hubDescriptor = {
                     "command",
                     "rules",
                     "updateOffer",
-                    "heartbeat"
+                    "heartbeat",
+                    "commandResultAck"
                   ]
                 }
               },
@@ -80,6 +81,11 @@ export const hubDescriptor = {
                 "heartbeat": {
                   "type": "Heartbeat",
                   "id": 5
+                },
+                "commandResultAck": {
+                  "type": "CommandResultAck",
+                  "id": 6,
+                  "protoName": "command_result_ack"
                 }
               }
             },
@@ -178,6 +184,14 @@ export const hubDescriptor = {
                 "payload": {
                   "type": "bytes",
                   "id": 3
+                }
+              }
+            },
+            "CommandResultAck": {
+              "fields": {
+                "id": {
+                  "type": "string",
+                  "id": 1
                 }
               }
             },

@@ -62,7 +62,8 @@ export type HubFrame =
   | { frame: "command"; command: CommandFrame }
   | { frame: "rules"; rules: RulesFrame }
   | { frame: "updateOffer"; updateOffer: UpdateOfferFrame }
-  | { frame: "heartbeat"; heartbeat: { ts: number } };
+  | { frame: "heartbeat"; heartbeat: { ts: number } }
+  | { frame: "commandResultAck"; commandResultAck: { id: string } };
 
 /** Metadata keys the edge authenticates with. */
 export const AUTH_METADATA = { edgeId: "edge-id", routingKey: "routing-key", secret: "secret" } as const;

@@ -34,6 +34,8 @@ export interface UplinkOptions {
   hello?: Record<string, unknown>;
   /** Frames other than acks (commands, rules, update offers) go here. */
   onFrame?: (frame: HubFrame) => void;
+  /** Called after each (re)connect, once the hello report is sent. */
+  onConnected?: () => void;
 }
 
 export interface UplinkStatus {
@@ -169,6 +171,7 @@ export class Uplink {
         report: { type: "hello", body: Buffer.from(JSON.stringify(this.options.hello)) },
       });
     }
+    this.options.onConnected?.();
     this.heartbeat = setInterval(() => {
       this.call?.write({ frame: "heartbeat", heartbeat: { ts: Date.now() } });
     }, 15_000);

@@ -32,6 +32,19 @@ import {
   maySubscribe,
   thingsBoardDevice,
 } from "./auth.ts";
+import {
+  type CommandHooks,
+  commandPayload,
+  commandTopic,
+  filterDevice,
+  listensForCommand,
+  listensForRpc,
+  type OutgoingCommand,
+  parseResponseTopic,
+  parseRpcResponseTopic,
+  RPC_REQUEST_PREFIX,
+  rpcRequestPayload,
+} from "./commands.ts";
 import { payloadDigest } from "./dedupe.ts";
 import type { InboundPublish, Intake } from "./intake.ts";
 import { routeDeviceTopic, THINGSBOARD_PREFIX, thingsBoardKind } from "./topics.ts";
@@ -46,6 +59,8 @@ export interface BrokerDeps {
   intake: Intake;
   telemetry: Telemetry;
   credentials: Credentials;
+  /** Commands from the hub: device answers go here, and news of devices that now listen. */
+  commands?: CommandHooks;
 }
 
 export interface BrokerStatus {
@@ -63,6 +78,12 @@ export interface EmbeddedBroker {
     payload: string | Uint8Array,
     options?: { qos?: 0 | 1; retain?: boolean },
   ): Promise<void>;
+  /**
+   * Publishes a command (QoS 1) to a device that listens for it now: on
+   * `devices/{device}/commands/{id}`, and on `v1/devices/me/rpc/request/{id}` to its
+   * ThingsBoard-style connections. Says where it went, or undefined when nothing listens.
+   */
+  deliverCommand(command: OutgoingCommand): string | undefined;
   status(): BrokerStatus;
   /** Stops accepting, lets batches in flight finish (bounded), closes every client. Idempotent. */
   stop(): Promise<void>;
@@ -80,6 +101,11 @@ interface SessionQueue {
   tail: Promise<void>;
 }
 
+/** A client's current subscriptions (filter → options), as aedes keeps them. */
+function clientSubscriptions(client: Client): Record<string, unknown> {
+  return (client as unknown as { subscriptions?: Record<string, unknown> }).subscriptions ?? {};
+}
+
 function splitListen(listen: string): { host: string; port: number } {
   const i = listen.lastIndexOf(":");
   return { host: listen.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(listen.slice(i + 1)) };
@@ -91,8 +117,10 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
   const identities = new WeakMap<Client, Identity>();
   const connections = new WeakMap<Client, string>();
   const queues = new WeakMap<Client, SessionQueue>();
-  /** Payloads acknowledged but not to be relayed (bad input, resends). */
+  /** Payloads acknowledged but not to be relayed (bad input, resends, command answers). */
   const unrelayed = new WeakSet<object>();
+  /** ThingsBoard RPC requests (by payload), forwarded only to their device's connections. */
+  const rpcFor = new WeakMap<object, string>();
   const boot = randomBytes(4).toString("hex");
   let connCounter = 0;
   let aedes: Aedes | undefined;
@@ -185,10 +213,18 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
         }
         : { type: "device", device, kind: tbKind };
     } else if (topic.startsWith(THINGSBOARD_PREFIX)) {
-      return done(null); // other ThingsBoard API topics (RPC, attribute requests): not served
+      // RPC answers go to the commands; other ThingsBoard API topics are not served.
+      const id = deps.commands && parseRpcResponseTopic(topic);
+      const device = id ? thingsBoardDevice(identity) : undefined;
+      if (id && device) return answer(device, id, payload, "thingsboard", packet, done);
+      return done(null);
     } else {
       const route = routeDeviceTopic(topic);
-      if (route.type === "bus") return done(null);
+      if (route.type === "bus") {
+        const response = deps.commands && parseResponseTopic(topic);
+        if (response) return answer(response.device, response.id, payload, "mqtt", packet, done);
+        return done(null);
+      }
       target = route;
     }
     if (!client) {
@@ -207,6 +243,40 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
       };
     }
     enqueue(client, { publish, packet, done });
+  }
+
+  /** A device's answer to a command: stored before the PUBACK, consumed (not relayed). */
+  function answer(
+    device: string,
+    id: string,
+    payload: Uint8Array,
+    via: string,
+    packet: PublishPacket,
+    done: (error?: Error | null) => void,
+  ): void {
+    try {
+      deps.commands!.answer(device, id, payload, via);
+    } catch (error) {
+      log.error("mqtt.command_answer_failed", { device, id, error: (error as Error).message });
+      return done(new Error("outpost could not store the answer"));
+    }
+    unrelayed.add(packet.payload as object);
+    packet.retain = false;
+    done(null);
+  }
+
+  /** Tells the commands which devices a client's new filters make listen (waiting ones go out). */
+  function listenersChanged(client: Client, filters: readonly string[]): void {
+    if (!deps.commands) return;
+    for (const filter of filters) {
+      const device = filterDevice(filter);
+      if (device !== undefined) deps.commands.listening(device);
+      else if (listensForRpc(filter)) {
+        const identity = identities.get(client);
+        const own = identity ? thingsBoardDevice(identity) : undefined;
+        if (own !== undefined) deps.commands.listening(own);
+      }
+    }
   }
 
   function authorizeSubscribe(
@@ -229,7 +299,13 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
 
   function authorizeForward(_client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
     if (unrelayed.has(packet.payload as object)) return null;
-    if (packet.topic.startsWith(THINGSBOARD_PREFIX)) return null;
+    if (packet.topic.startsWith(THINGSBOARD_PREFIX)) {
+      const device = rpcFor.get(packet.payload as object);
+      const identity = identities.get(_client);
+      return device !== undefined && identity !== undefined && thingsBoardDevice(identity) === device
+        ? packet
+        : null;
+    }
     return packet;
   }
 
@@ -265,6 +341,18 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
       broker.on("connectionError", (client: Client, error: Error) => {
         log.debug("mqtt.connection_error", { clientId: client?.id, error: error.message });
       });
+      if (deps.commands) {
+        broker.on("subscribe", (subscriptions: Subscription[], client: Client) => {
+          listenersChanged(
+            client,
+            subscriptions.filter((s) => (s.qos as number) !== 128).map((s) => s.topic),
+          );
+        });
+        // A resumed session's subscriptions come back without a SUBSCRIBE.
+        broker.on("clientReady", (client: Client) => {
+          if (!client.clean) listenersChanged(client, Object.keys(clientSubscriptions(client)));
+        });
+      }
       const srv = createServer((socket) => {
         sockets.add(socket);
         socket.on("close", () => sockets.delete(socket));
@@ -309,6 +397,37 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
           resolve();
         });
       });
+    },
+    deliverCommand(command) {
+      const broker = aedes;
+      if (!broker || broker.closed) return undefined;
+      const topic = commandTopic(command.device, command.id);
+      let plain = false;
+      let rpc = false;
+      for (
+        const client of Object.values((broker as unknown as { clients: Record<string, Client> }).clients)
+      ) {
+        if (!client.connected || client.closed) continue;
+        const filters = Object.keys(clientSubscriptions(client));
+        if (!plain && filters.some((f) => listensForCommand(f, command.device, command.id))) plain = true;
+        if (!rpc && filters.some((f) => listensForRpc(f, command.id))) {
+          const identity = identities.get(client);
+          rpc = identity !== undefined && thingsBoardDevice(identity) === command.device;
+        }
+        if (plain && rpc) break;
+      }
+      const send = (to: string, payload: Buffer) =>
+        broker.publish({ cmd: "publish", topic: to, payload, qos: 1, retain: false, dup: false }, (error) => {
+          if (error) log.warn("mqtt.publish_failed", { topic: to, error: error.message });
+        });
+      if (plain) send(topic, Buffer.from(commandPayload(command)));
+      if (rpc) {
+        // aedes forwards this very Buffer, which is how authorizeForward knows whose it is.
+        const payload = Buffer.from(rpcRequestPayload(command));
+        rpcFor.set(payload, command.device);
+        send(RPC_REQUEST_PREFIX + command.id, payload);
+      }
+      return plain ? "mqtt" : rpc ? "thingsboard" : undefined;
     },
     status() {
       const shown = address

@@ -34,6 +34,11 @@ export interface ExternalOptions {
   password?: string;
   /** Reconnect delay (ms). */
   reconnectMs?: number;
+  /**
+   * Takes a message before it is read as device data (command answers): true when it was taken
+   * (and stored: it is acknowledged at once); throws when it could not be stored.
+   */
+  intercept?: (topic: string, payload: Uint8Array) => boolean;
 }
 
 export interface ExternalStatus {
@@ -181,6 +186,18 @@ export function createExternalClient(options: ExternalOptions, deps: ExternalDep
       c.handleMessage = (packet, callback) => {
         if (packet.cmd !== "publish") return callback();
         const p = packet as IPublishPacket;
+        if (options.intercept) {
+          const payload = typeof p.payload === "string" ? new TextEncoder().encode(p.payload) : p.payload;
+          let taken: boolean;
+          try {
+            taken = options.intercept(p.topic, payload);
+          } catch (error) {
+            log.error("mqtt.external.store_failed", { url: shownUrl, error: (error as Error).message });
+            c.stream?.destroy(); // not acknowledged: the broker redelivers
+            return;
+          }
+          if (taken) return callback();
+        }
         const stored = submit(inbound(p));
         if (p.qos === 0) return callback(); // nothing to acknowledge
         if (pipelined && p.messageId !== undefined) {

@@ -14,12 +14,21 @@ import type { DeadLetters, Ingest } from "../../ingest/mod.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
 import type { Credentials } from "./auth.ts";
 import { type BrokerStatus, createEmbeddedBroker, type EmbeddedBroker } from "./broker.ts";
+import {
+  COMMAND_RESPONSE_FILTER,
+  type CommandHooks,
+  commandPayload,
+  commandTopic,
+  type OutgoingCommand,
+  parseResponseTopic,
+} from "./commands.ts";
 import { createRedelivery, type Redelivery } from "./dedupe.ts";
-import { createExternalClient, type ExternalClient, type ExternalStatus } from "./external.ts";
-import { createIntake } from "./intake.ts";
+import { createExternalClient, type ExternalClient, type ExternalStatus, redactUrl } from "./external.ts";
+import { createIntake, type Intake } from "./intake.ts";
 
 export { authenticate, mayPublish, maySubscribe } from "./auth.ts";
 export type { Credentials, Identity } from "./auth.ts";
+export type { CommandHooks, OutgoingCommand } from "./commands.ts";
 export { checkDevicePattern, compileDevicePattern, DEFAULT_DEVICE_PATTERN } from "./topics.ts";
 export { redactUrl } from "./external.ts";
 
@@ -50,6 +59,8 @@ export interface MqttDeps {
   apiToken: string;
   /** The outbox's database: what the transports remember commits in the outbox's transactions. */
   db: LocalDatabase;
+  /** Commands from the hub (src/commands): device answers, and devices that now listen. */
+  commands?: CommandHooks;
 }
 
 export interface MqttStatus {
@@ -66,11 +77,25 @@ export interface MqttTransports {
    * else on the first external broker. The payload is `{device, kind, ts, payload, topic?}`.
    */
   publishLocal(topic: string, message: RoutedMessage): void;
+  /**
+   * Hands a command to its device if it can be reached now: a connection on the embedded broker
+   * listening for it (see commands.ts), else the external broker the device was last seen on
+   * (published there at QoS 1 on `devices/{device}/commands/{id}`). Says where, or undefined.
+   */
+  deliverCommand(command: OutgoingCommand): string | undefined;
   status(): MqttStatus;
 }
 
 /** How long outpost remembers a committed publish's packet id for recognising resends. */
 const REDELIVERY_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+
+function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return redactUrl(url);
+  }
+}
 
 /** The default client id of the n-th external broker entry. */
 export function externalClientId(edgeId: string, index: number): string {
@@ -84,6 +109,8 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
   let broker: EmbeddedBroker | undefined;
   let externals: ExternalClient[] = [];
   let pruneTimer: ReturnType<typeof setInterval> | undefined;
+  /** Devices seen on an external broker (index into `externals`), where their commands go. */
+  const externalDevices = new Map<string, number>();
   let stopping: Promise<void> | undefined;
 
   const credentials: Credentials = {
@@ -104,6 +131,27 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
     maxPayloadBytes: config.maxPayloadBytes,
   });
 
+  /** The intake of external broker `index`, noting which devices show up there. */
+  function noteDevices(inner: Intake, index: number, commands: CommandHooks): Intake {
+    return {
+      submit(batch, source, alive) {
+        for (const p of batch) {
+          if (p.target.type !== "device") continue;
+          const device = p.target.device;
+          if (externalDevices.get(device) === index) continue;
+          externalDevices.set(device, index);
+          commands.listening(device);
+        }
+        return inner.submit(batch, source, alive);
+      },
+      get busy() {
+        return inner.busy;
+      },
+      drain: (timeoutMs) => inner.drain(timeoutMs),
+      stop: () => inner.stop(),
+    };
+  }
+
   return {
     async start() {
       if (!enabled) return;
@@ -112,19 +160,35 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
       pruneTimer = setInterval(() => redelivery?.prune(REDELIVERY_MAX_AGE_MS), 3600_000);
       (pruneTimer as { unref?: () => void }).unref?.();
       if (config.broker !== false) {
-        broker = createEmbeddedBroker(config.broker, { intake, telemetry, credentials });
+        broker = createEmbeddedBroker(config.broker, {
+          intake,
+          telemetry,
+          credentials,
+          commands: deps.commands,
+        });
         await broker.start();
       }
+      const commands = deps.commands;
       externals = config.external.map((entry, index) =>
         createExternalClient({
           url: entry.url,
-          topics: entry.topics,
+          topics: commands ? [...new Set([...entry.topics, COMMAND_RESPONSE_FILTER])] : entry.topics,
+          intercept: commands && ((topic, payload) => {
+            const response = parseResponseTopic(topic);
+            if (!response) return false;
+            commands.answer(response.device, response.id, payload, `mqtt:${hostOf(entry.url)}`);
+            return true;
+          }),
           devicePattern: entry.devicePattern,
           kind: entry.kind === "events" ? "event" : entry.kind,
           clientId: entry.clientId ?? externalClientId(config.edgeId, index),
           username: entry.username,
           password: entry.password,
-        }, { intake, telemetry, sessions: redelivery })
+        }, {
+          intake: commands ? noteDevices(intake, index, commands) : intake,
+          telemetry,
+          sessions: redelivery,
+        })
       );
       for (const client of externals) client.start();
     },
@@ -147,6 +211,15 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
       });
       if (broker) void broker.publish(topic, body, { qos: 1 });
       else externals[0]?.publish(topic, body, 1);
+    },
+    deliverCommand(command) {
+      const via = broker?.deliverCommand(command);
+      if (via !== undefined) return via;
+      const index = externalDevices.get(command.device);
+      if (index === undefined || !externals[index]) return undefined;
+      // mqtt.js keeps a QoS 1 publish made while disconnected and sends it after reconnecting.
+      externals[index].publish(commandTopic(command.device, command.id), commandPayload(command), 1);
+      return `mqtt:${hostOf(config.external[index].url)}`;
     },
     status() {
       return { broker: broker?.status() ?? null, external: externals.map((c) => c.status()) };

@@ -1,0 +1,102 @@
+/**
+ * HTTP routes for commands on the control API (docs/commands.md):
+ * - `GET /api/v1/devices/{device}/commands?wait=N`: an HTTP device's long poll; answers its
+ *   waiting commands `[{id, method, params}]` (at once, or as soon as one arrives within N
+ *   seconds, else `[]`) and counts them as delivered.
+ * - `POST /api/v1/devices/{device}/commands/{id}`: the device's answer (JSON, see parse.ts).
+ * - `GET /api/v1/commands?device=&limit=`, `GET /api/v1/commands/{id}`: what the edge holds.
+ * The control API's middleware authenticates: the API token everywhere, and a device's own token
+ * on its own two device routes.
+ */
+import type { Context, Hono } from "hono";
+import { DEVICE_ID } from "../ingest/mod.ts";
+import type { Commands } from "./host.ts";
+
+/** The longest long poll, in seconds (below every runtime's idle timeout for a connection). */
+export const MAX_WAIT_SECONDS = 60;
+
+function badDevice(c: Context, device: string): Response {
+  return c.json({
+    errors: [{
+      path: "/device",
+      message: `Invalid device id "${device.slice(0, 64)}": use 1-128 of A-Z a-z 0-9 . _ : -`,
+    }],
+  }, 400);
+}
+
+function wholeNumber(value: string | undefined, fallback: number, min: number, max: number): number | string {
+  if (value === undefined || value === "") return fallback;
+  if (!/^\d{1,9}$/.test(value)) return `must be a whole number, got "${value.slice(0, 32)}"`;
+  const n = Number(value);
+  if (n < min || n > max) return `must be between ${min} and ${max}, got ${n}`;
+  return n;
+}
+
+/** Reads the body, or undefined as soon as it passes `max` bytes. */
+async function readBody(c: Context, max: number): Promise<Uint8Array | undefined> {
+  const declared = Number(c.req.header("content-length") ?? NaN);
+  if (declared > max) return undefined;
+  const stream = c.req.raw.body;
+  if (!stream) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = stream.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const ch of chunks) {
+    out.set(ch, off);
+    off += ch.byteLength;
+  }
+  return out;
+}
+
+/** Mounts the command routes on the control app. */
+export function mountCommandRoutes(app: Hono, commands: Commands): void {
+  app.get("/api/v1/devices/:device/commands", async (c) => {
+    const device = c.req.param("device");
+    if (!DEVICE_ID.test(device)) return badDevice(c, device);
+    const wait = wholeNumber(c.req.query("wait"), 0, 0, MAX_WAIT_SECONDS);
+    if (typeof wait === "string") return c.json({ errors: [{ path: "/wait", message: wait }] }, 400);
+    const list = await commands.poll(device, wait * 1000, c.req.raw.signal);
+    return c.json(list.map(({ id, method, params }) => ({ id, method, params })));
+  });
+
+  app.post("/api/v1/devices/:device/commands/:id", async (c) => {
+    const device = c.req.param("device");
+    if (!DEVICE_ID.test(device)) return badDevice(c, device);
+    const id = c.req.param("id");
+    const max = commands.limits.maxAnswerBytes;
+    const body = await readBody(c, max);
+    if (body === undefined) return c.json({ error: `Body is over the ${max}-byte limit` }, 413);
+    const outcome = commands.answer(device, id, body, "http", "refuse");
+    if (outcome.ok) return c.json({ id, status: outcome.status });
+    const code = outcome.reason === "unknown" ? 404 : outcome.reason === "finished" ? 409 : 400;
+    return c.json({ error: outcome.message }, code);
+  });
+
+  app.get("/api/v1/commands", (c) => {
+    const device = c.req.query("device");
+    if (device !== undefined && !DEVICE_ID.test(device)) return badDevice(c, device);
+    const limit = wholeNumber(c.req.query("limit"), 100, 1, 1000);
+    if (typeof limit === "string") return c.json({ errors: [{ path: "/limit", message: limit }] }, 400);
+    return c.json({ commands: commands.list(device, limit), ...commands.counts() });
+  });
+
+  app.get("/api/v1/commands/:id", (c) => {
+    const command = commands.get(c.req.param("id"));
+    if (command === undefined) {
+      return c.json({ error: `Unknown command "${c.req.param("id").slice(0, 128)}"` }, 404);
+    }
+    return c.json(command);
+  });
+}
