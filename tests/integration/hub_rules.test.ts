@@ -7,8 +7,8 @@ import {
   removeDir,
   startAgent,
   startHub,
-  TEST_TOKEN,
   tempDir,
+  TEST_TOKEN,
   waitFor,
   writeAgentConfig,
 } from "../helpers/procs.ts";
@@ -16,7 +16,8 @@ import {
 const EDGE = { id: "gw-hubrules", routingKey: "rk-hr", secret: "secret-hubrules-1" };
 
 Deno.test({
-  name: "rules pushed from the hub change what reaches the hub; an invalid document is refused with paths and changes nothing",
+  name:
+    "rules pushed from the hub change what reaches the hub; an invalid document is refused with paths and changes nothing",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -31,7 +32,10 @@ Deno.test({
       hub: { url: `grpc://127.0.0.1:${hub.grpcPort}`, routingKey: EDGE.routingKey, secret: EDGE.secret },
     }));
     const post = async (body: unknown) => {
-      const res = await agent.api("/api/v1/devices/pump-1/telemetry", { method: "POST", body: JSON.stringify(body) });
+      const res = await agent.api("/api/v1/devices/pump-1/telemetry", {
+        method: "POST",
+        body: JSON.stringify(body),
+      });
       assert.equal(res.status, 202);
     };
     const report = async () => {
@@ -39,34 +43,59 @@ Deno.test({
       return edges.find((e: { id: string }) => e.id === EDGE.id).reports.rules;
     };
     const pushRules = async (doc: unknown) => {
-      const res = await hub.api(`/api/v1/edges/${EDGE.id}/rules`, { method: "PUT", body: JSON.stringify(doc) });
+      const res = await hub.api(`/api/v1/edges/${EDGE.id}/rules`, {
+        method: "PUT",
+        body: JSON.stringify(doc),
+      });
       assert.equal(res.status, 202);
       return (await res.json()).version as string;
     };
     try {
-      await waitFor(async () => (await (await agent.api("/api/v1/status")).json()).hub.connected, 10_000, "hub link");
+      await waitFor(
+        async () => (await (await agent.api("/api/v1/status")).json()).hub.connected,
+        10_000,
+        "hub link",
+      );
       await post({ rpm: 1000, debug: true });
 
       const v1 = await pushRules({ version: 1, rules: [{ id: "strip", then: [{ remove: ["debug"] }] }] });
-      const r1 = await waitFor(async () => {
-        const r = await report();
-        return r?.version === v1 ? r : undefined;
-      }, 10_000, "the edge's report");
+      const r1 = await waitFor(
+        async () => {
+          const r = await report();
+          return r?.version === v1 ? r : undefined;
+        },
+        10_000,
+        "the edge's report",
+      );
       assert.equal(r1.status, "applied");
       const s1 = (await (await agent.api("/api/v1/status")).json()).rules;
       assert.equal(s1.version, r1.rulesVersion);
       assert.equal(s1.count, 1);
       await post({ rpm: 1100, debug: true });
 
-      const v2 = await pushRules({ version: 1, rules: [{ id: "bad", then: [{ deadband: { field: "rpm" } }] }, { then: [] }] });
-      const r2 = await waitFor(async () => {
-        const r = await report();
-        return r?.version === v2 ? r : undefined;
-      }, 10_000, "the edge's refusal");
+      const v2 = await pushRules({
+        version: 1,
+        rules: [{ id: "bad", then: [{ deadband: { field: "rpm" } }] }, { then: [] }],
+      });
+      const r2 = await waitFor(
+        async () => {
+          const r = await report();
+          return r?.version === v2 ? r : undefined;
+        },
+        10_000,
+        "the edge's refusal",
+      );
       assert.equal(r2.status, "refused");
       const paths = r2.errors.map((e: { path: string }) => e.path);
-      assert.ok(paths.includes("/rules/0/then/0/deadband/delta") && paths.includes("/rules/1/id"), JSON.stringify(paths));
-      assert.equal((await (await agent.api("/api/v1/status")).json()).rules.version, s1.version, "rules in force unchanged");
+      assert.ok(
+        paths.includes("/rules/0/then/0/deadband/delta") && paths.includes("/rules/1/id"),
+        JSON.stringify(paths),
+      );
+      assert.equal(
+        (await (await agent.api("/api/v1/status")).json()).rules.version,
+        s1.version,
+        "rules in force unchanged",
+      );
       await post({ rpm: 1200, debug: true });
 
       await waitFor(async () => (await hubRecords(hub, EDGE.id)).length === 3, 10_000, "three records");
