@@ -9,6 +9,7 @@
  * on its own two device routes.
  */
 import type { Context, Hono } from "hono";
+import { intParam, readLimited } from "../control/http.ts";
 import { DEVICE_ID } from "../ingest/mod.ts";
 import type { Commands } from "./host.ts";
 
@@ -24,48 +25,12 @@ function badDevice(c: Context, device: string): Response {
   }, 400);
 }
 
-function wholeNumber(value: string | undefined, fallback: number, min: number, max: number): number | string {
-  if (value === undefined || value === "") return fallback;
-  if (!/^\d{1,9}$/.test(value)) return `must be a whole number, got "${value.slice(0, 32)}"`;
-  const n = Number(value);
-  if (n < min || n > max) return `must be between ${min} and ${max}, got ${n}`;
-  return n;
-}
-
-/** Reads the body, or undefined as soon as it passes `max` bytes. */
-async function readBody(c: Context, max: number): Promise<Uint8Array | undefined> {
-  const declared = Number(c.req.header("content-length") ?? NaN);
-  if (declared > max) return undefined;
-  const stream = c.req.raw.body;
-  if (!stream) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = stream.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel().catch(() => {});
-      return undefined;
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const ch of chunks) {
-    out.set(ch, off);
-    off += ch.byteLength;
-  }
-  return out;
-}
-
 /** Mounts the command routes on the control app. */
 export function mountCommandRoutes(app: Hono, commands: Commands): void {
   app.get("/api/v1/devices/:device/commands", async (c) => {
     const device = c.req.param("device");
     if (!DEVICE_ID.test(device)) return badDevice(c, device);
-    const wait = wholeNumber(c.req.query("wait"), 0, 0, MAX_WAIT_SECONDS);
+    const wait = intParam(c.req.query("wait"), 0, 0, MAX_WAIT_SECONDS);
     if (typeof wait === "string") return c.json({ errors: [{ path: "/wait", message: wait }] }, 400);
     const list = await commands.poll(device, wait * 1000, c.req.raw.signal);
     return c.json(list.map(({ id, method, params }) => ({ id, method, params })));
@@ -76,7 +41,7 @@ export function mountCommandRoutes(app: Hono, commands: Commands): void {
     if (!DEVICE_ID.test(device)) return badDevice(c, device);
     const id = c.req.param("id");
     const max = commands.limits.maxAnswerBytes;
-    const body = await readBody(c, max);
+    const body = await readLimited(c, max);
     if (body === undefined) return c.json({ error: `Body is over the ${max}-byte limit` }, 413);
     const outcome = commands.answer(device, id, body, "http", "refuse");
     if (outcome.ok) return c.json({ id, status: outcome.status });
@@ -87,7 +52,7 @@ export function mountCommandRoutes(app: Hono, commands: Commands): void {
   app.get("/api/v1/commands", (c) => {
     const device = c.req.query("device");
     if (device !== undefined && !DEVICE_ID.test(device)) return badDevice(c, device);
-    const limit = wholeNumber(c.req.query("limit"), 100, 1, 1000);
+    const limit = intParam(c.req.query("limit"), 100, 1, 1000);
     if (typeof limit === "string") return c.json({ errors: [{ path: "/limit", message: limit }] }, 400);
     return c.json({ commands: commands.list(device, limit), ...commands.counts() });
   });

@@ -6,7 +6,6 @@
  */
 import { Hono } from "hono";
 import process from "node:process";
-import type { Context } from "hono";
 import type { Issue } from "../core/errors.ts";
 import type { IngestKind } from "../core/message.ts";
 import type { DeviceRegistry } from "../devices/mod.ts";
@@ -14,6 +13,9 @@ import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload } from "../inges
 import { type Outbox, OutboxFullError } from "../outbox/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { bearer, isApiToken, unauthorized } from "./auth.ts";
+import { intParam, jsonBody, readLimited } from "./http.ts";
+
+export { intParam, jsonBody, readLimited } from "./http.ts";
 
 export interface HubStatus {
   configured: boolean;
@@ -258,61 +260,4 @@ function ownDeviceRoute(method: string, path: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Reads the body, giving up (undefined) as soon as it passes `max` bytes. */
-async function readLimited(c: Context, max: number): Promise<Uint8Array | undefined> {
-  const stream = c.req.raw.body;
-  if (!stream) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = stream.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel().catch(() => {});
-      return undefined;
-    }
-    chunks.push(value);
-  }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const ch of chunks) {
-    out.set(ch, off);
-    off += ch.byteLength;
-  }
-  return out;
-}
-
-/** Parses a JSON request body (1 MiB at most) into a value or a `/`-path issue. */
-export async function jsonBody(
-  c: Context,
-): Promise<{ ok: true; value: unknown } | { ok: false; issues: Issue[] }> {
-  const raw = await readLimited(c, 1024 * 1024);
-  if (raw === undefined) return { ok: false, issues: [{ path: "", message: "Body is over 1 MiB" }] };
-  try {
-    return { ok: true, value: JSON.parse(new TextDecoder().decode(raw)) };
-  } catch (error) {
-    return {
-      ok: false,
-      issues: [{ path: "", message: `Body is not valid JSON: ${(error as Error).message}` }],
-    };
-  }
-}
-
-/** A whole-number query parameter in [min, max]; a string is the error message. */
-export function intParam(
-  value: string | undefined,
-  fallback: number,
-  min: number,
-  max: number,
-): number | string {
-  if (value === undefined || value === "") return fallback;
-  if (!/^\d+$/.test(value)) return `must be a whole number, got "${value}"`;
-  const n = Number(value);
-  if (n < min || n > max) return `must be between ${min} and ${max}, got ${n}`;
-  return n;
 }
