@@ -1,32 +1,31 @@
 /**
- * Benchmarks, run as separate processes on loopback (hub, agent, load generators), with medians
- * of several runs. Prints each figure as it is measured and, last, one JSON summary line, also
- * written to bench-results/latest.json.
+ * Benchmarks, each as separate processes on loopback (hub, agent, load generators, peers), with
+ * medians of several runs. Prints each figure as it is measured and, last, one JSON summary line,
+ * also written to bench-results/latest.json. Method and latest figures: docs/performance.md.
  *
  *   npm run bench                      every scenario, 3 runs each
- *   npm run bench -- --quick           one short pass of each
- *   npm run bench -- --runner bun      run the agent and hub from source under Bun
- *   npm run bench -- --runner dist/outpost-linux-x64   … or from a compiled binary
- *   npm run bench -- --only e2e-http
+ *   npm run bench -- --quick           one short pass of each (under 3 minutes)
+ *   npm run bench -- --only e2e-mqtt,peers --runs 5
+ *   npm run bench -- --runner bun      run the agent and hub from source under Bun (or deno, or a PATH)
+ *   npm run bench -- --load deno       run the load generators under Deno instead of Bun
  *
- * The default runner is the compiled x64 binary when dist/outpost-linux-x64 exists, else Deno.
+ * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, rules.
+ *
+ * The default runner is the compiled x64 binary, dist/outpost-linux-x64, built first (`npm run
+ * build -- --target linux-x64`) when it is missing or older than a file under src/.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { cpuSeconds, median, rssMb } from "./bench/procs.ts";
-import {
-  freePort,
-  removeDir,
-  ROOT,
-  type Runner,
-  startAgent,
-  startHub,
-  tempDir,
-  TEST_TOKEN,
-  waitFor,
-  writeAgentConfig,
-} from "../tests/helpers/procs.ts";
+import { ROOT, type Runner } from "../tests/helpers/procs.ts";
+import { backlog } from "./bench/backlog.ts";
+import { connections } from "./bench/connections.ts";
+import { e2eHttp } from "./bench/e2e_http.ts";
+import { e2eMqtt } from "./bench/e2e_mqtt.ts";
+import type { BenchContext } from "./bench/harness.ts";
+import { idle } from "./bench/idle.ts";
+import { peers } from "./bench/peers.ts";
 
 const { values } = parseArgs({
   options: {
@@ -34,111 +33,64 @@ const { values } = parseArgs({
     runner: { type: "string" },
     runs: { type: "string" },
     only: { type: "string" },
+    load: { type: "string", default: "bun" },
   },
 });
 
-const quick = values.quick!;
-const runs = Number(values.runs ?? (quick ? 1 : 3));
-const binary = join(ROOT, "dist/outpost-linux-x64");
-const runner: Runner = values.runner ?? (existsSync(binary) ? binary : "deno");
-const only = values.only ? new Set(values.only.split(",")) : undefined;
-const summary: Record<string, unknown> = { runner, runs, quick, date: new Date().toISOString() };
+/** Peer figures from issue 8 that this machine's run does not measure (Node-RED). */
+const NODE_RED_MSGS_PER_S = 12_000;
 
-function log(line: string) {
-  console.log(line);
-}
-
-const DENO = join(ROOT, "node_modules/.bin/deno");
-
-async function runLoad(args: string[]): Promise<{ accepted: number; failed: number; seconds: number }> {
-  const out = await new Deno.Command(DENO, {
-    args: ["run", "-A", join(ROOT, "scripts/bench/http_load.ts"), ...args],
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop()!;
-  return JSON.parse(text);
-}
-
-/** HTTP ingest → outbox → gRPC → hub: messages/s acknowledged by the hub, and the agent's peak RSS. */
-async function e2eHttp(): Promise<void> {
-  const messages = quick ? 50_000 : 300_000;
-  const rates: number[] = [];
-  const ingestRates: number[] = [];
-  const peaks: number[] = [];
-  const cpuPer100k: number[] = [];
-  for (let run = 1; run <= runs; run++) {
-    const dir = tempDir("outpost-bench-");
-    const edge = { id: "bench", routingKey: "rk-bench", secret: "secret-bench-123" };
-    const hub = await startHub({ dir: join(dir, "hub"), edges: [edge], runner });
-    const apiPort = await freePort();
-    const config = writeAgentConfig(join(dir, "agent"), {
-      edgeId: edge.id,
-      dataDir: "data",
-      api: { listen: `127.0.0.1:${apiPort}`, token: TEST_TOKEN },
-      mqtt: { broker: false },
-      hub: { url: `grpc://127.0.0.1:${hub.grpcPort}`, routingKey: edge.routingKey, secret: edge.secret },
-    });
-    const agent = await startAgent(config, { runner });
-    try {
-      const startRss = rssMb(agent.proc.pid).rss;
-      const cpu0 = cpuSeconds(agent.proc.pid);
-      const t0 = performance.now();
-      const load = await runLoad([
-        `--url=http://127.0.0.1:${apiPort}`,
-        `--token=${TEST_TOKEN}`,
-        `--messages=${messages}`,
-        "--batch=100",
-        "--devices=8",
-        "--concurrency=8",
-      ]);
-      if (load.failed > 0) throw new Error(`${load.failed} messages were refused`);
-      await waitFor(
-        async () => {
-          const body = await (await hub.api("/api/v1/edges")).json();
-          return body.edges.find((e: { id: string }) => e.id === edge.id)?.records >= messages;
-        },
-        600_000,
-        "the hub to hold every message",
-      );
-      const seconds = (performance.now() - t0) / 1000;
-      const cpu = cpuSeconds(agent.proc.pid) - cpu0;
-      const { rss, peak } = rssMb(agent.proc.pid);
-      rates.push(messages / seconds);
-      ingestRates.push(load.accepted / load.seconds);
-      peaks.push(peak);
-      cpuPer100k.push(cpu / messages * 100_000);
-      log(
-        `e2e-http run ${run}: ${messages} msgs in ${seconds.toFixed(2)} s = ${
-          Math.round(messages / seconds)
-        } msg/s at the hub ` +
-          `(ingest ${Math.round(load.accepted / load.seconds)} msg/s), agent RSS ${startRss.toFixed(0)} → ${
-            rss.toFixed(0)
-          } MB, ` +
-          `peak ${peak.toFixed(0)} MB, ${(cpu / messages * 100_000).toFixed(2)} CPU s per 100k`,
-      );
-    } finally {
-      await agent.stop("SIGTERM");
-      await hub.stop();
-      removeDir(dir);
-    }
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
   }
-  summary.e2e_http_msgs_per_s = Math.round(median(rates));
-  summary.e2e_http_ingest_msgs_per_s = Math.round(median(ingestRates));
-  summary.e2e_http_peak_rss_mb = Math.round(median(peaks));
-  summary.e2e_http_cpu_s_per_100k = Number(median(cpuPer100k).toFixed(2));
-  summary.peak_rss_mb = Math.max(Number(summary.peak_rss_mb ?? 0), Math.round(Math.max(...peaks)));
-  log(
-    `e2e-http: median ${summary.e2e_http_msgs_per_s} msg/s at the hub, peak RSS ${summary.e2e_http_peak_rss_mb} MB`,
-  );
+  return newest;
 }
 
-/** The rules engine: compiled closures against json-logic-js as a baseline interpreter. */
+/** The compiled binary, built when missing or older than the source. */
+function binaryRunner(): Runner {
+  const binary = join(ROOT, "dist/outpost-linux-x64");
+  const stale = !existsSync(binary) ||
+    statSync(binary).mtimeMs < Math.max(newestMtime(join(ROOT, "src")), newestMtime(join(ROOT, "migrations")));
+  if (stale) {
+    console.log(`== building ${binary} (${existsSync(binary) ? "older than src/" : "missing"})`);
+    const built = spawnSync("npm", ["run", "build", "--", "--target", "linux-x64"], {
+      cwd: ROOT,
+      stdio: "inherit",
+    });
+    if (built.status !== 0) throw new Error(`npm run build failed (exit ${built.status})`);
+  }
+  return binary;
+}
+
+const quick = values.quick!;
+const runner: Runner = values.runner ?? binaryRunner();
+if (values.load !== "bun" && values.load !== "deno") throw new Error(`--load must be bun or deno, not "${values.load}"`);
+const ctx: BenchContext = {
+  runner,
+  quick,
+  runs: Number(values.runs ?? (quick ? 1 : 3)),
+  load: values.load,
+  summary: {},
+  log: (line) => console.log(line),
+};
+const only = values.only ? new Set(values.only.split(",")) : undefined;
+const summary = ctx.summary;
+Object.assign(summary, {
+  runner: runner.replace(ROOT + "/", ""),
+  runs: ctx.runs,
+  quick,
+  load: ctx.load,
+  cpus: navigator.hardwareConcurrency,
+  date: new Date().toISOString(),
+});
+
+/** The rules engine alone: compiled closures against json-logic-js as a baseline interpreter. */
 async function rules(): Promise<void> {
-  const path = join(ROOT, "scripts/bench-rules.ts");
-  if (!existsSync(path)) return;
   const mod = await import("./bench-rules.ts");
-  const r = await mod.benchRules({ messages: quick ? 200_000 : 1_000_000, runs });
+  const r = await mod.benchRules({ messages: quick ? 200_000 : 1_000_000, runs: ctx.runs });
   Object.assign(summary, {
     rules_compiled_msgs_per_s: r.compiled_msgs_per_s,
     rules_baseline_msgs_per_s: r.baseline_msgs_per_s,
@@ -148,14 +100,52 @@ async function rules(): Promise<void> {
 }
 
 const scenarios: [string, () => Promise<void>][] = [
-  ["e2e-http", e2eHttp],
+  ["idle", () => idle(ctx)],
+  ["e2e-mqtt", () => e2eMqtt(ctx)],
+  ["peers", () => peers(ctx)],
+  ["e2e-http", () => e2eHttp(ctx)],
+  ["backlog", () => backlog(ctx)],
+  ["connections", () => connections(ctx)],
   ["rules", rules],
 ];
+if (only) {
+  const known = new Set(scenarios.map(([name]) => name));
+  for (const name of only) if (!known.has(name)) throw new Error(`Unknown scenario "${name}"`);
+}
 
+const started = performance.now();
 for (const [name, fn] of scenarios) {
   if (only && !only.has(name)) continue;
-  log(`== ${name}`);
+  console.log(`== ${name}`);
+  const t0 = performance.now();
   await fn();
+  console.log(`   (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+}
+summary.bench_seconds = Math.round((performance.now() - started) / 1000);
+
+/** Ratios to the peers, and the targets of issue 8 with whether this run met them. */
+const n = (key: string) => typeof summary[key] === "number" ? summary[key] as number : undefined;
+const ratio = (a?: number, b?: number) => a !== undefined && b ? Number((a / b).toFixed(2)) : undefined;
+const e2e = n("e2e_mqtt_msgs_per_s");
+summary.e2e_mqtt_vs_bridge = ratio(e2e, n("bridge_msgs_per_s"));
+summary.e2e_mqtt_vs_raw_qos1 = ratio(e2e, n("raw_mqtt_qos1_msgs_per_s"));
+summary.e2e_mqtt_vs_node_red = ratio(e2e, e2e === undefined ? undefined : NODE_RED_MSGS_PER_S);
+const targets: Record<string, { value: number; target: string; met: boolean }> = {};
+const target = (name: string, value: number | undefined, op: ">=" | "<=", limit: number) => {
+  if (value === undefined) return;
+  targets[name] = { value, target: `${op} ${limit}`, met: op === ">=" ? value >= limit : value <= limit };
+};
+target("e2e_mqtt_vs_bridge", summary.e2e_mqtt_vs_bridge as number | undefined, ">=", 1.0);
+target("e2e_mqtt_vs_raw_qos1", summary.e2e_mqtt_vs_raw_qos1 as number | undefined, ">=", 0.8);
+target("e2e_mqtt_vs_node_red", summary.e2e_mqtt_vs_node_red as number | undefined, ">=", 2.5);
+target("backlog_drain_msgs_per_s", n("backlog_drain_msgs_per_s"), ">=", 100_000);
+target("e2e_mqtt_peak_rss_mb", n("e2e_mqtt_peak_rss_mb"), "<=", 150);
+target("idle_rss_mb", n("idle_rss_mb"), "<=", 60);
+target("startup_ms", n("startup_ms"), "<=", 300);
+for (const key of Object.keys(summary)) if (summary[key] === undefined) delete summary[key];
+summary.targets = targets;
+for (const [name, t] of Object.entries(targets)) {
+  console.log(`target ${name}: ${t.value} (${t.target}) ${t.met ? "met" : "MISSED"}`);
 }
 
 mkdirSync(join(ROOT, "bench-results"), { recursive: true });

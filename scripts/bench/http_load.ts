@@ -1,7 +1,8 @@
 /**
  * HTTP load generator (a separate process from the agent): posts telemetry as JSON arrays to
  * `POST /api/v1/devices/{device}/telemetry` with a fixed number of requests in flight, and
- * prints one JSON line with what was accepted.
+ * prints one JSON line with what was accepted (`{"event":"load.done", accepted, failed, …}`).
+ * Each sample carries `t`, its send time (ms since the epoch).
  *
  *   deno run -A scripts/bench/http_load.ts --url http://127.0.0.1:8080 --token T \
  *     --messages 100000 --batch 100 --devices 8 --concurrency 8 [--start 0]
@@ -31,6 +32,7 @@ const headers = { authorization: `Bearer ${values.token}`, "content-type": "appl
 function sample(n: number, device: number): Record<string, unknown> {
   return {
     n,
+    t: Date.now(),
     temperature: 20 + (n % 100) / 10,
     humidity: 40 + (n % 50) / 10,
     pressure: 1013 + (n % 20),
@@ -65,4 +67,6 @@ const worker = async () => {
 };
 await Promise.all(Array.from({ length: concurrency }, worker));
 const seconds = (performance.now() - t0) / 1000;
-console.log(JSON.stringify({ accepted, failed, seconds, msgsPerSecond: Math.round(accepted / seconds) }));
+console.log(
+  JSON.stringify({ event: "load.done", accepted, failed, seconds, msgsPerSecond: Math.round(accepted / seconds) }),
+);

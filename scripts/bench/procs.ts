@@ -1,11 +1,20 @@
 /** Process plumbing for benchmarks: RSS and CPU of a pid from /proc, and waiting helpers. */
 import { readFileSync } from "node:fs";
 
-/** Current and peak resident set size of a process, in MB (Linux /proc). */
-export function rssMb(pid: number): { rss: number; peak: number } {
+/**
+ * Current and peak resident set size of a process, in MB (Linux /proc), and how much of the
+ * current one is anonymous memory (heap and the like) as opposed to pages of mapped files (for a
+ * compiled binary, its own executable: shared, clean, reclaimable).
+ */
+export function rssMb(pid: number): { rss: number; peak: number; anon: number; file: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
-  return { rss: kb("VmRSS") / 1024, peak: kb("VmHWM") / 1024 };
+  return {
+    rss: kb("VmRSS") / 1024,
+    peak: kb("VmHWM") / 1024,
+    anon: kb("RssAnon") / 1024,
+    file: kb("RssFile") / 1024,
+  };
 }
 
 /** CPU seconds (user + system) a process has used so far. */

@@ -9,6 +9,8 @@
  *   stream ends with UNAVAILABLE and nothing more is acknowledged on it; the edge resends.
  * - An edge's batches are stored one at a time, in arrival order, across all of its streams, so
  *   a reconnecting edge's resend never interleaves with a batch still in flight on an old stream.
+ *   Batches that arrive together are stored together: one transaction (one commit) for all of
+ *   them, in arrival order, then each is acknowledged.
  */
 import * as grpc from "@grpc/grpc-js";
 import { randomBytes, randomUUID } from "node:crypto";
@@ -191,23 +193,44 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     detach(session, details);
   }
 
-  function storeBatch(session: Session, batch: Batch): void {
-    if (!session.open) return; // nobody to acknowledge to: the edge resends on its next stream
+  /** Batches received and not yet stored, per edge: stored together by the next `storeWaiting`. */
+  const waiting = new Map<string, { session: Session; batch: Batch }[]>();
+
+  function takeBatch(session: Session, batch: Batch): void {
+    const edge = session.edge;
+    let list = waiting.get(edge);
+    if (list === undefined) {
+      list = [];
+      waiting.set(edge, list);
+      // After the frames read with this one: they join the same transaction.
+      setImmediate(() => void serially(edge, () => storeWaiting(edge)));
+    }
+    list.push({ session, batch });
+  }
+
+  function storeWaiting(edge: string): void {
+    const list = waiting.get(edge) ?? [];
+    waiting.delete(edge);
+    // Nobody to acknowledge to on a closed stream: the edge resends on its next one.
+    const live = list.filter((w) => w.session.open);
+    if (live.length === 0) return;
+    const records = live.length === 1 ? live[0].batch.records ?? [] : live.flatMap((w) => w.batch.records ?? []);
     let added: number;
     try {
-      added = store.storeBatch(session.edge, batch.records ?? [], now());
+      added = store.storeBatch(edge, records, now());
     } catch (error) {
-      log.error("hub.store_failed", { edge: session.edge, seq: batch.seq, error: errorMessage(error) });
-      fail(session, grpc.status.UNAVAILABLE, STORE_FAILED);
+      log.error("hub.store_failed", {
+        edge,
+        seq: live.map((w) => w.batch.seq),
+        error: errorMessage(error),
+      });
+      for (const session of new Set(live.map((w) => w.session))) {
+        fail(session, grpc.status.UNAVAILABLE, STORE_FAILED);
+      }
       return;
     }
-    write(session, { ack: { seq: batch.seq } });
-    log.debug("batch.stored", {
-      edge: session.edge,
-      seq: batch.seq,
-      records: batch.records?.length,
-      added,
-    });
+    for (const w of live) write(w.session, { ack: { seq: w.batch.seq } });
+    log.debug("batch.stored", { edge, batches: live.length, records: records.length, added });
   }
 
   function saveReport(session: Session, report: ReportFrame): void {
@@ -245,7 +268,7 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       switch (frame.frame) {
         case "batch":
           // A batch arriving while the hub shuts down is not taken; the edge resends it.
-          if (!closing) void serially(edge, () => storeBatch(session, frame.batch));
+          if (!closing) takeBatch(session, frame.batch);
           return;
         case "heartbeat":
           store.touch(edge, now());
@@ -293,6 +316,7 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     const list = sessions.get(edge) ?? [];
     list.push(session);
     sessions.set(edge, list);
+    widenFlowControl(call, log);
     // The edge takes the response headers as "connected".
     call.sendMetadata(new grpc.Metadata());
     log.info("edge.connected", { edge, peer, streams: list.length });
@@ -371,6 +395,8 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
         } catch { /* the answer below still goes out */ }
         waiter.settle("timeout", null);
       }
+      // Batches received and not yet queued for storing are stored (and acknowledged) now.
+      for (const edge of [...waiting.keys()]) void serially(edge, () => storeWaiting(edge));
       await Promise.all(queues.values());
       for (const list of [...sessions.values()]) {
         for (const session of [...list]) fail(session, grpc.status.UNAVAILABLE, SHUTTING_DOWN);
@@ -380,6 +406,35 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   }
 
   return { connect, isConnected: (edge) => live(edge) !== undefined, runCommand, push, close };
+}
+
+/** HTTP/2 receive windows the hub grants an edge's connection (stream, and connection total). */
+const STREAM_WINDOW = 16 * 1024 * 1024;
+const CONNECTION_WINDOW = 32 * 1024 * 1024;
+
+/**
+ * Grants the edge's HTTP/2 connection large receive windows. With the default 64 KiB, an edge can
+ * have only 64 KiB on the wire before the hub's WINDOW_UPDATE comes back, and a busy edge reads
+ * that update only on its next event-loop turn: measured here, batches of 500 records then took
+ * about 1.7 s each to get through and the hub got 3,500 msg/s of the 6,000 the edge accepted.
+ * The edge's own window of batches in flight (16 × ≤1 MiB) bounds what it sends, so a window of
+ * 16 MiB costs no memory that is not already bounded. grpc-js has no server option for this: the
+ * HTTP/2 session is reached through the call's internals, and if that path ever changes the hub
+ * keeps working with the default windows (logged once at debug).
+ */
+function widenFlowControl(call: Call, log: Logger): void {
+  try {
+    let inner = (call as any).call;
+    while (inner && !inner.stream) inner = inner.nextCall;
+    const session = inner?.stream?.session;
+    if (!session || typeof session.settings !== "function") throw new Error("no HTTP/2 session on the call");
+    if ((session.localSettings?.initialWindowSize ?? 0) < STREAM_WINDOW) {
+      session.settings({ initialWindowSize: STREAM_WINDOW });
+    }
+    if (typeof session.setLocalWindowSize === "function") session.setLocalWindowSize(CONNECTION_WINDOW);
+  } catch (error) {
+    log.debug("edge.flow_control_default", { error: errorMessage(error) });
+  }
 }
 
 /** A JSON value from the wire: null when empty, `{"_raw": text}` when not JSON. */

@@ -4,6 +4,10 @@
  * - `enqueue()` resolves only after the transaction holding its records has committed
  *   (group commit: every caller that arrives while a commit runs shares the next one).
  * - A record leaves only by `ack()` (delivered) or by `onFull: "drop-oldest"` (counted).
+ * - Acknowledged deletes ride in the same transaction as the next inserts (one commit, one
+ *   fsync, for both). A delete lost in a crash only means a resend, which the hub recognises.
+ * - Group commit sizes itself by load: one transaction per event-loop turn holds everything that
+ *   arrived meanwhile; a slow fsync (flash storage) makes turns, and so transactions, larger.
  * - `seq` never repeats (AUTOINCREMENT); with the store's random epoch it makes the record id
  *   the hub deduplicates on, stable across resends and restarts.
  * - Each distinct SQL text is prepared once (see src/db/mod.ts).
@@ -12,7 +16,7 @@ import { asc, count, sql, sum } from "drizzle-orm";
 import { randomBytes } from "node:crypto";
 import { Buffer } from "node:buffer";
 import type { Message } from "../core/message.ts";
-import { agentMigrations, type LocalDatabase, openDatabase } from "../db/mod.ts";
+import { agentMigrations, type LocalDatabase, openDatabase, type Statement } from "../db/mod.ts";
 import { meta, outbox } from "./tables.ts";
 
 export interface OutboxRecord {
@@ -27,6 +31,11 @@ export interface OutboxRecord {
   payload: string;
   bytes: number;
   createdAt: number;
+}
+
+/** A record as the uplink sends it: the payload as its UTF-8 bytes, read as such from the store. */
+export interface OutboxRecordBytes extends Omit<OutboxRecord, "payload"> {
+  payload: Uint8Array;
 }
 
 export interface OutboxStats {
@@ -74,7 +83,7 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
-type ClaimRow = [number, string, string, number, string | null, string, number, number];
+type ClaimRow = [number, string, string, number, string | null, string | Uint8Array, number, number];
 
 interface PreparedRow {
   device: string;
@@ -117,11 +126,11 @@ export class Outbox {
   private listeners = new Set<() => void>();
   private closed = false;
   private ackFrom: [number, number][] = [];
-  private ackScheduled = false;
   private ackWaiters: (() => void)[] = [];
 
   private readonly q;
   private readonly claimStatement;
+  private readonly claimBytesStatement;
 
   constructor(options: OutboxOptions) {
     this.options = options;
@@ -141,6 +150,10 @@ export class Outbox {
     };
     this.claimStatement = this.db.prepare(
       "SELECT seq, device, kind, ts, topic, payload, bytes, created_at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+    ).raw(true);
+    this.claimBytesStatement = this.db.prepare(
+      "SELECT seq, device, kind, ts, topic, CAST(payload AS BLOB), bytes, created_at FROM outbox " +
+        "WHERE seq > ? ORDER BY seq LIMIT ?",
     ).raw(true);
     this.epoch = this.metaGet("epoch") ?? this.initEpoch();
     this.dropped = Number(this.metaGet("dropped") ?? 0);
@@ -179,60 +192,87 @@ export class Outbox {
     }
     return new Promise((resolve, reject) => {
       this.pending.push({ rows, bytes, resolve, reject, inTransaction: options.inTransaction });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
+      this.schedule();
     });
   }
 
+  private schedule(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /**
+   * One transaction for everything that arrived since the last one: the acknowledged deletes
+   * first (they make room), then every group's records (one multi-row INSERT run for all of them)
+   * and their `inTransaction` callbacks.
+   */
   private flush(): void {
     this.flushScheduled = false;
     const groups = this.pending;
+    const ranges = this.ackFrom;
+    const ackWaiters = this.ackWaiters;
     this.pending = [];
-    if (groups.length === 0) return;
+    this.ackFrom = [];
+    this.ackWaiters = [];
+    if (groups.length === 0 && ranges.length === 0) return;
+    if (this.closed) {
+      for (const w of ackWaiters) w();
+      return;
+    }
     const accepted: Pending[] = [];
     const refused: Pending[] = [];
     let added = 0;
     let addedBytes = 0;
     let droppedNow = 0;
     let droppedBytes = 0;
+    let acked = { n: 0, bytes: 0 };
     try {
       this.db.transaction(() => {
+        acked = this.deleteRanges(ranges);
         const createdAt = this.now();
+        const base = this.totalBytes - acked.bytes;
+        let rows: PreparedRow[] = [];
         for (const group of groups) {
           if (group.bytes > this.options.maxBytes) {
             refused.push(group);
             continue;
           }
-          const wouldBe = this.totalBytes + addedBytes - droppedBytes + group.bytes;
+          const wouldBe = base + addedBytes - droppedBytes + group.bytes;
           if (group.bytes > 0 && wouldBe > this.options.maxBytes) {
             if (this.options.onFull === "reject") {
               refused.push(group);
               continue;
             }
+            // The oldest may be records of this very transaction: store what is waiting first.
+            this.insertRows(rows, createdAt);
+            rows = [];
             const freed = this.dropOldest(wouldBe - this.options.maxBytes);
             droppedNow += freed.n;
             droppedBytes += freed.bytes;
           }
-          this.insertRows(group.rows, createdAt);
-          group.inTransaction?.();
+          for (const r of group.rows) rows.push(r);
           added += group.rows.length;
           addedBytes += group.bytes;
           accepted.push(group);
         }
+        this.insertRows(rows, createdAt);
+        for (const group of accepted) group.inTransaction?.();
         if (droppedNow > 0) this.metaSet("dropped", String(this.dropped + droppedNow));
       });
     } catch (error) {
       for (const g of groups) g.reject(error);
+      // The deletes must not wait on inserts that fail (a full disk, say): alone, they may pass.
+      if (ranges.length > 0) this.flushAcks(ranges, ackWaiters);
       return;
     }
-    this.depth += added - droppedNow;
-    this.totalBytes += addedBytes - droppedBytes;
+    this.depth += added - droppedNow - acked.n;
+    this.totalBytes += addedBytes - droppedBytes - acked.bytes;
     if (droppedNow > 0) {
       this.dropped += droppedNow;
       this.options.onDropped?.(droppedNow);
     }
+    for (const w of ackWaiters) w();
     for (const g of accepted) g.resolve();
     for (const g of refused) {
       g.reject(
@@ -244,6 +284,26 @@ export class Outbox {
       );
     }
     if (added > 0) { for (const listener of this.listeners) listener(); }
+  }
+
+  /** Deletes acknowledged ranges (inside a transaction); how many records and bytes went. */
+  private deleteRanges(ranges: readonly [number, number][]): { n: number; bytes: number } {
+    if (ranges.length === 0) return { n: 0, bytes: 0 };
+    // An aggregate and a plain DELETE: no row per deleted record crosses into JavaScript.
+    const measure = this.db.prepare(
+      "SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS bytes FROM outbox WHERE seq BETWEEN ? AND ?",
+    ).raw(true);
+    const del = this.db.prepare("DELETE FROM outbox WHERE seq BETWEEN ? AND ?");
+    let n = 0;
+    let bytes = 0;
+    for (const [a, b] of ranges) {
+      const row = measure.get(a, b) as [number, number];
+      if (row[0] === 0) continue;
+      n += row[0];
+      bytes += row[1];
+      del.run(a, b);
+    }
+    return { n, bytes };
   }
 
   /**
@@ -267,7 +327,7 @@ export class Outbox {
           params[o + 5] = r.bytes;
           params[o + 6] = createdAt;
         }
-        statement.run(...params);
+        statement.run(params);
         i += size;
       }
     }
@@ -296,10 +356,27 @@ export class Outbox {
 
   /** The oldest records after `afterSeq`, at most `limit` of them and about `maxBytes` (at least one). */
   claim(afterSeq: number, limit: number, maxBytes = Infinity): OutboxRecord[] {
+    return this.read<string>(this.claimStatement, afterSeq, limit, maxBytes);
+  }
+
+  /**
+   * `claim()` with each payload as its UTF-8 bytes, straight from SQLite (`CAST(… AS BLOB)`): what
+   * the uplink puts on the wire, without a string and a re-encoding per record.
+   */
+  claimBytes(afterSeq: number, limit: number, maxBytes = Infinity): OutboxRecordBytes[] {
+    return this.read<Uint8Array>(this.claimBytesStatement, afterSeq, limit, maxBytes);
+  }
+
+  private read<P extends string | Uint8Array>(
+    statement: Statement,
+    afterSeq: number,
+    limit: number,
+    maxBytes: number,
+  ): (Omit<OutboxRecord, "payload"> & { payload: P })[] {
     // A raw statement returning arrays: this runs for every batch sent, and drizzle's per-row
     // mapping cost more than the query.
-    const rows = this.claimStatement.all(afterSeq, limit) as unknown as ClaimRow[];
-    const out: OutboxRecord[] = [];
+    const rows = statement.all(afterSeq, limit) as unknown as ClaimRow[];
+    const out: (Omit<OutboxRecord, "payload"> & { payload: P })[] = [];
     let bytes = 0;
     for (const r of rows) {
       const b = r[6];
@@ -312,7 +389,7 @@ export class Outbox {
         kind: r[2],
         ts: r[3],
         topic: r[4],
-        payload: r[5],
+        payload: r[5] as P,
         bytes: b,
         createdAt: r[7],
       });
@@ -322,39 +399,24 @@ export class Outbox {
 
   /**
    * Deletes the records `firstSeq..lastSeq` (inclusive) once the hub has acknowledged them.
-   * Acks arriving together share one transaction; the promise resolves after it commits.
+   * Acks arriving together share one transaction, with the inserts waiting then if any; the
+   * promise resolves after it commits.
    */
   ack(firstSeq: number, lastSeq: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
     this.ackFrom.push([firstSeq, lastSeq]);
     return new Promise((resolve) => {
       this.ackWaiters.push(resolve);
-      if (!this.ackScheduled) {
-        this.ackScheduled = true;
-        setImmediate(() => this.flushAcks());
-      }
+      this.schedule();
     });
   }
 
-  private flushAcks(): void {
-    this.ackScheduled = false;
-    const ranges = this.ackFrom;
-    const waiters = this.ackWaiters;
-    this.ackFrom = [];
-    this.ackWaiters = [];
-    if (this.closed) return;
-    const del = this.db.prepare("DELETE FROM outbox WHERE seq BETWEEN ? AND ? RETURNING bytes");
-    let n = 0;
-    let bytes = 0;
+  /** Deletes acknowledged ranges in a transaction of their own. */
+  private flushAcks(ranges: [number, number][], waiters: (() => void)[]): void {
     try {
-      this.db.transaction(() => {
-        for (const [a, b] of ranges) {
-          const rows = del.all(a, b) as { bytes: number }[];
-          n += rows.length;
-          for (const r of rows) bytes += r.bytes;
-        }
-      });
-      this.depth -= n;
-      this.totalBytes -= bytes;
+      const gone = this.db.transaction(() => this.deleteRanges(ranges));
+      this.depth -= gone.n;
+      this.totalBytes -= gone.bytes;
     } catch (error) {
       // The records stay and are sent again after the next reconnect; the hub stores each once.
       this.options.onError?.("outbox.ack_failed", error);
@@ -386,8 +448,7 @@ export class Outbox {
   /** Flushes what is pending and closes the database. Idempotent. */
   close(): void {
     if (this.closed) return;
-    if (this.pending.length > 0) this.flush();
-    if (this.ackFrom.length > 0) this.flushAcks();
+    if (this.pending.length > 0 || this.ackFrom.length > 0) this.flush();
     this.closed = true;
     this.listeners.clear();
     this.db.close();

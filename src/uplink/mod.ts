@@ -3,6 +3,10 @@
  * dispatcher loop that feeds it: claim the oldest records → send a batch → delete on ack.
  * Invariants:
  * - Records are sent in outbox order, at most `window` batches unacknowledged at once.
+ * - Batches are sized by load: a full batch (`batchRecords` or `batchBytes`) goes at once; a
+ *   partial one goes when nothing else is in flight or its oldest record has waited `lingerMs`.
+ *   Under load, records gather while earlier batches are acknowledged (fewer, larger batches,
+ *   fewer hub commits); when idle, a message is sent as soon as it is committed.
  * - A record is deleted only after the hub acknowledged the batch holding it.
  * - After any disconnect everything unacknowledged is sent again, oldest first (the hub
  *   deduplicates by record id, so the pair is exactly-once).
@@ -12,7 +16,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { readFileSync } from "node:fs";
 import { type Backoff, createBackoff } from "../core/backoff.ts";
-import type { Outbox, OutboxRecord } from "../outbox/mod.ts";
+import type { Outbox, OutboxRecordBytes } from "../outbox/mod.ts";
 import { AUTH_METADATA, type EdgeFrame, hubClientConstructor, type HubFrame } from "../proto/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { classify, codeName } from "./classify.ts";
@@ -30,6 +34,8 @@ export interface UplinkOptions {
   window?: number;
   batchRecords?: number;
   batchBytes?: number;
+  /** How long a partial batch may wait for more records while others are in flight (ms). */
+  lingerMs?: number;
   /** Information sent in the `hello` report after connecting (version, target). */
   hello?: Record<string, unknown>;
   /** Frames other than acks (commands, rules, update offers) go here. */
@@ -60,7 +66,12 @@ export class Uplink {
   private readonly window: number;
   private readonly batchRecords: number;
   private readonly batchBytes: number;
+  private readonly lingerMs: number;
   private readonly backoff: Backoff;
+  /** Claimed, not yet sent: the next batch, growing while earlier ones are in flight. */
+  private staged: OutboxRecordBytes[] = [];
+  private stagedBytes = 0;
+  private lingerTimer: ReturnType<typeof setTimeout> | undefined;
   private client: grpc.Client | undefined;
   private call: grpc.ClientDuplexStream<EdgeFrame, HubFrame> | undefined;
   private connected = false;
@@ -84,6 +95,7 @@ export class Uplink {
     this.window = options.window ?? 16;
     this.batchRecords = options.batchRecords ?? 500;
     this.batchBytes = options.batchBytes ?? 1024 * 1024;
+    this.lingerMs = options.lingerMs ?? 20;
     this.backoff = createBackoff({ baseMs: 200, maxMs: 15_000 });
   }
 
@@ -162,6 +174,7 @@ export class Uplink {
     this.lastError = undefined;
     this.backoff.reset();
     this.inFlight.clear();
+    this.unstage();
     this.lastClaimed = 0;
     this.nextSeq = 1;
     this.telemetry.hubConnected(this.config.url);
@@ -183,6 +196,7 @@ export class Uplink {
     this.connected = false;
     this.call = undefined;
     this.inFlight.clear();
+    this.unstage();
     this.lastClaimed = 0;
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
@@ -219,19 +233,55 @@ export class Uplink {
     this.options.onFrame?.(frame);
   }
 
-  /** Sends batches while the window has room and the outbox has records not yet in flight. */
+  private unstage(): void {
+    this.staged = [];
+    this.stagedBytes = 0;
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
+  }
+
+  /**
+   * Sends batches while the window has room and the outbox has records not yet in flight: full
+   * batches at once, a partial one when nothing is in flight or it has lingered long enough.
+   */
   private pump(): void {
     if (this.pumping || !this.connected || !this.call) return;
     this.pumping = true;
     try {
       while (this.connected && this.call && this.inFlight.size < this.window) {
-        const records = this.outbox.claim(this.lastClaimed, this.batchRecords, this.batchBytes);
+        if (this.staged.length < this.batchRecords && this.stagedBytes < this.batchBytes) {
+          const more = this.outbox.claimBytes(
+            this.lastClaimed,
+            this.batchRecords - this.staged.length,
+            this.batchBytes - this.stagedBytes,
+          );
+          if (more.length > 0) {
+            this.lastClaimed = more[more.length - 1].seq;
+            for (const r of more) {
+              this.staged.push(r);
+              this.stagedBytes += r.bytes;
+            }
+          }
+        }
+        const records = this.staged;
         if (records.length === 0) break;
+        const full = records.length >= this.batchRecords || this.stagedBytes >= this.batchBytes;
+        if (!full && this.inFlight.size > 0) {
+          const wait = records[0].createdAt + this.lingerMs - Date.now();
+          if (wait > 0) {
+            this.lingerTimer ??= setTimeout(() => {
+              this.lingerTimer = undefined;
+              this.pump();
+            }, wait);
+            break;
+          }
+        }
+        this.staged = [];
+        this.stagedBytes = 0;
         const seq = this.nextSeq++;
         const first = records[0].seq;
         const last = records[records.length - 1].seq;
         this.inFlight.set(seq, { first, last, count: records.length });
-        this.lastClaimed = last;
         this.call.write({ frame: "batch", batch: { seq, records: records.map(toWire) } });
       }
     } finally {
@@ -256,6 +306,7 @@ export class Uplink {
     if (this.stopped) return;
     this.stopped = true;
     this.unsubscribe?.();
+    this.unstage();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.heartbeat) clearInterval(this.heartbeat);
     const call = this.call;
@@ -270,15 +321,8 @@ export class Uplink {
   }
 }
 
-function toWire(r: OutboxRecord) {
-  return {
-    id: r.id,
-    device: r.device,
-    kind: r.kind,
-    ts: r.ts,
-    payload: Buffer.from(r.payload),
-    topic: r.topic ?? "",
-  };
+function toWire(r: OutboxRecordBytes) {
+  return { id: r.id, device: r.device, kind: r.kind, ts: r.ts, payload: r.payload, topic: r.topic ?? "" };
 }
 
 export function createUplink(
