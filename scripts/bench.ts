@@ -53,7 +53,8 @@ function newestMtime(dir: string): number {
 function binaryRunner(): Runner {
   const binary = join(ROOT, "dist/outpost-linux-x64");
   const stale = !existsSync(binary) ||
-    statSync(binary).mtimeMs < Math.max(newestMtime(join(ROOT, "src")), newestMtime(join(ROOT, "migrations")));
+    statSync(binary).mtimeMs <
+      Math.max(newestMtime(join(ROOT, "src")), newestMtime(join(ROOT, "migrations")));
   if (stale) {
     console.log(`== building ${binary} (${existsSync(binary) ? "older than src/" : "missing"})`);
     const built = spawnSync("npm", ["run", "build", "--", "--target", "linux-x64"], {
@@ -67,7 +68,9 @@ function binaryRunner(): Runner {
 
 const quick = values.quick!;
 const runner: Runner = values.runner ?? binaryRunner();
-if (values.load !== "bun" && values.load !== "deno") throw new Error(`--load must be bun or deno, not "${values.load}"`);
+if (values.load !== "bun" && values.load !== "deno") {
+  throw new Error(`--load must be bun or deno, not "${values.load}"`);
+}
 const ctx: BenchContext = {
   runner,
   quick,

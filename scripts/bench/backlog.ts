@@ -104,9 +104,13 @@ export async function backlog(ctx: BenchContext): Promise<void> {
     ctx.log(
       `backlog run ${run}: ${r.backlog} records waiting (filled at ${Math.round(r.fillMsgsPerS)} msg/s), ` +
         `drained in ${r.drainSeconds.toFixed(2)} s with ${LIVE.devices * LIVE.rate} msg/s arriving = ` +
-        `${Math.round(r.drainMsgsPerS)} msg/s at the hub (CPU s per 100k: agent ${r.agentCpuPer100k.toFixed(2)}, ` +
+        `${Math.round(r.drainMsgsPerS)} msg/s at the hub (CPU s per 100k: agent ${
+          r.agentCpuPer100k.toFixed(2)
+        }, ` +
         `hub ${r.hubCpuPer100k.toFixed(2)}); agent RSS ${r.rssStartMb.toFixed(0)} → ` +
-        `${r.rssFullMb.toFixed(0)} (full) → ${r.rssEndMb.toFixed(0)} MB (drained), peak ${r.peakMb.toFixed(0)} MB`,
+        `${r.rssFullMb.toFixed(0)} (full) → ${r.rssEndMb.toFixed(0)} MB (drained), peak ${
+          r.peakMb.toFixed(0)
+        } MB`,
     );
   }
   const s = ctx.summary;

@@ -67,7 +67,9 @@ export async function connections(ctx: BenchContext): Promise<void> {
     ctx.log(
       `connections run ${run}: ${DEVICES} devices × 1 msg/s for ${seconds} s, ${r.acked} msgs all at the hub ` +
         `(p99 ${r.p99Ms} ms), agent CPU ${r.cpuPercent.toFixed(0)}%, RSS ${r.rssStartMb.toFixed(0)} → ` +
-        `${r.rssConnectedMb.toFixed(0)} (connected) → ${r.rssEndMb.toFixed(0)} MB (end), peak ${r.peakMb.toFixed(0)} MB`,
+        `${r.rssConnectedMb.toFixed(0)} (connected) → ${r.rssEndMb.toFixed(0)} MB (end), peak ${
+          r.peakMb.toFixed(0)
+        } MB`,
     );
   }
   const s = ctx.summary;

@@ -5,7 +5,15 @@
  * (202s), latency send → hub commit, the agent's peak RSS and CPU seconds per 100,000 messages.
  */
 import { median } from "./procs.ts";
-import { BENCH_RULES, type BenchContext, hubFigures, startEdge, startTool, TEST_TOKEN, waitEmpty } from "./harness.ts";
+import {
+  BENCH_RULES,
+  type BenchContext,
+  hubFigures,
+  startEdge,
+  startTool,
+  TEST_TOKEN,
+  waitEmpty,
+} from "./harness.ts";
 
 interface HttpRun {
   msgsPerS: number;

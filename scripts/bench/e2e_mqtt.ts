@@ -69,9 +69,15 @@ export async function e2eMqtt(ctx: BenchContext): Promise<void> {
     const r = await e2eMqttOnce(ctx, messages);
     results.push(r);
     ctx.log(
-      `e2e-mqtt run ${run}: ${messages} msgs from ${FLEET.devices} devices, ${Math.round(r.msgsPerS)} msg/s at the hub ` +
-        `(PUBACKed ${Math.round(r.ingestMsgsPerS)} msg/s), publish→hub p50 ${r.p50Ms} ms p99 ${r.p99Ms} ms, ` +
-        `agent RSS ${r.rssStartMb.toFixed(0)} → ${r.rssEndMb.toFixed(0)} MB (peak ${r.peakRssMb.toFixed(0)}), ` +
+      `e2e-mqtt run ${run}: ${messages} msgs from ${FLEET.devices} devices, ${
+        Math.round(r.msgsPerS)
+      } msg/s at the hub ` +
+        `(PUBACKed ${
+          Math.round(r.ingestMsgsPerS)
+        } msg/s), publish→hub p50 ${r.p50Ms} ms p99 ${r.p99Ms} ms, ` +
+        `agent RSS ${r.rssStartMb.toFixed(0)} → ${r.rssEndMb.toFixed(0)} MB (peak ${
+          r.peakRssMb.toFixed(0)
+        }), ` +
         `CPU s per 100k: agent ${r.cpuPer100k.toFixed(2)}, hub ${r.hubCpuPer100k.toFixed(2)}`,
     );
   }

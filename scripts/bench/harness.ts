@@ -55,12 +55,18 @@ export const BENCH_RULES = {
       match: { kind: "telemetry" },
       then: [{ set: { temperature_f: { "+": [{ "*": [{ var: "temperature" }, 1.8] }, 32] } } }],
     },
-    { id: "deadband", match: { kind: "telemetry" }, then: [{ deadband: { field: "humidity", delta: 0.05 } }] },
+    {
+      id: "deadband",
+      match: { kind: "telemetry" },
+      then: [{ deadband: { field: "humidity", delta: 0.05 } }],
+    },
     {
       id: "overheat",
       match: { kind: "telemetry" },
       if: { ">": [{ var: "temperature_f" }, 85] },
-      then: [{ alarm: { type: "overheat", severity: "major", clear: { "<": [{ var: "temperature_f" }, 80] } } }],
+      then: [{
+        alarm: { type: "overheat", severity: "major", clear: { "<": [{ var: "temperature_f" }, 80] } },
+      }],
     },
     { id: "route", match: { topic: "devices/+/telemetry" }, then: [{ route: ["hub"] }] },
   ],
@@ -107,16 +113,22 @@ export async function startEdge(o: EdgeOptions): Promise<Edge> {
   const dir = tempDir("outpost-bench-");
   const grpcPort = await freePort();
   const hubApiPort = await freePort();
-  let hub = o.hub === false
-    ? undefined
-    : await startHub({ dir: join(dir, "hub"), edges: [EDGE], runner: o.runner, grpcPort, apiPort: hubApiPort });
+  let hub = o.hub === false ? undefined : await startHub({
+    dir: join(dir, "hub"),
+    edges: [EDGE],
+    runner: o.runner,
+    grpcPort,
+    apiPort: hubApiPort,
+  });
   const apiPort = await freePort();
   const mqttPort = await freePort();
   const config = writeAgentConfig(join(dir, "agent"), {
     edgeId: EDGE.id,
     dataDir: "data",
     api: { listen: `127.0.0.1:${apiPort}`, token: TEST_TOKEN },
-    mqtt: o.mqtt === false ? { broker: false } : { broker: { listen: `127.0.0.1:${mqttPort}`, auth: "none" } },
+    mqtt: o.mqtt === false
+      ? { broker: false }
+      : { broker: { listen: `127.0.0.1:${mqttPort}`, auth: "none" } },
     hub: { url: `grpc://127.0.0.1:${grpcPort}`, routingKey: EDGE.routingKey, secret: EDGE.secret },
     ...(o.rules ? { rules: o.rules } : {}),
   });

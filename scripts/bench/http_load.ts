@@ -68,5 +68,11 @@ const worker = async () => {
 await Promise.all(Array.from({ length: concurrency }, worker));
 const seconds = (performance.now() - t0) / 1000;
 console.log(
-  JSON.stringify({ event: "load.done", accepted, failed, seconds, msgsPerSecond: Math.round(accepted / seconds) }),
+  JSON.stringify({
+    event: "load.done",
+    accepted,
+    failed,
+    seconds,
+    msgsPerSecond: Math.round(accepted / seconds),
+  }),
 );

@@ -30,7 +30,9 @@ export async function idle(ctx: BenchContext): Promise<void> {
             ms = performance.now() - t0;
             break;
           }
-          if (performance.now() - t0 > 30_000) throw new Error("the agent did not answer /healthz within 30 s");
+          if (performance.now() - t0 > 30_000) {
+            throw new Error("the agent did not answer /healthz within 30 s");
+          }
           await new Promise((r) => setTimeout(r, 2));
         }
         await proc.waitForEvent("hub.connected", 10_000).catch(() => {});
@@ -54,5 +56,7 @@ export async function idle(ctx: BenchContext): Promise<void> {
   s.startup_ms = Math.round(median(startups));
   s.idle_rss_mb = Number(median(rss).toFixed(1));
   s.idle_rss_anon_mb = Number(median(anon).toFixed(1));
-  ctx.log(`idle: start-up to /healthz ${s.startup_ms} ms, idle RSS ${s.idle_rss_mb} MB (medians of ${STARTS})`);
+  ctx.log(
+    `idle: start-up to /healthz ${s.startup_ms} ms, idle RSS ${s.idle_rss_mb} MB (medians of ${STARTS})`,
+  );
 }

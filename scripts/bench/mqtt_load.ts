@@ -132,8 +132,18 @@ function connect(index: number): Promise<Device> {
       username: o.username,
       password: o.password,
     });
-    client.once("connect", () =>
-      resolve({ id, topic: `devices/${id}/telemetry`, client, next: 0, inflight: 0, done: false, startedAt: 0 })
+    client.once(
+      "connect",
+      () =>
+        resolve({
+          id,
+          topic: `devices/${id}/telemetry`,
+          client,
+          next: 0,
+          inflight: 0,
+          done: false,
+          startedAt: 0,
+        }),
     );
     client.once("error", reject);
     client.on("close", () => {

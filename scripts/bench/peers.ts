@@ -35,7 +35,11 @@ async function measure(
   });
   try {
     await sub.waitForEvent("subscribed", 30_000);
-    const fleet = await startFleet(ctx, { url: publishTo, ...FLEET, perDevice: Math.ceil(messages / FLEET.devices) });
+    const fleet = await startFleet(ctx, {
+      url: publishTo,
+      ...FLEET,
+      perDevice: Math.ceil(messages / FLEET.devices),
+    });
     const pub = await fleet.done(600_000);
     if (pub.errors > 0) throw new Error(`${pub.errors} publishes failed: ${pub.firstError}`);
     const got = await sub.waitForEvent("done", 600_000);
@@ -113,12 +117,16 @@ export async function peers(ctx: BenchContext): Promise<void> {
     const r = await raw(ctx, messages);
     raws.push(r);
     ctx.log(
-      `peers run ${run}: raw mqtt.js → mosquitto → mqtt.js QoS 1: ${Math.round(r.msgsPerS)} msg/s, p99 ${r.p99Ms} ms`,
+      `peers run ${run}: raw mqtt.js → mosquitto → mqtt.js QoS 1: ${
+        Math.round(r.msgsPerS)
+      } msg/s, p99 ${r.p99Ms} ms`,
     );
     const b = await bridge(ctx, messages);
     bridges.push(b);
     ctx.log(
-      `peers run ${run}: mosquitto bridge edge → cloud QoS 1: ${Math.round(b.msgsPerS)} msg/s, p99 ${b.p99Ms} ms, ` +
+      `peers run ${run}: mosquitto bridge edge → cloud QoS 1: ${
+        Math.round(b.msgsPerS)
+      } msg/s, p99 ${b.p99Ms} ms, ` +
         `edge broker peak RSS ${b.rssMb.toFixed(0)} MB`,
     );
   }
@@ -127,5 +135,7 @@ export async function peers(ctx: BenchContext): Promise<void> {
   s.raw_mqtt_qos1_p99_ms = median(raws.map((r) => r.p99Ms));
   s.bridge_msgs_per_s = Math.round(median(bridges.map((r) => r.msgsPerS)));
   s.bridge_p99_ms = median(bridges.map((r) => r.p99Ms));
-  ctx.log(`peers: raw QoS 1 ${s.raw_mqtt_qos1_msgs_per_s} msg/s, mosquitto bridge ${s.bridge_msgs_per_s} msg/s`);
+  ctx.log(
+    `peers: raw QoS 1 ${s.raw_mqtt_qos1_msgs_per_s} msg/s, mosquitto bridge ${s.bridge_msgs_per_s} msg/s`,
+  );
 }

@@ -5,7 +5,11 @@
  * functions whose location contains a filter. Shares are of samples, not of time deltas: a
  * sampler that stops while the thread sleeps gives the first sample after a sleep the whole gap.
  *
- *   deno run -A scripts/bench/profile_summary.ts FILE.cpuprofile [--top 40] [--filter src/]
+ *   deno run -A scripts/bench/profile_summary.ts FILE.cpuprofile [--top 40] [--filter src/] [--owners]
+ *
+ * `--owners` adds a third view: each sample charged to the innermost frame that names an owner,
+ * a file under src/ or a package under node_modules/ (native frames and libsql's JS wrapper are
+ * charged to whoever called them), so that "the outbox" includes the SQLite time it causes.
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -18,7 +22,11 @@ interface Node {
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { top: { type: "string", default: "40" }, filter: { type: "string" } },
+  options: {
+    top: { type: "string", default: "40" },
+    filter: { type: "string" },
+    owners: { type: "boolean" },
+  },
 });
 const profile = JSON.parse(readFileSync(positionals[0], "utf8")) as {
   nodes: Node[];
@@ -36,6 +44,16 @@ const name = (n: Node) => {
   return `${n.callFrame.functionName || "(anonymous)"} ${url ? `${url}:${n.callFrame.lineNumber + 1}` : ""}`
     .trim();
 };
+/** The owner a frame names: `src/<dir>/<file>`, or the package under node_modules. */
+function owner(n: Node): string | undefined {
+  const url = n.callFrame.url;
+  const src = /\/src\/(.+\.ts)$/.exec(url);
+  if (src) return `src/${src[1]}`;
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url);
+  if (pkg && pkg[1] !== "libsql") return pkg[1];
+  return undefined;
+}
+const owners = new Map<string, number>();
 const self = new Map<string, number>();
 const incl = new Map<string, number>();
 let total = 0;
@@ -49,6 +67,15 @@ for (let i = 0; i < profile.samples.length; i++) {
     if (leafName.includes("idle")) idle += dt;
   }
   self.set(leafName, (self.get(leafName) ?? 0) + dt);
+  let who = "runtime (no JS owner: event loop, GC, native)";
+  for (let id: number | undefined = leaf.id; id !== undefined; id = parent.get(id)) {
+    const o = owner(byId.get(id)!);
+    if (o) {
+      who = o;
+      break;
+    }
+  }
+  owners.set(who, (owners.get(who) ?? 0) + dt);
   const seen = new Set<string>();
   for (let id: number | undefined = leaf.id; id !== undefined; id = parent.get(id)) {
     const nm = name(byId.get(id)!);
@@ -67,3 +94,7 @@ for (
     b[1] - a[1]
   ).slice(0, top)
 ) console.log(`${pct(v)}  ${k}`);
+if (values.owners) {
+  console.log(`\nby owner (innermost src/ file or package on the stack), top ${top}:`);
+  for (const [k, v] of [...owners].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${pct(v)}  ${k}`);
+}
