@@ -214,7 +214,9 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     // Nobody to acknowledge to on a closed stream: the edge resends on its next one.
     const live = list.filter((w) => w.session.open);
     if (live.length === 0) return;
-    const records = live.length === 1 ? live[0].batch.records ?? [] : live.flatMap((w) => w.batch.records ?? []);
+    const records = live.length === 1
+      ? live[0].batch.records ?? []
+      : live.flatMap((w) => w.batch.records ?? []);
     let added: number;
     try {
       added = store.storeBatch(edge, records, now());
