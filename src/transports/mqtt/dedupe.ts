@@ -10,12 +10,20 @@
  * a digest of topic and payload, and the connection it came on. A publish is a resend of a
  * remembered one when packet id and digest match and it is flagged DUP or arrives on a later
  * connection (a sender reuses a packet id on the same connection only after it has received the
- * PUBACK, so a same-connection non-DUP match is a new message). The last `window` packet ids per
+ * PUBACK, so a same-connection non-DUP match is a new message). The last `window` publishes per
  * session are kept.
  *
  * The memory lives in the agent's database and is written by `write()` inside the very outbox
  * transaction that stores the messages (`ingest.accept(…, {inTransaction})`): a message is
  * remembered if and only if it was stored, whatever the moment of a crash.
+ *
+ * Cost per publish (this runs for every QoS 1 message): the table is a ring per session (slot =
+ * n % window, migrations/0005), written with multi-row INSERTs, one B-tree write per publish.
+ * Reads are avoided: a new publish (no DUP flag) can only be a resend of a remembered one from an
+ * *earlier* connection, so when a connection's first publish arrives the packet ids the session
+ * holds from before are loaded once (a sorted Uint16Array, 2 bytes each); a publish is looked
+ * up in the database only when it is flagged DUP or its packet id is in that set. A fresh
+ * session, or one whose earlier ids do not come round again, never reads.
  */
 import { createHash } from "node:crypto";
 import type { LocalDatabase } from "../../db/mod.ts";
@@ -54,57 +62,108 @@ export interface RedeliveryOptions {
   now?: () => number;
 }
 
+/** Rows per multi-row INSERT: a few fixed statement texts, each prepared once. */
+const WRITE_CHUNKS = [64, 16, 4, 1] as const;
+const FIELDS = 7;
+
+function writeSql(rows: number): string {
+  const values = Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?, ?)").join(", ");
+  return `INSERT OR REPLACE INTO mqtt_seen (session, slot, packet_id, digest, conn, n, created_at) VALUES ${values}`;
+}
+
+/** What is known in memory of one session. */
+interface SessionState {
+  /** The connection its latest publish came on. */
+  conn: string;
+  /** The sequence number of its last remembered publish (slot = n % window). */
+  n: number;
+  /** Packet ids remembered from earlier connections, sorted; undefined when there are none. */
+  earlier: Uint16Array | undefined;
+}
+
+function hasId(ids: Uint16Array, id: number): boolean {
+  let lo = 0;
+  let hi = ids.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const v = ids[mid];
+    if (v === id) return true;
+    if (v < id) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return false;
+}
+
+function withId(ids: Uint16Array | undefined, id: number): Uint16Array {
+  if (ids && hasId(ids, id)) return ids;
+  const next = new Uint16Array((ids?.length ?? 0) + 1);
+  if (ids) next.set(ids);
+  next[next.length - 1] = id;
+  return next.sort();
+}
+
 export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions = {}): Redelivery {
-  // Tables: migrations/0003_mqtt_redelivery.sql.
+  // Tables: migrations/0005_mqtt_seen_ring.sql (mqtt_seen) and 0003 (mqtt_notes).
   const window = options.window ?? 1024;
   const now = options.now ?? Date.now;
-  const get = db.prepare("SELECT digest, conn FROM mqtt_redelivery WHERE session = ? AND packet_id = ?");
-  const put = db.prepare(
-    "INSERT INTO mqtt_redelivery (session, packet_id, digest, conn, n, created_at) VALUES (?, ?, ?, ?, ?, ?) " +
-      "ON CONFLICT (session, packet_id) DO UPDATE SET digest = excluded.digest, conn = excluded.conn, " +
-      "n = excluded.n, created_at = excluded.created_at",
+  const latest = db.prepare(
+    "SELECT digest, conn FROM mqtt_seen WHERE session = ? AND packet_id = ? ORDER BY n DESC LIMIT 1",
   );
-  const maxN = db.prepare("SELECT MAX(n) AS n FROM mqtt_redelivery WHERE session = ?");
-  const trim = db.prepare("DELETE FROM mqtt_redelivery WHERE session = ? AND n <= ?");
-  const old = db.prepare("DELETE FROM mqtt_redelivery WHERE created_at < ?");
+  const held = db.prepare("SELECT packet_id, n FROM mqtt_seen WHERE session = ?").raw(true);
+  const old = db.prepare("DELETE FROM mqtt_seen WHERE created_at < ?");
   const getNote = db.prepare("SELECT value FROM mqtt_notes WHERE key = ?");
   const putNote = db.prepare(
     "INSERT INTO mqtt_notes (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
   );
-  /** The last sequence number per session, loaded on first use. */
-  const counters = new Map<string, number>();
+  const sessions = new Map<string, SessionState>();
   let closed = false;
 
-  function counter(session: string): number {
-    let n = counters.get(session);
-    if (n === undefined) {
-      n = Number((maxN.get(session) as { n: number | null }).n ?? 0);
-      counters.set(session, n);
+  /** The session's state as of a publish on `conn`: on a new connection, what it held before. */
+  function stateFor(session: string, conn: string): SessionState {
+    let state = sessions.get(session);
+    if (state !== undefined && state.conn === conn) return state;
+    const rows = held.all(session) as [number, number][];
+    let n = state?.n ?? 0;
+    let earlier: Uint16Array | undefined;
+    if (rows.length > 0) {
+      const ids = new Uint16Array(rows.length);
+      for (let i = 0; i < rows.length; i++) {
+        ids[i] = rows[i][0];
+        if (rows[i][1] > n) n = rows[i][1];
+      }
+      earlier = ids.sort();
     }
-    return n;
+    state = { conn, n, earlier };
+    sessions.set(session, state);
+    return state;
   }
 
   return {
     isResend(key) {
       if (closed) return false;
-      const row = get.get(key.session, key.packetId) as { digest: string; conn: string } | undefined;
+      const state = stateFor(key.session, key.conn);
+      if (!key.dup && (state.earlier === undefined || !hasId(state.earlier, key.packetId))) return false;
+      const row = latest.get(key.session, key.packetId) as { digest: string; conn: string } | undefined;
       if (row === undefined || row.digest !== key.digest) return false;
       return key.dup || row.conn !== key.conn;
     },
     write(keys) {
       if (closed || keys.length === 0) return;
       const t = now();
-      const touched = new Map<string, number>();
+      const params: unknown[] = [];
       for (const k of keys) {
-        const n = (touched.get(k.session) ?? counter(k.session)) + 1;
-        touched.set(k.session, n);
-        put.run(k.session, k.packetId, k.digest, k.conn, n, t);
+        const state = sessions.get(k.session) ?? stateFor(k.session, k.conn);
+        // A publish of an older connection stored after a newer one began: it is "earlier" now.
+        if (state.conn !== k.conn) state.earlier = withId(state.earlier, k.packetId);
+        const n = ++state.n;
+        params.push(k.session, n % window, k.packetId, k.digest, k.conn, n, t);
       }
-      for (const [session, n] of touched) {
-        const before = counter(session);
-        counters.set(session, n);
-        // Trim in steps, not on every message: between `window` and 2 × `window` entries stay.
-        if (Math.floor(n / window) !== Math.floor(before / window)) trim.run(session, n - window);
+      let i = 0;
+      for (const size of WRITE_CHUNKS) {
+        while (keys.length - i >= size) {
+          db.prepare(writeSql(size)).run(params.slice(i * FIELDS, (i + size) * FIELDS));
+          i += size;
+        }
       }
     },
     prune(maxAgeMs) {

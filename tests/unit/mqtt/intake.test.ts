@@ -228,3 +228,58 @@ Deno.test("the redelivery memory keeps a bounded window per session", () => {
     removeDir(dir);
   }
 });
+
+Deno.test("the redelivery memory: DUP, later connections, and an older connection's late write", () => {
+  const dir = tempDir("outpost-mqtt-dedupe-");
+  try {
+    const db = openDatabase(join(dir, "agent.db"), { migrations: agentMigrations });
+    const r = createRedelivery(db, { window: 16 });
+    const k = (id: number, conn: string, dup = false): PublishKey => ({
+      session: "s",
+      packetId: id,
+      digest: `d${id}`,
+      conn,
+      dup,
+    });
+    db.transaction(() => r.write([k(1, "c1"), k(2, "c1")]));
+    assert.ok(!r.isResend(k(1, "c1")), "a same-connection non-DUP match is a new message");
+    assert.ok(r.isResend(k(1, "c1", true)), "DUP on the same connection is a resend");
+    assert.ok(r.isResend(k(2, "c2")), "a later connection's match is a resend");
+    assert.ok(!r.isResend({ ...k(2, "c2"), digest: "other" }), "another payload is not");
+    assert.ok(!r.isResend(k(3, "c2")), "an id never stored is not");
+    // c2 is the session's connection now; c1's publish 4 commits late, then c2 reuses id 4.
+    db.transaction(() => r.write([k(4, "c1")]));
+    assert.ok(r.isResend(k(4, "c2")), "an older connection's late write is known to the newer one");
+    // c2 stores its own publish 5; the same id again without DUP on c2 is a new message.
+    db.transaction(() => r.write([k(5, "c2")]));
+    assert.ok(!r.isResend(k(5, "c2")));
+    db.close();
+  } finally {
+    removeDir(dir);
+  }
+});
+
+Deno.test("migration 0005 carries the redelivery memory over into the ring", () => {
+  const dir = tempDir("outpost-mqtt-dedupe-");
+  try {
+    const path = join(dir, "agent.db");
+    const upTo4 = agentMigrations.filter((m) => m.name < "0005");
+    let db = openDatabase(path, { migrations: upTo4 });
+    const put = db.prepare(
+      "INSERT INTO mqtt_redelivery (session, packet_id, digest, conn, n, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    );
+    db.transaction(() => {
+      put.run("s", 7, "d7", "old-1", 1, Date.now());
+      // n 1025 falls into the same slot as n 1 (1025 % 1024): the newer one stays.
+      put.run("s", 9, "d9", "old-1", 1025, Date.now());
+    });
+    db.close();
+    db = openDatabase(path, { migrations: agentMigrations });
+    const r = createRedelivery(db);
+    assert.ok(r.isResend({ session: "s", packetId: 9, digest: "d9", conn: "new-1", dup: false }));
+    assert.ok(!r.isResend({ session: "s", packetId: 7, digest: "d7", conn: "new-1", dup: false }));
+    db.close();
+  } finally {
+    removeDir(dir);
+  }
+});
