@@ -6,7 +6,15 @@
  * `received_at`), the agent's peak RSS and CPU seconds per 100,000 messages.
  */
 import { cpuSeconds, median } from "./procs.ts";
-import { BENCH_RULES, type BenchContext, hubFigures, startEdge, startFleet, waitEmpty } from "./harness.ts";
+import {
+  agentCounters,
+  BENCH_RULES,
+  type BenchContext,
+  hubFigures,
+  startEdge,
+  startFleet,
+  waitEmpty,
+} from "./harness.ts";
 
 /** The fleet both outpost and its peers get: the same devices, processes and window. */
 export const FLEET = { devices: 100, processes: 2, window: 10 };
@@ -22,6 +30,8 @@ export interface E2eMqttRun {
   rssEndMb: number;
   cpuPer100k: number;
   hubCpuPer100k: number;
+  /** Records per outbox commit (group commit at work). */
+  recordsPerCommit: number;
 }
 
 export async function e2eMqttOnce(ctx: BenchContext, messages: number): Promise<E2eMqttRun> {
@@ -40,6 +50,10 @@ export async function e2eMqttOnce(ctx: BenchContext, messages: number): Promise<
     const cpu = edge.cpu() - cpu0;
     const { rss, peak } = edge.rss();
     const hubCpu = cpuSeconds(edge.hub!.proc.pid);
+    const counters = await agentCounters(edge, [
+      "outpost_outbox_stored_total",
+      "outpost_outbox_commits_total",
+    ]);
     const hub = hubFigures(edge.hub!);
     if (hub.count !== pub.acked) {
       throw new Error(`the hub holds ${hub.count} telemetry records, ${pub.acked} were acknowledged`);
@@ -56,6 +70,8 @@ export async function e2eMqttOnce(ctx: BenchContext, messages: number): Promise<
       rssEndMb: rss,
       cpuPer100k: cpu / pub.acked * 100_000,
       hubCpuPer100k: hubCpu / pub.acked * 100_000,
+      recordsPerCommit: counters.outpost_outbox_stored_total /
+        Math.max(1, counters.outpost_outbox_commits_total),
     };
   } finally {
     await edge.stop();
@@ -78,7 +94,8 @@ export async function e2eMqtt(ctx: BenchContext): Promise<void> {
         `agent RSS ${r.rssStartMb.toFixed(0)} → ${r.rssEndMb.toFixed(0)} MB (peak ${
           r.peakRssMb.toFixed(0)
         }), ` +
-        `CPU s per 100k: agent ${r.cpuPer100k.toFixed(2)}, hub ${r.hubCpuPer100k.toFixed(2)}`,
+        `CPU s per 100k: agent ${r.cpuPer100k.toFixed(2)}, hub ${r.hubCpuPer100k.toFixed(2)}, ` +
+        `${r.recordsPerCommit.toFixed(1)} records per outbox commit`,
     );
   }
   const m = (f: (r: E2eMqttRun) => number) => median(results.map(f));
@@ -91,6 +108,7 @@ export async function e2eMqtt(ctx: BenchContext): Promise<void> {
   s.e2e_mqtt_peak_rss_mb = Math.round(Math.max(...results.map((r) => r.peakRssMb)));
   s.e2e_mqtt_cpu_s_per_100k = Number(m((r) => r.cpuPer100k).toFixed(2));
   s.e2e_mqtt_hub_cpu_s_per_100k = Number(m((r) => r.hubCpuPer100k).toFixed(2));
+  s.e2e_mqtt_records_per_commit = Number(m((r) => r.recordsPerCommit).toFixed(1));
   s.peak_rss_mb = Math.max(Number(s.peak_rss_mb ?? 0), s.e2e_mqtt_peak_rss_mb as number);
   ctx.log(
     `e2e-mqtt: median ${s.e2e_mqtt_msgs_per_s} msg/s at the hub, p99 ${s.e2e_mqtt_p99_ms} ms, ` +

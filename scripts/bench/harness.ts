@@ -348,3 +348,15 @@ async function portOpen(port: number): Promise<boolean> {
 
 export { freePort, removeDir, rssMb, startAgent, tempDir, TEST_TOKEN, waitFor, writeAgentConfig };
 export type { AgentHandle, HubHandle, Proc, Runner };
+
+/** Counters of the agent's /metrics (summed over labels), e.g. records per outbox commit. */
+export async function agentCounters(edge: Edge, names: readonly string[]): Promise<Record<string, number>> {
+  const text = await (await edge.agent.api("/metrics")).text();
+  const out: Record<string, number> = {};
+  for (const name of names) out[name] = 0;
+  for (const line of text.split("\n")) {
+    const m = /^([a-z_]+)(?:\{[^}]*\})? ([0-9.e+]+)$/.exec(line);
+    if (m && m[1] in out) out[m[1]] += Number(m[2]);
+  }
+  return out;
+}

@@ -62,6 +62,10 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     maxBytes: config.outbox.maxBytes,
     onFull: config.outbox.onFull,
     onDropped: (n) => telemetry.dropped(n, "outbox full (onFull: drop-oldest)"),
+    onCommit: (added) => {
+      telemetry.committed();
+      if (added > 0) telemetry.stored(added);
+    },
     onError: (event, error) => log.error(event, { error: String(error) }),
   });
   const devices = new DeviceRegistry(outbox.db);

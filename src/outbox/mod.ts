@@ -52,6 +52,11 @@ export interface OutboxOptions {
   synchronous?: "full" | "normal";
   now?: () => number;
   /** Called after records were dropped to make room (for logging and metrics). */
+  /**
+   * Called after each commit with the records it added (group commit: one commit per
+   * transaction, however many callers it served).
+   */
+  onCommit?: (added: number) => void;
   onDropped?: (n: number) => void;
   /** Called when a background step fails (the data stays safe; this is for the operator). */
   onError?: (event: string, error: unknown) => void;
@@ -266,6 +271,7 @@ export class Outbox {
       if (ranges.length > 0) this.flushAcks(ranges, ackWaiters);
       return;
     }
+    this.options.onCommit?.(added);
     this.depth += added - droppedNow - acked.n;
     this.totalBytes += addedBytes - droppedBytes - acked.bytes;
     if (droppedNow > 0) {

@@ -84,6 +84,8 @@ export interface Telemetry {
   accepted(n: number, source: string): void;
   rejected(reason: string, fields: Record<string, unknown>): void;
   stored(n: number): void;
+  /** One outbox transaction committed (records per commit = stored / commits). */
+  committed(): void;
   delivered(n: number): void;
   dropped(n: number, why: string): void;
   hubConnected(url: string): void;
@@ -106,6 +108,11 @@ export function createTelemetry(log: Logger): Telemetry {
     "counter",
   );
   const stored = metrics.family("outpost_outbox_stored_total", "Records written to the outbox", "counter");
+  const commits = metrics.family(
+    "outpost_outbox_commits_total",
+    "Outbox transactions committed (each one fsync; group commit shares them)",
+    "counter",
+  );
   const delivered = metrics.family(
     "outpost_hub_delivered_total",
     "Records acknowledged by the hub",
@@ -135,6 +142,9 @@ export function createTelemetry(log: Logger): Telemetry {
     },
     stored(n) {
       stored.add(n);
+    },
+    committed() {
+      commits.add(1);
     },
     delivered(n) {
       delivered.add(n);
