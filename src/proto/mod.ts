@@ -5,6 +5,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { fromJSON } from "@grpc/proto-loader";
+import { withBatchCodec } from "./batch_codec.ts";
 import { hubDescriptor } from "./hub_descriptor.gen.ts";
 
 export interface WireRecord {
@@ -81,7 +82,10 @@ export function hubService(): grpc.ServiceDefinition {
     oneofs: true,
   });
   const loaded = grpc.loadPackageDefinition(pkg) as any;
-  cached = loaded.outpost.v1.Hub.service as grpc.ServiceDefinition;
+  const service = loaded.outpost.v1.Hub.service as grpc.ServiceDefinition;
+  // Batches, the bulk of the edge's frames, go through a hand-written codec (same bytes, same
+  // objects); every other message keeps proto-loader's.
+  cached = { ...service, Connect: withBatchCodec(service.Connect) };
   return cached;
 }
 
