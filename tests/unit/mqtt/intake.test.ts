@@ -283,3 +283,11 @@ Deno.test("migration 0005 carries the redelivery memory over into the ring", () 
     removeDir(dir);
   }
 });
+
+Deno.test("payloadDigest is SHA-256 of topic NUL payload (stored digests stay comparable)", () => {
+  // Computed independently: printf 'devices/d1/telemetry\0{"t":1}' | sha256sum | cut -c1-32
+  assert.equal(
+    payloadDigest("devices/d1/telemetry", enc.encode('{"t":1}')),
+    "acda469d0c330d01c98b8895f1166e89",
+  );
+});
