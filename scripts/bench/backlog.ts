@@ -121,6 +121,9 @@ export async function backlog(ctx: BenchContext): Promise<void> {
   s.backlog_hub_cpu_s_per_100k = Number(median(results.map((r) => r.hubCpuPer100k)).toFixed(2));
   s.backlog_fill_msgs_per_s = Math.round(median(results.map((r) => r.fillMsgsPerS)));
   s.backlog_peak_rss_mb = Math.round(Math.max(...results.map((r) => r.peakMb)));
+  s.backlog_rss_start_mb = Math.round(median(results.map((r) => r.rssStartMb)));
+  s.backlog_rss_full_mb = Math.round(median(results.map((r) => r.rssFullMb)));
+  s.backlog_rss_end_mb = Math.round(median(results.map((r) => r.rssEndMb)));
   s.peak_rss_mb = Math.max(Number(s.peak_rss_mb ?? 0), s.backlog_peak_rss_mb as number);
   ctx.log(
     `backlog: median ${s.backlog_drain_msgs_per_s} msg/s drained (${s.backlog_drain_seconds} s), ` +

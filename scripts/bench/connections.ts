@@ -75,6 +75,7 @@ export async function connections(ctx: BenchContext): Promise<void> {
   const s = ctx.summary;
   s.connections_rss_mb = Number(median(results.map((r) => r.rssEndMb)).toFixed(1));
   s.connections_peak_rss_mb = Math.round(Math.max(...results.map((r) => r.peakMb)));
+  s.connections_rss_start_mb = Math.round(median(results.map((r) => r.rssStartMb)));
   s.connections_p99_ms = median(results.map((r) => r.p99Ms));
   s.connections_cpu_percent = Math.round(median(results.map((r) => r.cpuPercent)));
   s.peak_rss_mb = Math.max(Number(s.peak_rss_mb ?? 0), s.connections_peak_rss_mb as number);

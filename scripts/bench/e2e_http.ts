@@ -79,6 +79,8 @@ export async function e2eHttp(ctx: BenchContext): Promise<void> {
   s.e2e_http_ingest_msgs_per_s = Math.round(m((r) => r.ingestMsgsPerS));
   s.e2e_http_p99_ms = m((r) => r.p99Ms);
   s.e2e_http_peak_rss_mb = Math.round(Math.max(...results.map((r) => r.peakRssMb)));
+  s.e2e_http_rss_start_mb = Math.round(m((r) => r.rssStartMb));
+  s.e2e_http_rss_end_mb = Math.round(m((r) => r.rssEndMb));
   s.e2e_http_cpu_s_per_100k = Number(m((r) => r.cpuPer100k).toFixed(2));
   s.peak_rss_mb = Math.max(Number(s.peak_rss_mb ?? 0), s.e2e_http_peak_rss_mb as number);
   ctx.log(

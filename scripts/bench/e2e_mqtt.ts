@@ -106,6 +106,8 @@ export async function e2eMqtt(ctx: BenchContext): Promise<void> {
   s.e2e_mqtt_p99_ms = m((r) => r.p99Ms);
   s.e2e_mqtt_puback_p99_ms = m((r) => r.pubackP99Ms);
   s.e2e_mqtt_peak_rss_mb = Math.round(Math.max(...results.map((r) => r.peakRssMb)));
+  s.e2e_mqtt_rss_start_mb = Math.round(m((r) => r.rssStartMb));
+  s.e2e_mqtt_rss_end_mb = Math.round(m((r) => r.rssEndMb));
   s.e2e_mqtt_cpu_s_per_100k = Number(m((r) => r.cpuPer100k).toFixed(2));
   s.e2e_mqtt_hub_cpu_s_per_100k = Number(m((r) => r.hubCpuPer100k).toFixed(2));
   s.e2e_mqtt_records_per_commit = Number(m((r) => r.recordsPerCommit).toFixed(1));
