@@ -8,6 +8,10 @@
  *   npm run bench -- --only e2e-mqtt,peers --runs 5
  *   npm run bench -- --runner bun      run the agent and hub from source under Bun (or deno, or a PATH)
  *   npm run bench -- --load deno       run the load generators under Deno instead of Bun
+ *   npm run bench -- --profile --only e2e-mqtt --quick
+ *                                      run agent and hub from source under `bun --cpu-prof`; the
+ *                                      profiles go to bench-results/profiles/ (summarise one with
+ *                                      scripts/bench/profile_summary.ts FILE --owners)
  *
  * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, rules.
  *
@@ -15,7 +19,7 @@
  * build -- --target linux-x64`) when it is missing or older than a file under src/.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { ROOT, type Runner } from "../tests/helpers/procs.ts";
@@ -34,6 +38,7 @@ const { values } = parseArgs({
     runs: { type: "string" },
     only: { type: "string" },
     load: { type: "string", default: "bun" },
+    profile: { type: "boolean", default: false },
   },
 });
 
@@ -66,8 +71,28 @@ function binaryRunner(): Runner {
   return binary;
 }
 
+/**
+ * A runner that starts outpost from source under `bun --cpu-prof` (each process writes its
+ * profile when it exits on SIGTERM): a small executable script, since a runner is a command.
+ */
+function profilingRunner(): Runner {
+  const dir = join(ROOT, "bench-results/profiles", new Date().toISOString().replace(/[:.]/g, "-"));
+  mkdirSync(dir, { recursive: true });
+  const script = join(dir, "outpost-profiled.sh");
+  writeFileSync(
+    script,
+    `#!/bin/sh\nexec ${join(ROOT, "node_modules/.bin/bun")} --cpu-prof --cpu-prof-dir=${dir} ${
+      join(ROOT, "src/main.ts")
+    } "$@"\n`,
+  );
+  chmodSync(script, 0o755);
+  console.log(`== CPU profiles go to ${dir}`);
+  return script;
+}
+
 const quick = values.quick!;
-const runner: Runner = values.runner ?? binaryRunner();
+if (values.profile && values.runner) throw new Error("--profile runs from source under Bun: drop --runner");
+const runner: Runner = values.profile ? profilingRunner() : values.runner ?? binaryRunner();
 if (values.load !== "bun" && values.load !== "deno") {
   throw new Error(`--load must be bun or deno, not "${values.load}"`);
 }
