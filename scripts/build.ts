@@ -24,6 +24,10 @@
  * version and the per-target hashes; binaries left from a different version are removed so that
  * SHA256SUMS always describes one release.
  *
+ * The smoke run sets the engine's GC options that `outpost run` gives itself (src/runtime/gc.ts):
+ * the embedded Bun refuses to start with an option it does not know, and that must fail the build,
+ * not the agent.
+ *
  * `--deno` is an opt-in alternative that uses `deno compile` (it downloads a `denort` runtime per
  * target, which needs network access beyond the npm registry).
  */
@@ -45,6 +49,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { gcEnvironment } from "../src/runtime/gc.ts";
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), "..");
 const ENTRY = join(ROOT, "src/main.ts");
@@ -337,12 +342,15 @@ function smoke(target: Target, binary: string, version: string): string {
   const cwd = mkdtempSync(join(tmpdir(), "outpost-smoke-"));
   try {
     const cmd = [...runner, binary, "--version"];
-    const run = spawnSync(cmd[0], cmd.slice(1), { cwd, encoding: "utf8", timeout: 60_000 });
+    const gc = gcEnvironment();
+    const env = { ...process.env, ...gc };
+    const run = spawnSync(cmd[0], cmd.slice(1), { cwd, env, encoding: "utf8", timeout: 60_000 });
     const first = run.stdout?.split("\n")[0];
     if (run.status !== 0 || first !== `outpost ${version}`) {
+      const set = Object.keys(gc).join(" ");
       throw new BuildError(
-        `Smoke test of ${binary} failed (exit ${run.status}): expected "outpost ${version}", got:\n` +
-          `${run.stdout}${run.stderr}${run.error ?? ""}`,
+        `Smoke test of ${binary} failed (exit ${run.status}; run with ${set} set, as src/runtime/gc.ts ` +
+          `sets them): expected "outpost ${version}", got:\n${run.stdout}${run.stderr}${run.error ?? ""}`,
       );
     }
     return run.stdout.trim().split("\n").join(" / ");

@@ -3,6 +3,8 @@
  * binary). The only place that sets the exit code: 0 success, 1 runtime failure, 2 bad usage,
  * bad config or failed validation (with the offending key or path, never a stack trace).
  */
+// First, before the rest of the program is loaded (see the module).
+import "./runtime/boot.ts";
 import { cac } from "cac";
 import { configJsonSchema } from "./config/mod.ts";
 import { formatIssues, UsageError } from "./core/errors.ts";

@@ -6,9 +6,18 @@
 import { createAgent } from "../agent/mod.ts";
 import { loadConfig } from "../config/mod.ts";
 import { UsageError } from "../core/errors.ts";
-import { onShutdownSignal, onUnhandledRejection } from "../runtime/mod.ts";
+import {
+  gcOptionsInForce,
+  onShutdownSignal,
+  onUnhandledRejection,
+  releaseStartupPages,
+  startupPagesEnabled,
+} from "../runtime/mod.ts";
 import { createLogger, createTelemetry } from "../telemetry/mod.ts";
 import { bootUpdate, restartAfter, type RestartRequest } from "../update/mod.ts";
+
+/** How long after start-up the start-up-only pages of the binary are released (docs/memory.md). */
+const STARTUP_PAGES_DELAY_MS = 1000;
 
 export async function runCommand(options: { config?: string }): Promise<number> {
   const config = loadConfig(options.config);
@@ -36,10 +45,27 @@ export async function runCommand(options: { config?: string }): Promise<number> 
     log.error("agent.start_failed", { error: (error as Error).message });
     return 1;
   }
+  const gcOptions = gcOptionsInForce();
+  if (gcOptions.length > 0) log.info("memory.gc_options", { options: gcOptions });
+  // Once started, the pages only start-up needed go back to the kernel (docs/memory.md).
+  const pagesTimer = startupPagesEnabled()
+    ? setTimeout(async () => {
+      const started = performance.now();
+      const released = await releaseStartupPages();
+      if (released) {
+        log.info("memory.startup_pages_released", {
+          advisedMb: Math.round(released.advisedBytes / 1048576),
+          refused: released.refused,
+          ms: Math.round(performance.now() - started),
+        });
+      }
+    }, STARTUP_PAGES_DELAY_MS)
+    : undefined;
   const outcome = await Promise.race([
     new Promise<string>((resolve) => onShutdownSignal(resolve)),
     agent.update.restartRequested,
   ]);
+  clearTimeout(pagesTimer);
   if (typeof outcome === "string") log.info("agent.stopping", { signal: outcome });
   else log.info("agent.stopping", { restart: outcome.after });
   await agent.stop();

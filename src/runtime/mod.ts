@@ -8,6 +8,9 @@ import process from "node:process";
 
 export type RuntimeName = "deno" | "bun" | "node";
 
+export { gcOptionsInForce } from "./gc.ts";
+export { type ReleaseReport, releaseStartupPages, startupPagesEnabled } from "./pages.ts";
+
 const g = globalThis as any;
 
 export function runtimeName(): RuntimeName {
