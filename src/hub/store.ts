@@ -122,17 +122,11 @@ const SQL = {
 } as const;
 
 /**
- * Records go in with multi-row INSERTs of fixed sizes (64, 16, 4, 1 rows): four statement texts
- * in all, one native call per up to 64 records, and AUTOINCREMENT's bookkeeping once per
- * statement instead of once per record.
+ * Records go in with multi-row INSERTs (`LocalDatabase.insertRows`): one native call per up to 64
+ * records, and AUTOINCREMENT's bookkeeping once per statement instead of once per record.
  */
-const INSERT_CHUNKS = [64, 16, 4, 1] as const;
+const INSERT_HEAD = "INSERT INTO records (edge, id, device, kind, ts, topic, payload, received_at)";
 const RECORD_FIELDS = 8;
-function insertRecordsSql(rows: number): string {
-  return "INSERT INTO records (edge, id, device, kind, ts, topic, payload, received_at) VALUES " +
-    Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?, ?, ?)").join(", ") +
-    " ON CONFLICT (edge, id) DO NOTHING";
-}
 
 // One fixed text per filter combination, so each can use its index (edge, seq) or (device, seq).
 const RECORD_COLUMNS = "SELECT seq, id, edge, device, kind, ts, topic, payload, received_at FROM records";
@@ -160,8 +154,6 @@ export function payloadText(bytes: Uint8Array): string {
 export function createHubStore(path: string): HubStore {
   const db: LocalDatabase = openDatabase(path, { migrations: hubMigrations });
   const q = (sql: string) => db.prepare(sql);
-  const insertSql: Record<number, string> = {};
-  for (const size of INSERT_CHUNKS) insertSql[size] = insertRecordsSql(size);
 
   const toPush = (r: any): Push => ({
     edge: r.edge,
@@ -182,30 +174,21 @@ export function createHubStore(path: string): HubStore {
     storeBatch(edge, records, now) {
       // Payloads are checked (and decoded to text) before the transaction starts.
       const payloads = records.map((r) => payloadText(r.payload));
+      const values: unknown[] = new Array(records.length * RECORD_FIELDS);
+      for (let k = 0; k < records.length; k++) {
+        const r = records[k];
+        const o = k * RECORD_FIELDS;
+        values[o] = edge;
+        values[o + 1] = r.id;
+        values[o + 2] = r.device;
+        values[o + 3] = r.kind;
+        values[o + 4] = r.ts;
+        values[o + 5] = r.topic === "" ? null : r.topic;
+        values[o + 6] = payloads[k];
+        values[o + 7] = now;
+      }
       return db.transaction(() => {
-        let added = 0;
-        let i = 0;
-        for (const size of INSERT_CHUNKS) {
-          if (records.length - i < size) continue;
-          const statement = q(insertSql[size]);
-          const params: unknown[] = new Array(size * RECORD_FIELDS);
-          while (records.length - i >= size) {
-            for (let k = 0; k < size; k++) {
-              const r = records[i + k];
-              const o = k * RECORD_FIELDS;
-              params[o] = edge;
-              params[o + 1] = r.id;
-              params[o + 2] = r.device;
-              params[o + 3] = r.kind;
-              params[o + 4] = r.ts;
-              params[o + 5] = r.topic === "" ? null : r.topic;
-              params[o + 6] = payloads[i + k];
-              params[o + 7] = now;
-            }
-            added += statement.run(params).changes;
-            i += size;
-          }
-        }
+        const added = db.insertRows(INSERT_HEAD, RECORD_FIELDS, values, "ON CONFLICT (edge, id) DO NOTHING");
         q(SQL.countRecords).run(added, now, edge);
         return added;
       });

@@ -99,17 +99,7 @@ interface PreparedRow {
   bytes: number;
 }
 
-const INSERT_CHUNKS = [64, 16, 4, 1] as const;
-const insertSqlCache = new Map<number, string>();
-function insertSql(rows: number): string {
-  let sql = insertSqlCache.get(rows);
-  if (sql === undefined) {
-    sql = "INSERT INTO outbox (device, kind, ts, topic, payload, bytes, created_at) VALUES " +
-      Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?, ?)").join(", ");
-    insertSqlCache.set(rows, sql);
-  }
-  return sql;
-}
+const INSERT_HEAD = "INSERT INTO outbox (device, kind, ts, topic, payload, bytes, created_at)";
 
 /** Fixed per-record overhead counted against `maxBytes` (row header, index entry). */
 const ROW_OVERHEAD = 48;
@@ -312,31 +302,21 @@ export class Outbox {
     return { n, bytes };
   }
 
-  /**
-   * Inserts rows with multi-row INSERTs of fixed sizes (64, 16, 4, 1 rows): four statement texts
-   * in all, and a native call per up to 64 rows instead of one per row.
-   */
+  /** Inserts rows with multi-row INSERTs (`LocalDatabase.insertRows`). */
   private insertRows(rows: readonly PreparedRow[], createdAt: number): void {
-    let i = 0;
-    for (const size of INSERT_CHUNKS) {
-      const statement = this.db.prepare(insertSql(size));
-      const params: unknown[] = new Array(size * 7);
-      while (rows.length - i >= size) {
-        for (let k = 0; k < size; k++) {
-          const r = rows[i + k];
-          const o = k * 7;
-          params[o] = r.device;
-          params[o + 1] = r.kind;
-          params[o + 2] = r.ts;
-          params[o + 3] = r.topic;
-          params[o + 4] = r.payload;
-          params[o + 5] = r.bytes;
-          params[o + 6] = createdAt;
-        }
-        statement.run(params);
-        i += size;
-      }
+    const values: unknown[] = new Array(rows.length * 7);
+    for (let k = 0; k < rows.length; k++) {
+      const r = rows[k];
+      const o = k * 7;
+      values[o] = r.device;
+      values[o + 1] = r.kind;
+      values[o + 2] = r.ts;
+      values[o + 3] = r.topic;
+      values[o + 4] = r.payload;
+      values[o + 5] = r.bytes;
+      values[o + 6] = createdAt;
     }
+    this.db.insertRows(INSERT_HEAD, 7, values);
   }
 
   /** Deletes the oldest records until at least `need` bytes are free; inside a transaction. */

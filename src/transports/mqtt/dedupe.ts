@@ -75,14 +75,7 @@ export interface RedeliveryOptions {
   now?: () => number;
 }
 
-/** Rows per multi-row INSERT: a few fixed statement texts, each prepared once. */
-const WRITE_CHUNKS = [64, 16, 4, 1] as const;
-const FIELDS = 7;
-
-function writeSql(rows: number): string {
-  const values = Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?, ?)").join(", ");
-  return `INSERT OR REPLACE INTO mqtt_seen (session, slot, packet_id, digest, conn, n, created_at) VALUES ${values}`;
-}
+const WRITE_HEAD = "INSERT OR REPLACE INTO mqtt_seen (session, slot, packet_id, digest, conn, n, created_at)";
 
 /** What is known in memory of one session. */
 interface SessionState {
@@ -171,13 +164,7 @@ export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions =
         const n = ++state.n;
         params.push(k.session, n % window, k.packetId, k.digest, k.conn, n, t);
       }
-      let i = 0;
-      for (const size of WRITE_CHUNKS) {
-        while (keys.length - i >= size) {
-          db.prepare(writeSql(size)).run(params.slice(i * FIELDS, (i + size) * FIELDS));
-          i += size;
-        }
-      }
+      db.insertRows(WRITE_HEAD, 7, params);
     },
     prune(maxAgeMs) {
       if (closed) return;
