@@ -45,7 +45,7 @@ import {
   RPC_REQUEST_PREFIX,
   rpcRequestPayload,
 } from "./commands.ts";
-import { payloadDigest } from "./dedupe.ts";
+import { payloadDigest, type PublishKey } from "./dedupe.ts";
 import type { InboundPublish, Intake } from "./intake.ts";
 import { routeDeviceTopic, THINGSBOARD_PREFIX, thingsBoardKind } from "./topics.ts";
 
@@ -171,14 +171,17 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
       if (result.why === "error") items[0].done(new Error("outpost could not store the message"));
       return;
     }
+    const acked: PublishKey[] = [];
     for (let i = 0; i < items.length; i++) {
-      const { packet, done } = items[i];
+      const { packet, done, publish } = items[i];
       if (result.outcomes[i] !== "accepted") {
         unrelayed.add(packet.payload as object);
         packet.retain = false;
-      }
+      } else if (publish.key !== undefined) acked.push(publish.key);
       done(null);
     }
+    // aedes writes each PUBACK in done() while the connection is open.
+    if (!client.closed) intake.acked(acked);
   }
 
   function authorizePublish(
@@ -240,6 +243,7 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
         digest: payloadDigest(topic, payload),
         conn: connections.get(client) ?? "",
         dup: packet.dup === true,
+        persistent: client.clean === false,
       };
     }
     enqueue(client, { publish, packet, done });

@@ -6,24 +6,35 @@
  * drops) between the commit and the PUBACK reaching the sender, the sender resends the same
  * packet after reconnecting, and without this memory the hub would receive it twice.
  *
- * What is remembered, per MQTT session (client id, or the external connection): the packet id,
- * a digest of topic and payload, and the connection it came on. A publish is a resend of a
- * remembered one when packet id and digest match and it is flagged DUP or arrives on a later
- * connection (a sender reuses a packet id on the same connection only after it has received the
- * PUBACK, so a same-connection non-DUP match is a new message). The last `window` publishes per
- * session are kept.
+ * What counts as a resend is decided by MQTT's rules (3.1.1 §4.4, §3.3.1.1), never by content
+ * alone. A publish is a resend only when
+ * - it carries DUP=1 (a sender marks every re-delivery so), or
+ * - it arrives on a persistent session (clean session 0) with a packet id that was still
+ *   unacknowledged when the session's previous connection ended (a sender that forgets DUP);
+ * and, in both cases, the memory holds a stored publish of that session with the same packet id
+ * and the same digest of topic and payload. Anything else is a new message and is stored, even
+ * when topic and payload repeat an earlier one: mosquitto_pub, libmosquitto, Paho embedded C and
+ * many microcontroller stacks restart packet ids at 1 on every connection, and sensors repeat
+ * payloads ("door open", heartbeats). A clean session has no resends without DUP.
  *
+ * "Unacknowledged at the disconnect" is known exactly for connections of this process: a stored
+ * publish is unacknowledged until its transport reports the PUBACK written (`acked()`). For a
+ * session last connected to an earlier process (the agent restarted, or was killed between a
+ * commit and its PUBACK), every packet id the memory holds from that connection counts as
+ * possibly unacknowledged: that is the crash the memory exists for.
+ *
+ * What is remembered, per MQTT session (client id, or the external connection): the packet id,
+ * the digest, and the connection it came on, for the last `window` publishes of the session.
  * The memory lives in the agent's database and is written by `write()` inside the very outbox
  * transaction that stores the messages (`ingest.accept(…, {inTransaction})`): a message is
  * remembered if and only if it was stored, whatever the moment of a crash.
  *
  * Cost per publish (this runs for every QoS 1 message): the table is a ring per session (slot =
  * n % window, migrations/0005), written with multi-row INSERTs, one B-tree write per publish.
- * Reads are avoided: a new publish (no DUP flag) can only be a resend of a remembered one from an
- * *earlier* connection, so when a connection's first publish arrives the packet ids the session
- * holds from before are loaded once (a sorted Uint16Array, 2 bytes each); a publish is looked
- * up in the database only when it is flagged DUP or its packet id is in that set. A fresh
- * session, or one whose earlier ids do not come round again, never reads.
+ * The database is read only for a DUP publish, or a persistent session's publish whose packet id
+ * is in the small set of ids unacknowledged at its previous connection's end. The sessions known
+ * in memory are bounded (`maxSessions`, least recently used forgotten first; a forgotten session
+ * is treated as one from an earlier process).
  */
 import { Buffer } from "node:buffer";
 import * as crypto from "node:crypto";
@@ -37,6 +48,11 @@ export interface PublishKey {
   /** The connection it arrived on (unique per process and connection). */
   conn: string;
   dup: boolean;
+  /**
+   * The session outlives its connection (MQTT clean session 0). Both transports set it; absent,
+   * the session is taken as persistent.
+   */
+  persistent?: boolean;
 }
 
 /** One-shot hashing where the runtime has it (a third cheaper than a hash object under Bun). */
@@ -60,6 +76,8 @@ export interface Redelivery {
   isResend(key: PublishKey): boolean;
   /** Remembers stored publishes; call inside the transaction that stores them. */
   write(keys: readonly PublishKey[]): void;
+  /** The PUBACKs of these stored publishes were written to their connection. */
+  acked(keys: readonly PublishKey[]): void;
   /** Forgets entries older than `maxAgeMs`. */
   prune(maxAgeMs: number): void;
   /** A small durable note (e.g. the filters an external session is subscribed to). */
@@ -72,6 +90,8 @@ export interface Redelivery {
 export interface RedeliveryOptions {
   /** Packet ids remembered per session. */
   window?: number;
+  /** Sessions whose connection state is kept in memory (least recently used forgotten first). */
+  maxSessions?: number;
   now?: () => number;
 }
 
@@ -83,8 +103,13 @@ interface SessionState {
   conn: string;
   /** The sequence number of its last remembered publish (slot = n % window). */
   n: number;
-  /** Packet ids remembered from earlier connections, sorted; undefined when there are none. */
+  /**
+   * Packet ids that may be unacknowledged from earlier connections, sorted; undefined when there
+   * are none.
+   */
   earlier: Uint16Array | undefined;
+  /** Packet ids stored on the current connection whose PUBACK is not yet written. */
+  unacked: Set<number>;
 }
 
 function hasId(ids: Uint16Array, id: number): boolean {
@@ -111,6 +136,7 @@ function withId(ids: Uint16Array | undefined, id: number): Uint16Array {
 export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions = {}): Redelivery {
   // Tables: migrations/0005_mqtt_seen_ring.sql (mqtt_seen) and 0003 (mqtt_notes).
   const window = options.window ?? 1024;
+  const maxSessions = options.maxSessions ?? 10_000;
   const now = options.now ?? Date.now;
   const latest = db.prepare(
     "SELECT digest, conn FROM mqtt_seen WHERE session = ? AND packet_id = ? ORDER BY n DESC LIMIT 1",
@@ -128,18 +154,27 @@ export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions =
   function stateFor(session: string, conn: string): SessionState {
     let state = sessions.get(session);
     if (state !== undefined && state.conn === conn) return state;
-    const rows = held.all(session) as [number, number][];
     let n = state?.n ?? 0;
     let earlier: Uint16Array | undefined;
-    if (rows.length > 0) {
-      const ids = new Uint16Array(rows.length);
-      for (let i = 0; i < rows.length; i++) {
-        ids[i] = rows[i][0];
-        if (rows[i][1] > n) n = rows[i][1];
+    if (state !== undefined) {
+      // A connection of this process ended: exactly the ids it had not acknowledged.
+      sessions.delete(session);
+      if (state.unacked.size > 0) earlier = Uint16Array.from(state.unacked).sort();
+    } else {
+      // Last connected to an earlier process (or forgotten): whatever the memory holds may be
+      // unacknowledged.
+      const rows = held.all(session) as [number, number][];
+      if (rows.length > 0) {
+        const ids = new Uint16Array(rows.length);
+        for (let i = 0; i < rows.length; i++) {
+          ids[i] = rows[i][0];
+          if (rows[i][1] > n) n = rows[i][1];
+        }
+        earlier = ids.sort();
       }
-      earlier = ids.sort();
     }
-    state = { conn, n, earlier };
+    state = { conn, n, earlier, unacked: new Set() };
+    if (sessions.size >= maxSessions) sessions.delete(sessions.keys().next().value!);
     sessions.set(session, state);
     return state;
   }
@@ -148,7 +183,12 @@ export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions =
     isResend(key) {
       if (closed) return false;
       const state = stateFor(key.session, key.conn);
-      if (!key.dup && (state.earlier === undefined || !hasId(state.earlier, key.packetId))) return false;
+      if (!key.dup) {
+        // Without DUP only a persistent session's publish under an id left unacknowledged.
+        if (key.persistent === false || state.earlier === undefined || !hasId(state.earlier, key.packetId)) {
+          return false;
+        }
+      }
       const row = latest.get(key.session, key.packetId) as { digest: string; conn: string } | undefined;
       if (row === undefined || row.digest !== key.digest) return false;
       return key.dup || row.conn !== key.conn;
@@ -161,10 +201,17 @@ export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions =
         const state = sessions.get(k.session) ?? stateFor(k.session, k.conn);
         // A publish of an older connection stored after a newer one began: it is "earlier" now.
         if (state.conn !== k.conn) state.earlier = withId(state.earlier, k.packetId);
+        else state.unacked.add(k.packetId);
         const n = ++state.n;
         params.push(k.session, n % window, k.packetId, k.digest, k.conn, n, t);
       }
       db.insertRows(WRITE_HEAD, 7, params);
+    },
+    acked(keys) {
+      for (const k of keys) {
+        const state = sessions.get(k.session);
+        if (state !== undefined && state.conn === k.conn) state.unacked.delete(k.packetId);
+      }
     },
     prune(maxAgeMs) {
       if (closed) return;

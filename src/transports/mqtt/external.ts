@@ -19,7 +19,7 @@ import type { IPublishPacket, MqttClient } from "mqtt";
 import { randomBytes } from "node:crypto";
 import type { IngestKind } from "../../core/message.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
-import { payloadDigest, type Redelivery } from "./dedupe.ts";
+import { payloadDigest, type PublishKey, type Redelivery } from "./dedupe.ts";
 import type { InboundPublish, Intake } from "./intake.ts";
 import { compileDevicePattern, DEFAULT_DEVICE_PATTERN } from "./topics.ts";
 
@@ -99,7 +99,7 @@ export function createExternalClient(options: ExternalOptions, deps: ExternalDep
   let everConnected = false;
   let errorLogged = false;
   /** PUBACKs mqtt.js will send next, held until the message's batch has committed. */
-  const deferred = new Map<number, Promise<boolean>>();
+  const deferred = new Map<number, { stored: Promise<boolean>; key: PublishKey | undefined }>();
   let batch: Waiting[] = [];
   let scheduled = false;
   let tail: Promise<void> = Promise.resolve();
@@ -143,6 +143,7 @@ export function createExternalClient(options: ExternalOptions, deps: ExternalDep
         digest: payloadDigest(topic, payload),
         conn,
         dup: packet.dup === true,
+        persistent: true, // clean: false
       };
     }
     return publish;
@@ -178,8 +179,10 @@ export function createExternalClient(options: ExternalOptions, deps: ExternalDep
           deferred.delete(packet.messageId!);
           const stream = c.stream;
           (args[1] as (() => void) | undefined)?.(); // lets mqtt.js read the next packet now
-          held.then((ok) => {
-            if (ok && c.connected && c.stream === stream) send.call(c, packet);
+          held.stored.then((ok) => {
+            if (!ok || !c.connected || c.stream !== stream) return;
+            send.call(c, packet);
+            if (held.key !== undefined) intake.acked([held.key]);
           });
         };
       }
@@ -198,14 +201,17 @@ export function createExternalClient(options: ExternalOptions, deps: ExternalDep
           }
           if (taken) return callback();
         }
-        const stored = submit(inbound(p));
+        const publish = inbound(p);
+        const stored = submit(publish);
         if (p.qos === 0) return callback(); // nothing to acknowledge
         if (pipelined && p.messageId !== undefined) {
-          deferred.set(p.messageId, stored);
+          deferred.set(p.messageId, { stored, key: publish.key });
           return callback();
         }
         stored.then((ok) => {
-          if (ok) callback();
+          if (!ok) return;
+          callback();
+          if (publish.key !== undefined) intake.acked([publish.key]);
         });
       };
       c.on("packetreceive", (packet) => {

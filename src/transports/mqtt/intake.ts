@@ -50,6 +50,8 @@ export interface IntakeDeps {
 export interface Intake {
   /** Processes one session's batch; `alive()` false means the sender is gone (stop retrying). */
   submit(batch: readonly InboundPublish[], source: string, alive: () => boolean): Promise<IntakeResult>;
+  /** The PUBACKs of these stored publishes were written (see dedupe.ts: what counts as a resend). */
+  acked(keys: readonly PublishKey[]): void;
   /** Batches being processed now. */
   readonly busy: number;
   /** Resolves when nothing is in flight, or after `timeoutMs`. */
@@ -209,6 +211,9 @@ export function createIntake(deps: IntakeDeps): Intake {
         busy--;
         if (busy === 0) { for (const f of idle.splice(0)) f(); }
       }
+    },
+    acked(keys) {
+      if (keys.length > 0) deps.redelivery?.acked(keys);
     },
     get busy() {
       return busy;

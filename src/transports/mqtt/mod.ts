@@ -88,6 +88,8 @@ export interface MqttTransports {
 
 /** How long outpost remembers a committed publish's packet id for recognising resends. */
 const REDELIVERY_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+/** Devices remembered as seen on an external broker (where their commands go first). */
+const MAX_EXTERNAL_DEVICES = 10_000;
 
 function hostOf(url: string): string {
   try {
@@ -139,11 +141,16 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
           if (p.target.type !== "device") continue;
           const device = p.target.device;
           if (externalDevices.get(device) === index) continue;
+          // Bounded: the oldest entry goes (it is only a hint of where to send commands first).
+          if (externalDevices.size >= MAX_EXTERNAL_DEVICES) {
+            externalDevices.delete(externalDevices.keys().next().value!);
+          }
           externalDevices.set(device, index);
           commands.listening(device);
         }
         return inner.submit(batch, source, alive);
       },
+      acked: (keys) => inner.acked(keys),
       get busy() {
         return inner.busy;
       },
