@@ -85,6 +85,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
       telemetry,
       {
         edgeId: config.edgeId,
+        ackTimeoutMs: config.hub.ackTimeout,
         hello: { version: VERSION, target: target() },
         onFrame: (frame) => downlink(frame),
         onConnected: () => {

@@ -3,6 +3,7 @@
  * error, so a typo never silently falls back to a default. Defaults live here and only here.
  */
 import * as v from "valibot";
+import { DURATION_PATTERN, parseDuration } from "../core/duration.ts";
 import { checkDevicePattern } from "../transports/mqtt/topics.ts";
 
 /** `host:port` with a port in 0..65535 (0: any free port). */
@@ -10,6 +11,13 @@ export const hostPort = v.pipe(
   v.string(),
   v.regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$/, 'must be "host:port", e.g. "127.0.0.1:8080"'),
   v.check((s) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535, "port must be 0 to 65535"),
+);
+
+/** A duration such as `"30s"` (ms, s, m, h, d), turned into milliseconds. */
+export const duration = v.pipe(
+  v.string(),
+  v.regex(DURATION_PATTERN, 'must be a duration such as "500ms", "30s", "5m", "1h" or "1d"'),
+  v.transform((s) => parseDuration(s)!),
 );
 
 const nonEmpty = (what: string) => v.pipe(v.string(), v.minLength(1, `${what} must not be empty`));
@@ -23,6 +31,7 @@ export const DEFAULTS = {
   deadLetters: 1000,
   updateTrialSeconds: 300,
   updateMaxStarts: 3,
+  hubAckTimeout: "30s",
 } as const;
 
 export const BrokerSchema = v.strictObject({
@@ -67,6 +76,8 @@ export const HubSchema = v.strictObject({
   routingKey: nonEmpty("routingKey"),
   secret: nonEmpty("secret"),
   ca: v.optional(nonEmpty("ca")),
+  /** A batch not acknowledged within this time means a broken link: reconnect and resend. */
+  ackTimeout: v.optional(duration, DEFAULTS.hubAckTimeout),
 });
 
 export const ConfigSchema = v.strictObject({

@@ -11,9 +11,13 @@
  * - After any disconnect everything unacknowledged is sent again, oldest first (the hub
  *   deduplicates by record id, so the pair is exactly-once).
  * - Reconnects back off exponentially with jitter; credentials refused slow it down further.
+ * - A batch not acknowledged within `ackTimeoutMs` (config `hub.ackTimeout`) means a broken link,
+ *   even when the connection looks alive (a hub that stopped acknowledging): the call is
+ *   cancelled, and the reconnect resends everything unacknowledged. Measured on a monotonic clock.
  */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
+import { performance } from "node:perf_hooks";
 import { readFileSync } from "node:fs";
 import { type Backoff, createBackoff } from "../core/backoff.ts";
 import type { Outbox, OutboxRecordBytes } from "../outbox/mod.ts";
@@ -42,6 +46,8 @@ export interface UplinkOptions {
   onFrame?: (frame: HubFrame) => void;
   /** Called after each (re)connect, once the hello report is sent. */
   onConnected?: () => void;
+  /** How long a batch may wait for its ack before the link counts as broken (ms); default 30 s. */
+  ackTimeoutMs?: number;
 }
 
 export interface UplinkStatus {
@@ -56,6 +62,8 @@ interface InFlight {
   first: number;
   last: number;
   count: number;
+  /** When it was written (monotonic ms). */
+  sentAt: number;
 }
 
 export class Uplink {
@@ -85,6 +93,8 @@ export class Uplink {
   private pumping = false;
   private unsubscribe: (() => void) | undefined;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private readonly ackTimeoutMs: number;
+  private ackWatch: ReturnType<typeof setInterval> | undefined;
   private drained: (() => void) | undefined;
 
   constructor(config: UplinkConfig, outbox: Outbox, telemetry: Telemetry, options: UplinkOptions) {
@@ -96,6 +106,7 @@ export class Uplink {
     this.batchRecords = options.batchRecords ?? 500;
     this.batchBytes = options.batchBytes ?? 1024 * 1024;
     this.lingerMs = options.lingerMs ?? 20;
+    this.ackTimeoutMs = options.ackTimeoutMs ?? 30_000;
     this.backoff = createBackoff({ baseMs: 200, maxMs: 15_000 });
   }
 
@@ -188,7 +199,26 @@ export class Uplink {
     this.heartbeat = setInterval(() => {
       this.call?.write({ frame: "heartbeat", heartbeat: { ts: Date.now() } });
     }, 15_000);
+    this.ackWatch = setInterval(() => this.checkAcks(), Math.max(50, Math.min(5_000, this.ackTimeoutMs / 4)));
     this.pump();
+  }
+
+  /** The oldest batch in flight waited too long for its ack: the link is broken. */
+  private checkAcks(): void {
+    const call = this.call;
+    if (!this.connected || call === undefined || this.inFlight.size === 0) return;
+    const oldest = this.inFlight.values().next().value!;
+    const waited = performance.now() - oldest.sentAt;
+    if (waited <= this.ackTimeoutMs) return;
+    // Detach first, so the cancelled call's own end is not reported as the reason.
+    this.call = undefined;
+    this.onDisconnect(
+      `no acknowledgement within ${Math.round(this.ackTimeoutMs / 1000)} s (hub.ackTimeout); reconnecting`,
+      grpc.status.DEADLINE_EXCEEDED,
+    );
+    try {
+      call.cancel();
+    } catch { /* already closed */ }
   }
 
   private onDisconnect(reason: string, code?: number): void {
@@ -200,6 +230,8 @@ export class Uplink {
     this.lastClaimed = 0;
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
+    if (this.ackWatch) clearInterval(this.ackWatch);
+    this.ackWatch = undefined;
     if (this.stopped) return;
     this.lastError = reason;
     if (wasConnected || reason !== this.reportedError) {
@@ -281,7 +313,7 @@ export class Uplink {
         const seq = this.nextSeq++;
         const first = records[0].seq;
         const last = records[records.length - 1].seq;
-        this.inFlight.set(seq, { first, last, count: records.length });
+        this.inFlight.set(seq, { first, last, count: records.length, sentAt: performance.now() });
         this.call.write({ frame: "batch", batch: { seq, records: records.map(toWire) } });
       }
     } finally {
@@ -309,6 +341,7 @@ export class Uplink {
     this.unstage();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.ackWatch) clearInterval(this.ackWatch);
     const call = this.call;
     this.call = undefined;
     this.connected = false;
