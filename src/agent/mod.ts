@@ -4,6 +4,7 @@
  * must be in force first) → MQTT transports; stop in reverse, draining
  * what is in flight. Start-up and reload share one code path per part.
  */
+import { redactUrl } from "../core/redact.ts";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createCommands, mountCommandRoutes } from "../commands/mod.ts";
@@ -215,7 +216,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
         edgeId: config.edgeId,
         api: `${hostname}:${server.port}`,
         dataDir: config.dataDir,
-        hub: config.hub ? config.hub.url : null,
+        hub: config.hub ? redactUrl(config.hub.url) : null,
         config: config.source ?? "built-in defaults",
       });
       // On trial after a self-update: healthy = API answering, store open, hub connected if configured.

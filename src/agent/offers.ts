@@ -6,6 +6,7 @@
  * it is reached, also across the restart into the new version, since each connect reports the
  * last final state.
  */
+import { redactUrl } from "../core/redact.ts";
 import { Buffer } from "node:buffer";
 import type { EdgeFrame, UpdateOfferFrame } from "../proto/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
@@ -46,8 +47,13 @@ export function createOfferHandling(deps: OfferDeps): OfferHandling {
 
   return {
     offer(o) {
-      offered = { version: o.version, url: o.url, receivedAt: new Date().toISOString(), applied: false };
-      deps.log.info("update.offered", { version: o.version, url: o.url, auto: deps.auto });
+      offered = {
+        version: o.version,
+        url: redactUrl(o.url),
+        receivedAt: new Date().toISOString(),
+        applied: false,
+      };
+      deps.log.info("update.offered", { version: o.version, url: redactUrl(o.url), auto: deps.auto });
       if (!deps.auto) {
         report({
           status: "recorded",

@@ -12,6 +12,7 @@
  *
  * Any refusal ends in `failed` with a reason and leaves the executable untouched.
  */
+import { redactingLogger, redactUrl, redactUrlsIn } from "../core/redact.ts";
 import { execFile } from "node:child_process";
 import {
   chmodSync,
@@ -150,7 +151,9 @@ class Refusal extends Error {
 }
 
 export function createUpdater(deps: UpdaterDeps): Updater {
-  const { paths, log } = deps;
+  const { paths } = deps;
+  // Manifest and artifact URLs may carry credentials or presigned queries: never shown whole.
+  const log = redactingLogger(deps.log);
   const now = deps.now ?? Date.now;
   const doFetch = deps.fetch ?? fetch;
   const listeners = new Set<(s: UpdateStatus) => void>();
@@ -190,6 +193,9 @@ export function createUpdater(deps: UpdaterDeps): Updater {
   function set(next: Partial<UpdateStatus> & { state: UpdateStateName }, keep = false): void {
     const base = keep ? status : { current: deps.version, pid: deps.pid };
     status = { ...base, ...next, at: new Date(now()).toISOString() } as UpdateStatus;
+    if (status.manifestUrl !== undefined) status.manifestUrl = redactUrl(status.manifestUrl);
+    if (status.reason !== undefined) status.reason = redactUrlsIn(status.reason);
+    if (status.message !== undefined) status.message = redactUrlsIn(status.message);
     if (next.state !== "downloading") delete status.progress;
     for (const l of listeners) {
       try {

@@ -14,6 +14,7 @@
  * how many wait. This relies on mqtt.js's `_sendPacket`; without it, the client falls back to
  * acknowledging one message at a time, which is slower but just as safe.
  */
+import { redactUrl } from "../../core/redact.ts";
 import mqtt from "mqtt";
 import type { IPublishPacket, MqttClient } from "mqtt";
 import { randomBytes } from "node:crypto";
@@ -65,9 +66,7 @@ export interface ExternalDeps {
 }
 
 /** The URL without credentials, for logs and status. */
-export function redactUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/)[^@/]*@/i, "$1");
-}
+export { redactUrl };
 
 interface Waiting {
   publish: InboundPublish;
