@@ -68,7 +68,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     },
     onError: (event, error) => log.error(event, { error: String(error) }),
   });
-  const devices = new DeviceRegistry(outbox.db);
+  const devices = new DeviceRegistry(outbox.db, { max: config.devices.max, telemetry });
   const deadLetters = new DeadLetters(1000);
 
   // 2. Uplink.
@@ -131,8 +131,8 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     db: outbox.db,
     telemetry,
     send: (frame) => uplink?.send(frame) ?? false,
-    isKnownDevice: (id) => devices.isProvisioned(id) || devices.list().some((d) => d.id === id),
-    seenDevices: () => devices.list().map((d) => d.id),
+    isKnownDevice: (id) => devices.isKnown(id),
+    seenDevices: () => devices.ids().sort(),
     deliver: (command) => transports.deliverCommand(command),
   }, { maxAnswerBytes: config.limits.maxPayloadBytes });
 

@@ -21,6 +21,8 @@ export const DEFAULTS = {
   outboxMaxBytes: 1024 * 1024 * 1024,
   maxPayloadBytes: 256 * 1024,
   deadLetters: 1000,
+  devicesMax: 10_000,
+  outboxMinFreeBytes: 64 * 1024 * 1024,
   updateTrialSeconds: 300,
   updateMaxStarts: 3,
 } as const;
@@ -98,6 +100,24 @@ export const ConfigSchema = v.strictObject({
       onFull: v.optional(
         v.picklist(["drop-oldest", "reject"], 'must be "drop-oldest" or "reject"'),
         "drop-oldest",
+      ),
+      /**
+       * Under `drop-oldest`, the oldest records also make room when the file system holding the
+       * outbox has less free space than this (0: never).
+       */
+      minFreeBytes: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(0, "must be 0 or more")),
+        DEFAULTS.outboxMinFreeBytes,
+      ),
+    }),
+    {},
+  ),
+  devices: v.optional(
+    v.strictObject({
+      /** Distinct device ids tracked (seen or provisioned); messages from new ids past it are refused. */
+      max: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(1, "must be at least 1"), v.maxValue(10_000_000)),
+        DEFAULTS.devicesMax,
       ),
     }),
     {},

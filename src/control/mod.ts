@@ -9,7 +9,7 @@ import process from "node:process";
 import type { Issue } from "../core/errors.ts";
 import type { IngestKind } from "../core/message.ts";
 import type { DeviceRegistry } from "../devices/mod.ts";
-import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload } from "../ingest/mod.ts";
+import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload, type RejectReason } from "../ingest/mod.ts";
 import { type Outbox, OutboxFullError } from "../outbox/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { bearer, isApiToken, unauthorized } from "./auth.ts";
@@ -54,6 +54,13 @@ export interface ControlDeps {
   extend?: (app: Hono) => void;
   now?: () => number;
 }
+
+/** HTTP status of each reason a payload is refused (400 for any other). */
+const REJECT_STATUS: Partial<Record<RejectReason, 413 | 429>> = {
+  "too-large": 413,
+  "batch-too-large": 413,
+  "device-limit": 429,
+};
 
 const KINDS: Record<string, IngestKind> = {
   telemetry: "telemetry",
@@ -121,10 +128,12 @@ export function createControlApp(deps: ControlDeps): Hono {
       source: "http",
       now: now(),
       maxBytes: deps.maxPayloadBytes,
+      maxBatchBytes: deps.ingest.maxBatchBytes,
+      admit: deps.ingest.admit,
     });
     if (!parsed.ok) {
       telemetry.rejected(parsed.reason, { device, transport: "http" });
-      return c.json({ error: parsed.message }, parsed.reason === "too-large" ? 413 : 400);
+      return c.json({ error: parsed.message }, REJECT_STATUS[parsed.reason] ?? 400);
     }
     try {
       const n = await deps.ingest.accept(parsed.messages);
@@ -196,7 +205,13 @@ export function createControlApp(deps: ControlDeps): Hono {
     return c.json({ records, depth: deps.outbox.stats().depth });
   });
 
-  app.get("/api/v1/devices", (c) => c.json({ devices: deps.devices.list() }));
+  app.get("/api/v1/devices", (c) => {
+    const limit = intParam(c.req.query("limit"), 1000, 1, 10_000);
+    if (typeof limit === "string") return c.json({ errors: [{ path: "/limit", message: limit }] }, 400);
+    const after = c.req.query("after");
+    const devices = deps.devices.list({ limit, after: after || undefined });
+    return c.json({ devices, total: deps.devices.size });
+  });
 
   app.post("/api/v1/devices", async (c) => {
     const body = await jsonBody(c);

@@ -125,6 +125,11 @@ export class Outbox {
 
   private readonly q;
   private readonly claimStatement;
+
+  /** The configured capacity (`outbox.maxBytes`). */
+  get maxBytes(): number {
+    return this.options.maxBytes;
+  }
   private readonly claimBytesStatement;
 
   constructor(options: OutboxOptions) {
