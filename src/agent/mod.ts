@@ -54,6 +54,7 @@ export function resolveApiToken(config: Config): string {
 export function createAgent(config: Config, telemetry: Telemetry): Agent {
   const log = telemetry.log;
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(config.dataDir, 0o700); // also when it already existed, whatever the umask
   const startedAt = Date.now();
 
   // 1. Store.

@@ -12,7 +12,7 @@ import type { DeviceRegistry } from "../devices/mod.ts";
 import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload, type RejectReason } from "../ingest/mod.ts";
 import { type Outbox, OutboxFullError } from "../outbox/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
-import { bearer, isApiToken, unauthorized } from "./auth.ts";
+import { AUTH_MAX_FAILURES, AuthLimiter, bearer, isApiToken, unauthorized } from "./auth.ts";
 import { intParam, jsonBody, readLimited } from "./http.ts";
 
 export { intParam, jsonBody, readLimited } from "./http.ts";
@@ -83,14 +83,42 @@ export function createControlApp(deps: ControlDeps): Hono {
 
   // Authentication: the API token everywhere; on a device's own ingest and command routes also
   // the device's own token.
+  const limiter = new AuthLimiter({ now });
+  const limited = telemetry.metrics.family(
+    "outpost_auth_limited_total",
+    "HTTP requests refused (429) because their address failed authentication too often",
+    "counter",
+  );
+  let limitedSinceLog = 0;
+  let limitedLogAt = -Infinity;
   app.use("*", async (c, next) => {
     if (c.req.path === "/healthz") return await next();
+    const address = (c.env as { remoteAddress?: string } | undefined)?.remoteAddress ?? "unknown";
+    if (limiter.blocked(address)) {
+      limited.add(1);
+      limitedSinceLog++;
+      const t = now();
+      if (t - limitedLogAt >= 60_000) {
+        telemetry.log.warn("auth.limited", {
+          transport: "http",
+          address,
+          refused: limitedSinceLog,
+          addresses: limiter.size,
+          rule: `${AUTH_MAX_FAILURES} failed authentications in a minute`,
+        });
+        limitedLogAt = t;
+        limitedSinceLog = 0;
+      }
+      c.header("Retry-After", "60");
+      return c.json({ error: "Too many failed authentications from this address; try again later" }, 429);
+    }
     const candidate = bearer(c);
     if (isApiToken(candidate, deps.token)) return await next();
     const device = ownDeviceRoute(c.req.method, c.req.path);
     if (device !== undefined && candidate !== undefined && deps.devices.verify(device, candidate)) {
       return await next();
     }
+    limiter.fail(address);
     telemetry.authRefused(candidate === undefined ? "missing-token" : "wrong-token", {
       path: c.req.path,
       transport: "http",

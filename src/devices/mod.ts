@@ -146,7 +146,11 @@ export class DeviceRegistry {
    */
   admit(device: string): string | undefined {
     if (this.seen.has(device) || this.tokens.has(device)) return undefined;
-    if (this.seen.size + this.tokens.size < this.max) return undefined;
+    if (this.seen.size + this.tokens.size < this.max) {
+      // Take the place now: ids admitted together must not overshoot the bound before they commit.
+      this.seen.set(device, { lastSeen: -1, messages: 0, values: {}, bytes: 0, count: 0 });
+      return undefined;
+    }
     this.refusedTotal++;
     this.refusedSinceLog++;
     this.refusedCounter?.add(1);
@@ -171,7 +175,7 @@ export class DeviceRegistry {
       let s = this.seen.get(m.device);
       if (!s) {
         // The bound holds even for ids admitted together while the registry was nearly full.
-        if (this.seen.size + this.tokens.size >= this.max + 1024 && !this.tokens.has(m.device)) continue;
+        if (this.seen.size + this.tokens.size >= this.max && !this.tokens.has(m.device)) continue;
         s = { lastSeen: now, messages: 0, values: {}, bytes: 0, count: 0 };
         this.seen.set(m.device, s);
       }
@@ -196,7 +200,7 @@ export class DeviceRegistry {
       return {
         id,
         provisioned: this.tokens.has(id),
-        lastSeenAt: s ? new Date(s.lastSeen).toISOString() : null,
+        lastSeenAt: s && s.lastSeen >= 0 ? new Date(s.lastSeen).toISOString() : null,
         messages: s?.messages ?? 0,
         lastValues: s?.values ?? {},
       };
