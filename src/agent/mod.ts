@@ -62,6 +62,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     path: join(config.dataDir, "outbox.db"),
     maxBytes: config.outbox.maxBytes,
     onFull: config.outbox.onFull,
+    minFreeBytes: config.outbox.minFreeBytes,
     onDropped: (n) => telemetry.dropped(n, "outbox full (onFull: drop-oldest)"),
     onCommit: (added) => {
       telemetry.committed();
