@@ -165,7 +165,11 @@ export function nodeRequestListener(
       if (unread) out.connection = "close";
       res.writeHead(response.status, out);
       res.end(Buffer.from(await response.arrayBuffer()), () => {
-        if (unread) req.destroy();
+        if (!unread) return;
+        // Discard the rest as it arrives (nothing is kept), so the client reads the answer rather
+        // than a reset; a client that keeps sending is cut off after a few seconds.
+        req.resume();
+        setTimeout(() => req.destroy(), 5_000).unref?.();
       });
     } catch (error) {
       if (!res.headersSent) res.writeHead(500, { connection: "close" });
