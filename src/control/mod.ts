@@ -10,7 +10,7 @@ import type { Issue } from "../core/errors.ts";
 import type { IngestKind } from "../core/message.ts";
 import type { DeviceRegistry } from "../devices/mod.ts";
 import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload, type RejectReason } from "../ingest/mod.ts";
-import { type Outbox, OutboxFullError } from "../outbox/mod.ts";
+import { isDiskFull, type Outbox, OutboxFullError } from "../outbox/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { AUTH_MAX_FAILURES, AuthLimiter, bearer, isApiToken, unauthorized } from "./auth.ts";
 import { intParam, jsonBody, readLimited } from "./http.ts";
@@ -74,6 +74,10 @@ export function createControlApp(deps: ControlDeps): Hono {
   const { telemetry } = deps;
 
   app.onError((error, c) => {
+    if (isDiskFull(error)) {
+      telemetry.log.error("api.storage_full", { path: c.req.path, error: String(error) });
+      return c.json({ error: `storage full: ${error.message}` }, 507);
+    }
     telemetry.log.error("api.error", { path: c.req.path, error: String(error) });
     return c.json({ error: "Internal error" }, 500);
   });
