@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { join } from "node:path";
 import { createCommands, mountCommandRoutes } from "../commands/mod.ts";
 import { type Config, resolveFromConfig } from "../config/mod.ts";
+import { DEFAULTS } from "../config/schema.ts";
 import { createControlApp, type HubStatus } from "../control/mod.ts";
 import { UsageError } from "../core/errors.ts";
 import { randomToken } from "../core/secret.ts";
@@ -62,7 +63,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     path: join(config.dataDir, "outbox.db"),
     maxBytes: config.outbox.maxBytes,
     onFull: config.outbox.onFull,
-    minFreeBytes: config.outbox.minFreeBytes,
+    minFreeBytes: config.outbox.minFreeBytes ?? DEFAULTS.outboxMinFreeBytes,
     onDropped: (n) => telemetry.dropped(n, "outbox full (onFull: drop-oldest)"),
     onCommit: (added) => {
       telemetry.committed();

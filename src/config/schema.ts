@@ -103,12 +103,10 @@ export const ConfigSchema = v.strictObject({
       ),
       /**
        * Under `drop-oldest`, the oldest records also make room when the file system holding the
-       * outbox has less free space than this (0: never).
+       * outbox has less free space than this (0: never). Absent: `DEFAULTS.outboxMinFreeBytes`,
+       * applied where the outbox is opened.
        */
-      minFreeBytes: v.optional(
-        v.pipe(v.number(), v.integer(), v.minValue(0, "must be 0 or more")),
-        DEFAULTS.outboxMinFreeBytes,
-      ),
+      minFreeBytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0, "must be 0 or more"))),
     }),
     {},
   ),

@@ -177,3 +177,15 @@ Deno.test("dead letters keep at most 256 bytes of topic, device and payload", ()
   assert.equal(new TextEncoder().encode(b.topic!).length, 256);
   assert.equal(b.head.length, 256);
 });
+
+Deno.test("API JSON bodies nested deeper than 64 levels are 400 with the reason", async () => {
+  const t = setup();
+  try {
+    const res = await t.req("/api/v1/devices", post("[".repeat(60_000) + "]".repeat(60_000)));
+    assert.equal(res.status, 400);
+    const body = await res.json();
+    assert.match(body.errors[0].message, /nested deeper than 64 levels/);
+  } finally {
+    t.close();
+  }
+});
