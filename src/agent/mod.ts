@@ -9,6 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { join } from "node:path";
 import { createCommands, mountCommandRoutes } from "../commands/mod.ts";
 import { type Config, resolveFromConfig } from "../config/mod.ts";
+import { DEFAULTS } from "../config/schema.ts";
 import { createControlApp, type HubStatus } from "../control/mod.ts";
 import { UsageError } from "../core/errors.ts";
 import { randomToken } from "../core/secret.ts";
@@ -55,6 +56,7 @@ export function resolveApiToken(config: Config): string {
 export function createAgent(config: Config, telemetry: Telemetry): Agent {
   const log = telemetry.log;
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(config.dataDir, 0o700); // also when it already existed, whatever the umask
   const startedAt = Date.now();
 
   // 1. Store.
@@ -62,6 +64,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     path: join(config.dataDir, "outbox.db"),
     maxBytes: config.outbox.maxBytes,
     onFull: config.outbox.onFull,
+    minFreeBytes: config.outbox.minFreeBytes ?? DEFAULTS.outboxMinFreeBytes,
     onDropped: (n) => telemetry.dropped(n, "outbox full (onFull: drop-oldest)"),
     onCommit: (added) => {
       telemetry.committed();
@@ -69,7 +72,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     },
     onError: (event, error) => log.error(event, { error: String(error) }),
   });
-  const devices = new DeviceRegistry(outbox.db);
+  const devices = new DeviceRegistry(outbox.db, { max: config.devices.max, telemetry });
   const deadLetters = new DeadLetters(1000);
 
   // 2. Uplink.
@@ -133,8 +136,8 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     db: outbox.db,
     telemetry,
     send: (frame) => uplink?.send(frame) ?? false,
-    isKnownDevice: (id) => devices.isProvisioned(id) || devices.list().some((d) => d.id === id),
-    seenDevices: () => devices.list().map((d) => d.id),
+    isKnownDevice: (id) => devices.isKnown(id),
+    seenDevices: () => devices.ids().sort(),
     deliver: (command) => transports.deliverCommand(command),
   }, { maxAnswerBytes: config.limits.maxPayloadBytes });
 

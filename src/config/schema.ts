@@ -29,6 +29,8 @@ export const DEFAULTS = {
   outboxMaxBytes: 1024 * 1024 * 1024,
   maxPayloadBytes: 256 * 1024,
   deadLetters: 1000,
+  devicesMax: 10_000,
+  outboxMinFreeBytes: 64 * 1024 * 1024,
   updateTrialSeconds: 300,
   updateMaxStarts: 3,
   hubAckTimeout: "30s",
@@ -109,6 +111,22 @@ export const ConfigSchema = v.strictObject({
       onFull: v.optional(
         v.picklist(["drop-oldest", "reject"], 'must be "drop-oldest" or "reject"'),
         "drop-oldest",
+      ),
+      /**
+       * Under `drop-oldest`, the oldest records also make room when the file system holding the
+       * outbox has less free space than this (0: never). Absent: `DEFAULTS.outboxMinFreeBytes`,
+       * applied where the outbox is opened.
+       */
+      minFreeBytes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0, "must be 0 or more"))),
+    }),
+    {},
+  ),
+  devices: v.optional(
+    v.strictObject({
+      /** Distinct device ids tracked (seen or provisioned); messages from new ids past it are refused. */
+      max: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(1, "must be at least 1"), v.maxValue(10_000_000)),
+        DEFAULTS.devicesMax,
       ),
     }),
     {},

@@ -1,6 +1,7 @@
 /** Small HTTP helpers shared by the control API's routes (bodies with a size bound, query numbers). */
 import type { Context } from "hono";
 import type { Issue } from "../core/errors.ts";
+import { depthOverBytes, MAX_DEPTH } from "../ingest/parse.ts";
 
 /** Reads the body, giving up (undefined) as soon as it passes `max` bytes. */
 export async function readLimited(c: Context, max: number): Promise<Uint8Array | undefined> {
@@ -37,6 +38,13 @@ export async function jsonBody(
 ): Promise<{ ok: true; value: unknown } | { ok: false; issues: Issue[] }> {
   const raw = await readLimited(c, 1024 * 1024);
   if (raw === undefined) return { ok: false, issues: [{ path: "", message: "Body is over 1 MiB" }] };
+  const deep = depthOverBytes(raw);
+  if (deep >= 0) {
+    return {
+      ok: false,
+      issues: [{ path: "", message: `Body is nested deeper than ${MAX_DEPTH} levels (at byte ${deep})` }],
+    };
+  }
   try {
     return { ok: true, value: JSON.parse(new TextDecoder().decode(raw)) };
   } catch (error) {

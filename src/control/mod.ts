@@ -9,10 +9,10 @@ import process from "node:process";
 import type { Issue } from "../core/errors.ts";
 import type { IngestKind } from "../core/message.ts";
 import type { DeviceRegistry } from "../devices/mod.ts";
-import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload } from "../ingest/mod.ts";
-import { type Outbox, OutboxFullError } from "../outbox/mod.ts";
+import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload, type RejectReason } from "../ingest/mod.ts";
+import { isDiskFull, type Outbox, OutboxFullError } from "../outbox/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
-import { bearer, isApiToken, unauthorized } from "./auth.ts";
+import { AUTH_MAX_FAILURES, AuthLimiter, bearer, isApiToken, unauthorized } from "./auth.ts";
 import { intParam, jsonBody, readLimited } from "./http.ts";
 
 export { intParam, jsonBody, readLimited } from "./http.ts";
@@ -55,6 +55,13 @@ export interface ControlDeps {
   now?: () => number;
 }
 
+/** HTTP status of each reason a payload is refused (400 for any other). */
+const REJECT_STATUS: Partial<Record<RejectReason, 413 | 429>> = {
+  "too-large": 413,
+  "batch-too-large": 413,
+  "device-limit": 429,
+};
+
 const KINDS: Record<string, IngestKind> = {
   telemetry: "telemetry",
   attributes: "attributes",
@@ -67,6 +74,10 @@ export function createControlApp(deps: ControlDeps): Hono {
   const { telemetry } = deps;
 
   app.onError((error, c) => {
+    if (isDiskFull(error)) {
+      telemetry.log.error("api.storage_full", { path: c.req.path, error: String(error) });
+      return c.json({ error: `storage full: ${error.message}` }, 507);
+    }
     telemetry.log.error("api.error", { path: c.req.path, error: String(error) });
     return c.json({ error: "Internal error" }, 500);
   });
@@ -76,14 +87,42 @@ export function createControlApp(deps: ControlDeps): Hono {
 
   // Authentication: the API token everywhere; on a device's own ingest and command routes also
   // the device's own token.
+  const limiter = new AuthLimiter({ now });
+  const limited = telemetry.metrics.family(
+    "outpost_auth_limited_total",
+    "HTTP requests refused (429) because their address failed authentication too often",
+    "counter",
+  );
+  let limitedSinceLog = 0;
+  let limitedLogAt = -Infinity;
   app.use("*", async (c, next) => {
     if (c.req.path === "/healthz") return await next();
+    const address = (c.env as { remoteAddress?: string } | undefined)?.remoteAddress ?? "unknown";
+    if (limiter.blocked(address)) {
+      limited.add(1);
+      limitedSinceLog++;
+      const t = now();
+      if (t - limitedLogAt >= 60_000) {
+        telemetry.log.warn("auth.limited", {
+          transport: "http",
+          address,
+          refused: limitedSinceLog,
+          addresses: limiter.size,
+          rule: `${AUTH_MAX_FAILURES} failed authentications in a minute`,
+        });
+        limitedLogAt = t;
+        limitedSinceLog = 0;
+      }
+      c.header("Retry-After", "60");
+      return c.json({ error: "Too many failed authentications from this address; try again later" }, 429);
+    }
     const candidate = bearer(c);
     if (isApiToken(candidate, deps.token)) return await next();
     const device = ownDeviceRoute(c.req.method, c.req.path);
     if (device !== undefined && candidate !== undefined && deps.devices.verify(device, candidate)) {
       return await next();
     }
+    limiter.fail(address);
     telemetry.authRefused(candidate === undefined ? "missing-token" : "wrong-token", {
       path: c.req.path,
       transport: "http",
@@ -121,10 +160,12 @@ export function createControlApp(deps: ControlDeps): Hono {
       source: "http",
       now: now(),
       maxBytes: deps.maxPayloadBytes,
+      maxBatchBytes: deps.ingest.maxBatchBytes,
+      admit: deps.ingest.admit,
     });
     if (!parsed.ok) {
       telemetry.rejected(parsed.reason, { device, transport: "http" });
-      return c.json({ error: parsed.message }, parsed.reason === "too-large" ? 413 : 400);
+      return c.json({ error: parsed.message }, REJECT_STATUS[parsed.reason] ?? 400);
     }
     try {
       const n = await deps.ingest.accept(parsed.messages);
@@ -196,7 +237,13 @@ export function createControlApp(deps: ControlDeps): Hono {
     return c.json({ records, depth: deps.outbox.stats().depth });
   });
 
-  app.get("/api/v1/devices", (c) => c.json({ devices: deps.devices.list() }));
+  app.get("/api/v1/devices", (c) => {
+    const limit = intParam(c.req.query("limit"), 1000, 1, 10_000);
+    if (typeof limit === "string") return c.json({ errors: [{ path: "/limit", message: limit }] }, 400);
+    const after = c.req.query("after");
+    const devices = deps.devices.list({ limit, after: after || undefined });
+    return c.json({ devices, total: deps.devices.size });
+  });
 
   app.post("/api/v1/devices", async (c) => {
     const body = await jsonBody(c);

@@ -9,7 +9,7 @@
 import Database from "libsql";
 import { BetterSQLiteSession } from "drizzle-orm/better-sqlite3/session";
 import { BaseSQLiteDatabase, SQLiteSyncDialect } from "drizzle-orm/sqlite-core";
-import { mkdirSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import { migrate, type Migration } from "./migrate.ts";
 
@@ -56,8 +56,25 @@ export interface OpenOptions {
 /** Row counts of the multi-row statements of `insertRows`. */
 const ROW_CHUNKS = [64, 16, 4, 1] as const;
 
+/**
+ * Makes the database's file (and its WAL and shared-memory files, which SQLite creates with the
+ * database file's permissions) 0600, and the folders this creates 0700, whatever the umask.
+ */
+function prepareFiles(path: string): void {
+  const created = mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  if (created !== undefined) chmodSync(dirname(path), 0o700);
+  if (!existsSync(path)) closeSync(openSync(path, "a", 0o600));
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    try {
+      chmodSync(file, 0o600);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
+  }
+}
+
 export function openDatabase(path: string, options: OpenOptions): LocalDatabase {
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  if (path !== ":memory:") prepareFiles(path);
   const raw = new Database(path);
   raw.exec("PRAGMA journal_mode = WAL");
   raw.exec(`PRAGMA synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);

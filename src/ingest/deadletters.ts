@@ -13,8 +13,10 @@ export interface DeadLetter {
   head: string;
 }
 
-const HEAD_BYTES = 256;
+/** Bytes kept of each dead letter's topic and payload. */
+export const HEAD_BYTES = 256;
 const decoder = new TextDecoder("utf-8", { fatal: false });
+const encoder = new TextEncoder();
 
 export class DeadLetters {
   private readonly items: DeadLetter[] = [];
@@ -36,14 +38,15 @@ export class DeadLetters {
     const head = p === undefined
       ? ""
       : typeof p === "string"
-      ? p.slice(0, HEAD_BYTES)
+      ? clip(p)
       : decoder.decode(p.subarray(0, HEAD_BYTES));
+    const topic = entry.topic === undefined ? null : clip(entry.topic);
     this.items.push({
       time: new Date().toISOString(),
-      device: entry.device ?? null,
-      topic: entry.topic ?? null,
+      device: entry.device === undefined ? null : clip(entry.device),
+      topic,
       reason: entry.reason,
-      message: entry.message,
+      message: clip(entry.message, 1024),
       head,
     });
     if (this.items.length > this.bound) this.items.splice(0, this.items.length - this.bound);
@@ -56,4 +59,15 @@ export class DeadLetters {
   get size(): number {
     return this.items.length;
   }
+}
+
+/**
+ * The first `max` bytes of `s` as UTF-8 (a cut character dropped), as a fresh string: a slice
+ * of a long string may keep the whole original alive.
+ */
+function clip(s: string, max = HEAD_BYTES): string {
+  if (s.length <= max / 3) return s;
+  const bytes = encoder.encode(s.length > max ? s.slice(0, max) : s);
+  if (bytes.length <= max) return decoder.decode(bytes);
+  return decoder.decode(bytes.subarray(0, max)).replace(/\uFFFD$/, "");
 }

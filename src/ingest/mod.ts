@@ -44,6 +44,10 @@ export interface Ingest {
   accept(messages: readonly Message[], options?: AcceptOptions): Promise<number>;
   /** Stores messages created outside the data path (e.g. closed aggregate windows) as they are. */
   emit(outputs: readonly RoutedMessage[]): Promise<void>;
+  /** The outbox's capacity: a payload needing more is refused as bad input (see parse.ts). */
+  readonly maxBatchBytes?: number;
+  /** Admits a device under `devices.max` (see parse.ts `ParseContext.admit`). */
+  readonly admit?: (device: string) => string | undefined;
 }
 
 export function createIngest(deps: IngestDeps): Ingest {
@@ -64,6 +68,8 @@ export function createIngest(deps: IngestDeps): Ingest {
   }
 
   return {
+    maxBatchBytes: deps.outbox.maxBytes,
+    admit: (device) => deps.devices.admit(device),
     async accept(messages, options) {
       const t = now();
       const rules = deps.rules();

@@ -5,7 +5,20 @@
  */
 import type { IngestKind, JsonObject, Message } from "../core/message.ts";
 
-export type RejectReason = "invalid-json" | "not-object" | "too-large" | "empty";
+export type RejectReason =
+  | "invalid-json"
+  | "not-object"
+  | "too-large"
+  | "empty"
+  | "too-deep"
+  | "batch-too-large"
+  | "device-limit";
+
+/** Deepest JSON nesting a payload may have (objects and arrays, the outermost counting 1). */
+export const MAX_DEPTH = 64;
+
+/** Per-record overhead the outbox counts against `outbox.maxBytes` (see src/outbox/mod.ts). */
+const RECORD_OVERHEAD = 48;
 
 export type ParseResult =
   | { ok: true; messages: Message[] }
@@ -19,6 +32,16 @@ export interface ParseContext {
   /** Arrival time in ms, used when a sample carries no `ts`. */
   now: number;
   maxBytes: number;
+  /**
+   * The outbox's capacity (`outbox.maxBytes`): a payload whose records would need more than this
+   * can never be stored, whatever is dropped, so it is bad input rather than a retry.
+   */
+  maxBatchBytes?: number;
+  /**
+   * Admits the device (the seen-device registry's bound, `devices.max`): undefined when it may
+   * send, else why not. Checked before anything is decoded.
+   */
+  admit?: (device: string) => string | undefined;
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -37,6 +60,16 @@ export function parsePayload(raw: Uint8Array | string, ctx: ParseContext): Parse
       message: `Payload of ${size} bytes is over the ${ctx.maxBytes}-byte limit`,
     };
   }
+  const refused = ctx.admit?.(ctx.device);
+  if (refused !== undefined) return { ok: false, reason: "device-limit", message: refused };
+  const deep = typeof raw === "string" ? depthOverText(raw) : depthOverBytes(raw);
+  if (deep >= 0) {
+    return {
+      ok: false,
+      reason: "too-deep",
+      message: `Payload is nested deeper than ${MAX_DEPTH} levels (at byte ${deep})`,
+    };
+  }
   let text: string;
   try {
     text = typeof raw === "string" ? raw : decoder.decode(raw);
@@ -53,7 +86,61 @@ export function parsePayload(raw: Uint8Array | string, ctx: ParseContext): Parse
       message: `Payload is not valid JSON: ${(error as Error).message}`,
     };
   }
-  return toMessages(value, ctx);
+  const result = toMessages(value, ctx);
+  if (result.ok && ctx.maxBatchBytes !== undefined) {
+    // What the outbox will count: the payload's bytes plus each record's own overhead (an upper
+    // bound for what JSON.stringify gives back, except numbers written shorter than JavaScript
+    // writes them, which the outbox still refuses on its own).
+    const n = result.messages.length;
+    const need = size + n * (RECORD_OVERHEAD + ctx.device.length + (ctx.topic?.length ?? 0));
+    if (need > ctx.maxBatchBytes) {
+      return {
+        ok: false,
+        reason: "batch-too-large",
+        message: `Payload of ${n} message(s) needs about ${need} bytes, more than the whole outbox ` +
+          `(outbox.maxBytes ${ctx.maxBatchBytes})`,
+      };
+    }
+  }
+  return result;
+}
+
+/**
+ * The byte offset where the raw JSON first nests deeper than `MAX_DEPTH`, or -1. One pass over
+ * the bytes before anything is parsed, so a hostile payload is never parsed (or later
+ * serialised) recursively: brackets inside strings do not count, escapes are skipped.
+ */
+export function depthOverBytes(b: Uint8Array): number {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i];
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > MAX_DEPTH) return i;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return -1;
+}
+
+/** `depthOverBytes` for text (the offset is in UTF-16 units). */
+export function depthOverText(s: string): number {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > MAX_DEPTH) return i;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return -1;
 }
 
 /** Turns an already-parsed JSON value into messages. */

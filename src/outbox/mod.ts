@@ -15,6 +15,8 @@
 import { asc, count, sql, sum } from "drizzle-orm";
 import { randomBytes } from "node:crypto";
 import { Buffer } from "node:buffer";
+import { statfsSync } from "node:fs";
+import { dirname } from "node:path";
 import type { Message } from "../core/message.ts";
 import { agentMigrations, type LocalDatabase, openDatabase, type Statement } from "../db/mod.ts";
 import { meta, outbox } from "./tables.ts";
@@ -49,6 +51,11 @@ export interface OutboxOptions {
   path: string;
   maxBytes: number;
   onFull: "drop-oldest" | "reject";
+  /**
+   * Under `drop-oldest`, the outbox stops growing (new records replace the oldest) while the file
+   * system holding it has less free space than this; 0 or absent: only `maxBytes` counts.
+   */
+  minFreeBytes?: number;
   synchronous?: "full" | "normal";
   now?: () => number;
   /** Called after records were dropped to make room (for logging and metrics). */
@@ -69,6 +76,31 @@ export class OutboxFullError extends Error {
     this.name = "OutboxFullError";
   }
 }
+
+/**
+ * The file system holding the outbox is full (SQLITE_FULL, ENOSPC): nothing of the transaction
+ * was stored. A kind of `OutboxFullError`, so callers answer 507 or withhold their ack.
+ */
+export class StorageFullError extends OutboxFullError {
+  constructor(detail: string) {
+    super(`storage full: ${detail}`);
+    this.name = "StorageFullError";
+  }
+}
+
+/** True for the errors a full disk gives (SQLite's SQLITE_FULL, a file system's ENOSPC/EDQUOT). */
+export function isDiskFull(error: unknown): boolean {
+  const e = error as { code?: unknown; message?: unknown } | undefined;
+  if (e === undefined || e === null) return false;
+  const code = typeof e.code === "string" ? e.code : "";
+  if (code === "SQLITE_FULL" || code === "ENOSPC" || code === "EDQUOT") return true;
+  const message = typeof e.message === "string" ? e.message : "";
+  return /database or disk is full|no space left on device|disk quota exceeded/i.test(message);
+}
+
+/** How often (at most) the free space is read, and after how many new bytes at the latest. */
+const FREE_CHECK_MS = 1000;
+const FREE_CHECK_BYTES = 1024 * 1024;
 
 /** Options of `enqueue()`. */
 export interface EnqueueOptions {
@@ -122,9 +154,16 @@ export class Outbox {
   private closed = false;
   private ackFrom: [number, number][] = [];
   private ackWaiters: (() => void)[] = [];
+  /** The last free-space reading: bytes free, when, and the outbox's bytes then. */
+  private free = { bytes: Infinity, at: -Infinity, outboxBytes: 0, failed: false };
 
   private readonly q;
   private readonly claimStatement;
+
+  /** The configured capacity (`outbox.maxBytes`). */
+  get maxBytes(): number {
+    return this.options.maxBytes;
+  }
   private readonly claimBytesStatement;
 
   constructor(options: OutboxOptions) {
@@ -222,6 +261,7 @@ export class Outbox {
     let droppedNow = 0;
     let droppedBytes = 0;
     let acked = { n: 0, bytes: 0 };
+    const cap = groups.length > 0 ? this.capacity() : this.options.maxBytes;
     try {
       this.db.transaction(() => {
         acked = this.deleteRanges(ranges);
@@ -234,7 +274,7 @@ export class Outbox {
             continue;
           }
           const wouldBe = base + addedBytes - droppedBytes + group.bytes;
-          if (group.bytes > 0 && wouldBe > this.options.maxBytes) {
+          if (group.bytes > 0 && wouldBe > cap) {
             if (this.options.onFull === "reject") {
               refused.push(group);
               continue;
@@ -242,7 +282,7 @@ export class Outbox {
             // The oldest may be records of this very transaction: store what is waiting first.
             this.insertRows(rows, createdAt);
             rows = [];
-            const freed = this.dropOldest(wouldBe - this.options.maxBytes);
+            const freed = this.dropOldest(wouldBe - cap);
             droppedNow += freed.n;
             droppedBytes += freed.bytes;
           }
@@ -256,7 +296,15 @@ export class Outbox {
         if (droppedNow > 0) this.metaSet("dropped", String(this.dropped + droppedNow));
       });
     } catch (error) {
-      for (const g of groups) g.reject(error);
+      const failure = isDiskFull(error)
+        ? new StorageFullError(
+          `${
+            (error as Error).message
+          } (the outbox holds ${this.totalBytes} bytes in ${this.depth} records; ` +
+            `free disk space or set outbox.minFreeBytes with onFull "drop-oldest")`,
+        )
+        : error;
+      for (const g of groups) g.reject(failure);
       // The deletes must not wait on inserts that fail (a full disk, say): alone, they may pass.
       if (ranges.length > 0) this.flushAcks(ranges, ackWaiters);
       return;
@@ -279,7 +327,46 @@ export class Outbox {
         ),
       );
     }
-    if (added > 0) { for (const listener of this.listeners) listener(); }
+    if (added > 0) {
+      for (const listener of this.listeners) {
+        try {
+          listener();
+        } catch (error) {
+          this.options.onError?.("outbox.listener_failed", error);
+        }
+      }
+    }
+  }
+
+  /**
+   * The bytes the outbox may hold now: `maxBytes`, or under `drop-oldest` with `minFreeBytes`
+   * less when the file system runs short: what it holds plus the free space above
+   * `minFreeBytes` (so at worst it stops growing and new records replace the oldest; rows deleted
+   * leave pages SQLite reuses). The free space is read at most once per `FREE_CHECK_MS`, or after
+   * `FREE_CHECK_BYTES` of growth, and estimated in between.
+   */
+  private capacity(): number {
+    const max = this.options.maxBytes;
+    const minFree = this.options.minFreeBytes ?? 0;
+    if (this.options.onFull !== "drop-oldest" || minFree <= 0 || this.options.path === ":memory:") return max;
+    const t = this.now();
+    const f = this.free;
+    if (t - f.at >= FREE_CHECK_MS || this.totalBytes - f.outboxBytes >= FREE_CHECK_BYTES) {
+      f.at = t;
+      f.outboxBytes = this.totalBytes;
+      try {
+        const s = statfsSync(dirname(this.options.path));
+        f.bytes = Number(s.bavail) * Number(s.bsize);
+        f.failed = false;
+      } catch (error) {
+        if (!f.failed) this.options.onError?.("outbox.statfs_failed", error);
+        f.failed = true;
+        f.bytes = Infinity;
+      }
+    }
+    const free = f.bytes - Math.max(0, this.totalBytes - f.outboxBytes);
+    if (free >= minFree + max) return max;
+    return Math.min(max, this.totalBytes + Math.max(0, free - minFree));
   }
 
   /** Deletes acknowledged ranges (inside a transaction); how many records and bytes went. */

@@ -3,7 +3,8 @@
  * executable path, signals, exiting. Everything else is runtime-neutral and calls these.
  */
 import { spawn } from "node:child_process";
-import { createServer } from "node:http";
+import { Buffer } from "node:buffer";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import process from "node:process";
 
 export type RuntimeName = "deno" | "bun" | "node";
@@ -51,10 +52,16 @@ export function executablePath(): string {
   return process.execPath;
 }
 
+/** What the server knows of a request besides the request itself (hono's `c.env`). */
+export interface ConnInfo {
+  /** The peer's IP address (`unknown` when the runtime cannot tell). */
+  remoteAddress: string;
+}
+
 export interface ServeOptions {
   hostname: string;
   port: number;
-  fetch: (request: Request) => Response | Promise<Response>;
+  fetch: (request: Request, info: ConnInfo) => Response | Promise<Response>;
 }
 
 export interface Server {
@@ -71,7 +78,10 @@ export async function serve(options: ServeOptions): Promise<Server> {
     const server = g.Bun.serve({
       hostname: options.hostname,
       port: options.port,
-      fetch: options.fetch,
+      // Bodies are streams; routes read them with a bound (Content-Length first), after
+      // authentication.
+      fetch: (request: Request, server: { requestIP(r: Request): { address: string } | null }) =>
+        options.fetch(request, { remoteAddress: server.requestIP(request)?.address ?? "unknown" }),
       maxRequestBodySize: 64 * 1024 * 1024,
       idleTimeout: 120,
     });
@@ -90,16 +100,20 @@ export async function serve(options: ServeOptions): Promise<Server> {
   if (name === "deno") {
     const ac = new AbortController();
     const ready = Promise.withResolvers<number>();
-    const server = g.Deno.serve({
-      hostname: options.hostname,
-      port: options.port,
-      signal: ac.signal,
-      onListen: (addr: { port: number }) => ready.resolve(addr.port),
-      onError: (error: unknown) => {
-        console.error(JSON.stringify({ level: "error", event: "http.error", error: String(error) }));
-        return new Response("internal error", { status: 500 });
+    const server = g.Deno.serve(
+      {
+        hostname: options.hostname,
+        port: options.port,
+        signal: ac.signal,
+        onListen: (addr: { port: number }) => ready.resolve(addr.port),
+        onError: (error: unknown) => {
+          console.error(JSON.stringify({ level: "error", event: "http.error", error: String(error) }));
+          return new Response("internal error", { status: 500 });
+        },
       },
-    }, options.fetch);
+      (request: Request, info: { remoteAddr?: { hostname?: string } }) =>
+        options.fetch(request, { remoteAddress: info?.remoteAddr?.hostname ?? "unknown" }),
+    );
     const port = await Promise.race([
       ready.promise,
       server.finished.then(() => {
@@ -120,31 +134,70 @@ export async function serve(options: ServeOptions): Promise<Server> {
   return await serveNode(options);
 }
 
-async function serveNode(options: ServeOptions): Promise<Server> {
-  const server = createServer(async (req, res) => {
+/**
+ * Node's adapter: the request body is handed on as a stream (never buffered here), so a route
+ * reads it only after authentication, with its own bound; a response sent before the body was
+ * read whole closes the connection instead of draining the rest.
+ */
+export function nodeRequestListener(
+  fetch: ServeOptions["fetch"],
+): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+  return async (req, res) => {
     try {
-      const chunks: Uint8Array[] = [];
-      for await (const chunk of req) chunks.push(chunk as Uint8Array);
       const headers = new Headers();
       for (const [k, v] of Object.entries(req.headers)) {
         if (typeof v === "string") headers.set(k, v);
         else if (Array.isArray(v)) { for (const x of v) headers.append(k, x); }
       }
       const method = req.method ?? "GET";
-      const body = method === "GET" || method === "HEAD" ? undefined : Buffer.concat(chunks);
+      const hasBody = method !== "GET" && method !== "HEAD";
+      const body = hasBody ? nodeBodyStream(req) : undefined;
       const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
         method,
         headers,
         body,
+        // deno-lint-ignore no-explicit-any
+        ...(hasBody ? { duplex: "half" } as any : {}),
       });
-      const response = await options.fetch(request);
-      res.writeHead(response.status, Object.fromEntries(response.headers));
-      res.end(Buffer.from(await response.arrayBuffer()));
+      const response = await fetch(request, { remoteAddress: req.socket.remoteAddress ?? "unknown" });
+      const unread = hasBody && !req.complete;
+      const out = Object.fromEntries(response.headers);
+      if (unread) out.connection = "close";
+      res.writeHead(response.status, out);
+      res.end(Buffer.from(await response.arrayBuffer()), () => {
+        if (!unread) return;
+        // Discard the rest as it arrives (nothing is kept), so the client reads the answer rather
+        // than a reset; a client that keeps sending is cut off after a few seconds.
+        req.resume();
+        setTimeout(() => req.destroy(), 5_000).unref?.();
+      });
     } catch (error) {
-      res.writeHead(500);
+      if (!res.headersSent) res.writeHead(500, { connection: "close" });
       res.end(String(error));
+      if (!req.complete) req.destroy();
     }
-  });
+  };
+}
+
+/** The request's body as a pull stream: a chunk is read from the socket only when asked for. */
+function nodeBodyStream(req: IncomingMessage): ReadableStream<Uint8Array> {
+  const iterator = req[Symbol.asyncIterator]();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await iterator.next();
+      if (done) controller.close();
+      else controller.enqueue(value as Uint8Array);
+    },
+    cancel() {
+      // Stop reading (the socket is paused by backpressure); the listener closes the connection
+      // once the answer is sent. Destroying the request here would lose that answer.
+      req.pause();
+    },
+  }, { highWaterMark: 0 });
+}
+
+async function serveNode(options: ServeOptions): Promise<Server> {
+  const server = createServer(nodeRequestListener(options.fetch));
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.hostname, () => resolve());

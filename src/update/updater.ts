@@ -545,7 +545,14 @@ export function createUpdater(deps: UpdaterDeps): Updater {
         }
         if (abort.signal.aborted || !trialMarker) return;
         if (why === undefined) {
-          commitTrial(paths, trialMarker, { log, now, by: deps.by });
+          try {
+            commitTrial(paths, trialMarker, { log, now, by: deps.by });
+          } catch (error) {
+            // A full disk, say: the trial stays open and is tried again.
+            log.error("update.trial.commit_failed", { error: String(error) });
+            trialTimer = setTimeout(tick, 5_000);
+            return;
+          }
           set({ state: "committed", version: trialMarker.version, previous: trialMarker.previous });
           trialMarker = undefined;
           return;

@@ -197,7 +197,11 @@ export class Uplink {
     }
     this.options.onConnected?.();
     this.heartbeat = setInterval(() => {
-      this.call?.write({ frame: "heartbeat", heartbeat: { ts: Date.now() } });
+      try {
+        this.call?.write({ frame: "heartbeat", heartbeat: { ts: Date.now() } });
+      } catch (error) {
+        this.telemetry.log.warn("uplink.heartbeat_failed", { error: String(error) });
+      }
     }, 15_000);
     this.ackWatch = setInterval(() => this.checkAcks(), Math.max(50, Math.min(5_000, this.ackTimeoutMs / 4)));
     this.pump();
@@ -303,7 +307,12 @@ export class Uplink {
           if (wait > 0) {
             this.lingerTimer ??= setTimeout(() => {
               this.lingerTimer = undefined;
-              this.pump();
+              try {
+                this.pump();
+              } catch (error) {
+                // The records stay in the outbox; the next commit or ack pumps again.
+                this.telemetry.log.error("uplink.pump_failed", { error: String(error) });
+              }
             }, wait);
             break;
           }

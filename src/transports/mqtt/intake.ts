@@ -175,6 +175,8 @@ export function createIntake(deps: IntakeDeps): Intake {
         topic: p.topic,
         now: t,
         maxBytes: deps.maxPayloadBytes,
+        maxBatchBytes: deps.ingest.maxBatchBytes,
+        admit: deps.ingest.admit,
       });
       if (!parsed.ok) {
         reject(p, parsed.reason, parsed.message, device);

@@ -164,7 +164,13 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
       if (!enabled) return;
       redelivery = createRedelivery(deps.db);
       redelivery.prune(REDELIVERY_MAX_AGE_MS);
-      pruneTimer = setInterval(() => redelivery?.prune(REDELIVERY_MAX_AGE_MS), 3600_000);
+      pruneTimer = setInterval(() => {
+        try {
+          redelivery?.prune(REDELIVERY_MAX_AGE_MS);
+        } catch (error) {
+          telemetry.log.error("mqtt.prune_failed", { error: String(error) });
+        }
+      }, 3600_000);
       (pruneTimer as { unref?: () => void }).unref?.();
       if (config.broker !== false) {
         broker = createEmbeddedBroker(config.broker, {
