@@ -3,6 +3,7 @@
  * itself. `GET /healthz` is open; everything else needs the bearer token when one is set.
  * Validation errors answer 400 `{"errors": [{"path", "message"}]}` with JSON Pointer paths.
  */
+import { AUTH_MAX_FAILURES, AuthLimiter, RefusalLog } from "../core/auth_limiter.ts";
 import { Hono } from "hono";
 import type { Context } from "hono";
 import * as v from "valibot";
@@ -26,6 +27,7 @@ export interface HubApiDeps {
   /** When set, every route but `GET /healthz` needs `Authorization: Bearer <token>`. */
   token?: string;
   log?: Logger;
+  now?: () => number;
 }
 
 const nonEmpty = v.pipe(v.string(), v.minLength(1, "must not be empty"));
@@ -95,10 +97,27 @@ export function createHubApi(deps: HubApiDeps): Hono {
     }
   };
 
+  const now = deps.now ?? Date.now;
+  const limiter = new AuthLimiter({ now });
+  const refusals = new RefusalLog(now);
   app.use("*", async (c, next) => {
     if (tokenDigest === undefined || c.req.path === "/healthz") return await next();
+    const address = (c.env as { remoteAddress?: string } | undefined)?.remoteAddress ?? "unknown";
+    if (limiter.blocked(address)) {
+      const n = refusals.note();
+      if (n !== undefined) {
+        deps.log?.warn("api.auth_limited", {
+          address,
+          refused: n,
+          rule: `${AUTH_MAX_FAILURES} failed authentications in a minute`,
+        });
+      }
+      c.header("Retry-After", "60");
+      return c.json({ error: "Too many failed authentications from this address; try again later" }, 429);
+    }
     const token = parseBearer(c.req.header("authorization"));
     if (token === undefined || !matchesHash(token, tokenDigest)) {
+      limiter.fail(address);
       c.header("WWW-Authenticate", 'Bearer realm="outpost-hub"');
       return c.json({ error: "missing or wrong bearer token" }, 401);
     }

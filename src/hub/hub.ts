@@ -82,6 +82,12 @@ export function createHub(config: HubConfig, options: HubOptions = {}): Hub {
         cause: error,
       });
     }
+    if (config.api.token === undefined) {
+      log.warn("hub.api_without_token", {
+        api: config.api.listen,
+        note: "anyone who reaches the API can read records and send commands; set api.token",
+      });
+    }
     return { grpcPort, apiPort: http.port };
   }
 

@@ -12,6 +12,7 @@
  *   Batches that arrive together are stored together: one transaction (one commit) for all of
  *   them, in arrival order, then each is acknowledged.
  */
+import { AUTH_MAX_FAILURES, AuthLimiter, peerAddress, RefusalLog } from "../core/auth_limiter.ts";
 import * as grpc from "@grpc/grpc-js";
 import { randomBytes, randomUUID } from "node:crypto";
 import { matchesHash, sha256Hex } from "../core/secret.ts";
@@ -23,6 +24,7 @@ import { errorMessage } from "./_errors.ts";
 import { type CommandStatus, type HubStore, payloadText, type PushKind } from "./store.ts";
 
 export const AUTH_FAILED = "unknown edge or wrong routing key/secret";
+export const AUTH_LIMITED = "too many failed authentications from this address; try again in a minute";
 const STORE_FAILED = "hub cannot store records right now; resend later";
 const SHUTTING_DOWN = "hub is shutting down";
 
@@ -66,6 +68,8 @@ export interface EdgeLinkOptions {
   now?: () => number;
   /** How long past a command's timeoutMs the hub waits for the edge's answer (default 1000). */
   commandGraceMs?: number;
+  /** Failed-authentication limit per remote address (default: 10 a minute). */
+  limiter?: AuthLimiter;
 }
 
 type Call = grpc.ServerDuplexStream<EdgeFrame, HubFrame>;
@@ -98,6 +102,8 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   const { store, log } = options;
   const now = options.now ?? Date.now;
   const graceMs = options.commandGraceMs ?? 1000;
+  const limiter = options.limiter ?? new AuthLimiter({ now });
+  const refusals = new RefusalLog(now);
   const credentials = new Map<string, Credentials>();
   for (const e of options.edges) {
     credentials.set(e.id, { routingKey: sha256Hex(e.routingKey), secret: sha256Hex(e.secret) });
@@ -299,8 +305,22 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   function connect(call: Call): void {
     const peer = safePeer(call);
     if (closing) return endCall(call, grpc.status.UNAVAILABLE, SHUTTING_DOWN);
+    const address = peerAddress(peer);
+    if (limiter.blocked(address)) {
+      // Refused without looking at the credentials, for the rest of the minute (SPEC §14).
+      const n = refusals.note();
+      if (n !== undefined) {
+        log.warn("edge.auth_limited", {
+          address,
+          refused: n,
+          rule: `${AUTH_MAX_FAILURES} failed authentications in a minute`,
+        });
+      }
+      return endCall(call, grpc.status.RESOURCE_EXHAUSTED, AUTH_LIMITED);
+    }
     const edge = authenticate(call.metadata);
     if (edge === undefined) {
+      limiter.fail(address);
       const claimed = call.metadata.get(AUTH_METADATA.edgeId)[0];
       log.warn("edge.rejected", {
         edge: typeof claimed === "string" ? claimed.slice(0, 128) : null,

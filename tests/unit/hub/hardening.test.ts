@@ -1,0 +1,92 @@
+/**
+ * The reference hub under hostile input (SPEC §14): failed authentications are limited per remote
+ * address on the gRPC link and on the HTTP API, its files are private whatever the umask, and it
+ * warns when its API has no token.
+ */
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { createHub } from "../../../src/hub/mod.ts";
+import { createLogger } from "../../../src/telemetry/mod.ts";
+import { connectEdge, EDGE, record, startHub, TOKEN } from "./_edge.ts";
+import { removeDir, tempDir } from "../../helpers/procs.ts";
+
+Deno.test(
+  "hub link: after 10 wrong credentials from one address in a minute, even the right ones are refused " +
+    "(RESOURCE_EXHAUSTED) and nothing is stored",
+  async () => {
+    const hub = await startHub();
+    try {
+      for (let i = 0; i < 10; i++) {
+        const bad = connectEdge(hub.grpcPort, { ...EDGE, secret: `wrong-${i}` });
+        const status = await bad.status;
+        assert.equal(status.code, grpc.status.UNAUTHENTICATED);
+      }
+      const good = connectEdge(hub.grpcPort, EDGE);
+      good.batch(1, [record("r1", "d1", { n: 1 })]);
+      const status = await good.status;
+      assert.equal(status.code, grpc.status.RESOURCE_EXHAUSTED);
+      assert.match(status.details, /too many failed authentications/);
+      const records = await (await hub.api("/api/v1/records")).json();
+      assert.deepEqual(records.records, []);
+    } finally {
+      await hub.close();
+    }
+  },
+);
+
+Deno.test("hub API: 429 after 10 wrong tokens from one address, also for the right token", async () => {
+  const hub = await startHub();
+  try {
+    for (let i = 0; i < 10; i++) {
+      const r = await hub.api("/api/v1/edges", { token: `wrong-token-${i}-0123456789` });
+      assert.equal(r.status, 401);
+      await r.body?.cancel();
+    }
+    const r = await hub.api("/api/v1/edges", { token: TOKEN });
+    assert.equal(r.status, 429);
+    assert.equal(r.headers.get("retry-after"), "60");
+    await r.body?.cancel();
+    const health = await hub.api("/healthz", { token: null });
+    assert.equal(health.status, 200, "the health check stays open");
+    await health.body?.cancel();
+  } finally {
+    await hub.close();
+  }
+});
+
+Deno.test(
+  "hub files: data folder 0700 and database files 0600 under umask 000; a warning when the API " +
+    "has no token",
+  async () => {
+    const root = tempDir("outpost-hub-modes-");
+    const old = process.umask(0);
+    const lines: string[] = [];
+    const dataDir = join(root, "hub-data");
+    const hub = createHub({
+      listen: "127.0.0.1:0",
+      api: { listen: "127.0.0.1:0" },
+      dataDir,
+      edges: [EDGE],
+    }, { log: createLogger("info", (l) => lines.push(l)) });
+    try {
+      const ports = await hub.start();
+      const edge = connectEdge(ports.grpcPort, EDGE);
+      edge.batch(1, [record("r1", "d1", { n: 1 })]);
+      await edge.next("ack");
+      await edge.close();
+      assert.equal(statSync(dataDir).mode & 0o777, 0o700);
+      for (const f of ["hub.db", "hub.db-wal"]) {
+        assert.equal(statSync(join(dataDir, f)).mode & 0o777, 0o600, f);
+      }
+      const warned = lines.map((l) => JSON.parse(l)).find((l) => l.event === "hub.api_without_token");
+      assert.ok(warned, lines.join("\n"));
+    } finally {
+      process.umask(old);
+      await hub.stop();
+      removeDir(root);
+    }
+  },
+);
