@@ -82,12 +82,6 @@ export function createHub(config: HubConfig, options: HubOptions = {}): Hub {
         cause: error,
       });
     }
-    if (config.api.token === undefined) {
-      log.warn("hub.api_without_token", {
-        api: config.api.listen,
-        note: "anyone who reaches the API can read records and send commands; set api.token",
-      });
-    }
     return { grpcPort, apiPort: http.port };
   }
 
@@ -157,6 +151,12 @@ export async function runHub(configPath: string, options: HubOptions = {}): Prom
       tls: config.tls !== undefined,
       dataDir: config.dataDir,
     });
+    if (config.api.token === undefined) {
+      log.warn("hub.api_without_token", {
+        api: config.api.listen,
+        note: "anyone who reaches the API can read records and send commands; set api.token",
+      });
+    }
     const name = await signal;
     log.info("hub.stopping", { signal: name });
     await hub.stop();

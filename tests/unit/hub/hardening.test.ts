@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { statSync } from "node:fs";
+import { statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { createHub } from "../../../src/hub/mod.ts";
@@ -58,19 +58,17 @@ Deno.test("hub API: 429 after 10 wrong tokens from one address, also for the rig
 });
 
 Deno.test(
-  "hub files: data folder 0700 and database files 0600 under umask 000; a warning when the API " +
-    "has no token",
+  "hub files: data folder 0700 and database files 0600 under umask 000",
   async () => {
     const root = tempDir("outpost-hub-modes-");
     const old = process.umask(0);
-    const lines: string[] = [];
     const dataDir = join(root, "hub-data");
     const hub = createHub({
       listen: "127.0.0.1:0",
       api: { listen: "127.0.0.1:0" },
       dataDir,
       edges: [EDGE],
-    }, { log: createLogger("info", (l) => lines.push(l)) });
+    }, { log: createLogger("error", () => {}) });
     try {
       const ports = await hub.start();
       const edge = connectEdge(ports.grpcPort, EDGE);
@@ -81,8 +79,6 @@ Deno.test(
       for (const f of ["hub.db", "hub.db-wal"]) {
         assert.equal(statSync(join(dataDir, f)).mode & 0o777, 0o600, f);
       }
-      const warned = lines.map((l) => JSON.parse(l)).find((l) => l.event === "hub.api_without_token");
-      assert.ok(warned, lines.join("\n"));
     } finally {
       process.umask(old);
       await hub.stop();
@@ -90,3 +86,35 @@ Deno.test(
     }
   },
 );
+
+Deno.test("outpost hub warns at start when its API has no token", async () => {
+  const dir = tempDir("outpost-hub-warn-");
+  writeFileSync(
+    join(dir, "hub.json"),
+    JSON.stringify({ listen: "127.0.0.1:0", api: { listen: "127.0.0.1:0" }, dataDir: "data", edges: [EDGE] }),
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./_run_hub.ts", import.meta.url).pathname, join(dir, "hub.json")],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    while (out.split("\n").length < 3) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += value;
+    }
+    reader.releaseLock();
+    const events = out.split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    assert.equal(events[0].event, "hub.started");
+    assert.equal(events[1].event, "hub.api_without_token");
+    assert.equal(events[1].level, "warn");
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+    removeDir(dir);
+  }
+});

@@ -48,7 +48,8 @@ Deno.test("runHub logs hub.started with both ports, serves, and exits 0 on SIGTE
     const status = await child.status;
     assert.equal(status.code, 0);
     const events = out.trim().split("\n").map((line) => JSON.parse(line).event);
-    assert.deepEqual(events, ["hub.started", "hub.stopping", "hub.stopped"]);
+    // The config has no api.token: the hub says so once, at start (SPEC §14).
+    assert.deepEqual(events, ["hub.started", "hub.api_without_token", "hub.stopping", "hub.stopped"]);
     assert.ok(!out.includes(secret));
     await child.stderr.cancel();
   } finally {
