@@ -161,15 +161,17 @@ export function nodeRequestListener(
       });
       const response = await fetch(request, { remoteAddress: req.socket.remoteAddress ?? "unknown" });
       const unread = hasBody && !req.complete;
-      const out = Object.fromEntries(response.headers);
-      if (unread) out.connection = "close";
-      res.writeHead(response.status, out);
+      // No `connection: close` for an unread body: Node would destroy the socket right after the
+      // answer, and the unread bytes would turn into a reset that can lose the answer.
+      res.writeHead(response.status, Object.fromEntries(response.headers));
       res.end(Buffer.from(await response.arrayBuffer()), () => {
         if (!unread) return;
         // Discard the rest as it arrives (nothing is kept), so the client reads the answer rather
         // than a reset; a client that keeps sending is cut off after a few seconds.
         req.resume();
-        setTimeout(() => req.destroy(), 5_000).unref?.();
+        setTimeout(() => {
+          if (!req.complete) req.destroy();
+        }, 5_000).unref?.();
       });
     } catch (error) {
       if (!res.headersSent) res.writeHead(500, { connection: "close" });
