@@ -130,6 +130,8 @@ export function createTelemetry(log: Logger): Telemetry {
     "counter",
   );
   const ruleErrors = metrics.family("outpost_rules_errors_total", "Rule evaluation errors", "counter");
+  let droppedSinceLog = 0;
+  let droppedLogAt = -Infinity;
   return {
     log,
     metrics,
@@ -151,7 +153,15 @@ export function createTelemetry(log: Logger): Telemetry {
     },
     dropped(n, why) {
       dropped.add(n);
-      log.error("outbox.dropped", { count: n, why });
+      // At most once a minute, with the count since the last line (drop-oldest on a full disk
+      // drops on every commit).
+      droppedSinceLog += n;
+      const t = Date.now();
+      if (t - droppedLogAt >= 60_000) {
+        log.error("outbox.dropped", { count: droppedSinceLog, total: dropped.total(), why });
+        droppedLogAt = t;
+        droppedSinceLog = 0;
+      }
     },
     hubConnected(url) {
       connects.add(1);
