@@ -122,6 +122,11 @@ Deno.test("devices.max: new ids past the bound are 429, counted, logged once; kn
       assert.match((await res.json()).error, /Device limit reached: 100 device ids.*devices\.max/);
     }
     assert.equal((await t.req("/api/v1/devices/dev-5/telemetry", post('{"v":5}'))).status, 202);
+    // Bad input from a new id takes no place; provisioning a seen id does not count it twice.
+    assert.equal((await t.req("/api/v1/devices/junk-1/telemetry", post("not json"))).status, 400);
+    assert.equal(t.devices.size, 100);
+    t.devices.create("dev-3");
+    assert.equal(t.devices.size, 100);
     assert.equal((await t.req("/api/v1/devices/provisioned-1/telemetry", post('{"v":5}'))).status, 202);
     assert.equal(t.outbox.stats().depth, 101);
     assert.match(t.telemetry.metrics.render(), /outpost_devices_refused_total 51/);
