@@ -55,6 +55,8 @@ export class DeviceRegistry {
   readonly max: number;
   private readonly telemetry?: Telemetry;
   private readonly now: () => number;
+  /** Distinct ids in `seen` and `tokens` together. */
+  private tracked = 0;
   private refusedTotal = 0;
   private refusedSinceLog = 0;
   private lastLogAt = -Infinity;
@@ -77,6 +79,7 @@ export class DeviceRegistry {
       }[]
     ) {
       this.tokens.set(row.id, row.token_hash);
+      this.tracked++;
       this.byHash.set(row.token_hash, row.id);
     }
   }
@@ -94,6 +97,7 @@ export class DeviceRegistry {
       );
     });
     this.tokens.set(id, hash);
+    if (!this.seen.has(id)) this.tracked++;
     this.byHash.set(hash, id);
     return { id, token };
   }
@@ -130,9 +134,7 @@ export class DeviceRegistry {
 
   /** Distinct devices tracked now (seen or provisioned). */
   get size(): number {
-    let n = this.seen.size;
-    for (const id of this.tokens.keys()) if (!this.seen.has(id)) n++;
-    return n;
+    return this.tracked;
   }
 
   /** Messages refused by `admit()`, ever. */
@@ -146,9 +148,10 @@ export class DeviceRegistry {
    */
   admit(device: string): string | undefined {
     if (this.seen.has(device) || this.tokens.has(device)) return undefined;
-    if (this.seen.size + this.tokens.size < this.max) {
+    if (this.tracked < this.max) {
       // Take the place now: ids admitted together must not overshoot the bound before they commit.
       this.seen.set(device, { lastSeen: -1, messages: 0, values: {}, bytes: 0, count: 0 });
+      this.tracked++;
       return undefined;
     }
     this.refusedTotal++;
@@ -175,9 +178,11 @@ export class DeviceRegistry {
       let s = this.seen.get(m.device);
       if (!s) {
         // The bound holds even for ids admitted together while the registry was nearly full.
-        if (this.seen.size + this.tokens.size >= this.max && !this.tokens.has(m.device)) continue;
+        const provisioned = this.tokens.has(m.device);
+        if (this.tracked >= this.max && !provisioned) continue;
         s = { lastSeen: now, messages: 0, values: {}, bytes: 0, count: 0 };
         this.seen.set(m.device, s);
+        if (!provisioned) this.tracked++;
       }
       s.lastSeen = now;
       s.messages++;

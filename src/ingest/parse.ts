@@ -39,7 +39,8 @@ export interface ParseContext {
   maxBatchBytes?: number;
   /**
    * Admits the device (the seen-device registry's bound, `devices.max`): undefined when it may
-   * send, else why not. Checked before anything is decoded.
+   * send, else why not. Checked last, once the payload is known to be good (so bad input takes
+   * no place).
    */
   admit?: (device: string) => string | undefined;
 }
@@ -60,8 +61,6 @@ export function parsePayload(raw: Uint8Array | string, ctx: ParseContext): Parse
       message: `Payload of ${size} bytes is over the ${ctx.maxBytes}-byte limit`,
     };
   }
-  const refused = ctx.admit?.(ctx.device);
-  if (refused !== undefined) return { ok: false, reason: "device-limit", message: refused };
   const deep = typeof raw === "string" ? depthOverText(raw) : depthOverBytes(raw);
   if (deep >= 0) {
     return {
@@ -102,6 +101,9 @@ export function parsePayload(raw: Uint8Array | string, ctx: ParseContext): Parse
       };
     }
   }
+  // Last: only a payload that would be stored takes a place in the registry.
+  const refused = result.ok ? ctx.admit?.(ctx.device) : undefined;
+  if (refused !== undefined) return { ok: false, reason: "device-limit", message: refused };
   return result;
 }
 

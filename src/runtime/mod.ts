@@ -161,18 +161,18 @@ export function nodeRequestListener(
       });
       const response = await fetch(request, { remoteAddress: req.socket.remoteAddress ?? "unknown" });
       const unread = hasBody && !req.complete;
-      if (unread) {
-        // Answered before the body was read whole: discard the rest as it arrives (nothing is
-        // kept) and keep the connection open meanwhile, so the client reads the answer rather
-        // than a reset (closing a socket with unread data makes the kernel send RST, which can
-        // overtake the answer). A client that keeps sending is cut off after a few seconds.
+      // No `connection: close` for an unread body: Node would destroy the socket right after the
+      // answer, and the unread bytes would turn into a reset that can lose the answer.
+      res.writeHead(response.status, Object.fromEntries(response.headers));
+      res.end(Buffer.from(await response.arrayBuffer()), () => {
+        if (!unread) return;
+        // Discard the rest as it arrives (nothing is kept), so the client reads the answer rather
+        // than a reset; a client that keeps sending is cut off after a few seconds.
         req.resume();
         setTimeout(() => {
           if (!req.complete) req.destroy();
         }, 5_000).unref?.();
-      }
-      res.writeHead(response.status, Object.fromEntries(response.headers));
-      res.end(Buffer.from(await response.arrayBuffer()));
+      });
     } catch (error) {
       if (!res.headersSent) res.writeHead(500, { connection: "close" });
       res.end(String(error));

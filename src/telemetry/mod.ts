@@ -130,6 +130,9 @@ export function createTelemetry(log: Logger): Telemetry {
     "counter",
   );
   const ruleErrors = metrics.family("outpost_rules_errors_total", "Rule evaluation errors", "counter");
+  const rejectedLog = new Map<string, { at: number; since: number }>();
+  let droppedSinceLog = 0;
+  let droppedLogAt = -Infinity;
   return {
     log,
     metrics,
@@ -138,7 +141,17 @@ export function createTelemetry(log: Logger): Telemetry {
     },
     rejected(reason, fields) {
       rejected.add(1, labels({ reason }));
-      log.warn("ingest.rejected", { reason, ...fields });
+      // At most once a minute per reason (a fixed set), with the count since the last line and the
+      // latest case: a hostile client must not turn into a log line per message.
+      let r = rejectedLog.get(reason);
+      if (r === undefined) rejectedLog.set(reason, r = { at: -Infinity, since: 0 });
+      r.since++;
+      const t = Date.now();
+      if (t - r.at >= 60_000) {
+        log.warn("ingest.rejected", { reason, count: r.since, ...fields });
+        r.at = t;
+        r.since = 0;
+      }
     },
     stored(n) {
       stored.add(n);
@@ -151,7 +164,15 @@ export function createTelemetry(log: Logger): Telemetry {
     },
     dropped(n, why) {
       dropped.add(n);
-      log.error("outbox.dropped", { count: n, why });
+      // At most once a minute, with the count since the last line (drop-oldest on a full disk
+      // drops on every commit).
+      droppedSinceLog += n;
+      const t = Date.now();
+      if (t - droppedLogAt >= 60_000) {
+        log.error("outbox.dropped", { count: droppedSinceLog, total: dropped.total(), why });
+        droppedLogAt = t;
+        droppedSinceLog = 0;
+      }
     },
     hubConnected(url) {
       connects.add(1);

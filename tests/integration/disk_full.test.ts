@@ -1,7 +1,7 @@
 /**
  * A really full disk (SPEC §14): the agent's data folder on a small tmpfs mounted by the test (as
- * root; skipped with the reason otherwise). HTTP answers 507 "storage full: …" and the agent keeps
- * running; with `outbox.minFreeBytes` under `drop-oldest` the oldest records make room and
+ * root; skipped with the reason otherwise). HTTP answers 507 "storage full: …", MQTT withholds the
+ * PUBACK without dropping the connection, and the agent keeps running; with `outbox.minFreeBytes` under `drop-oldest` the oldest records make room and
  * ingest continues, every 202 either in the outbox or counted as dropped; SIGTERM exits cleanly.
  */
 import assert from "node:assert/strict";
@@ -73,7 +73,7 @@ Deno.test({
         edgeId: "gw-full",
         dataDir: join(mnt, "data"),
         api: { listen: `127.0.0.1:${apiPort}`, token: TEST_TOKEN },
-        mqtt: { broker: false },
+        mqtt: { broker: { listen: "127.0.0.1:0" } },
         outbox: { maxBytes: 1 << 30, onFull: "drop-oldest", minFreeBytes },
       });
       // Something else on the same file system, which the operator deletes later.
@@ -97,6 +97,40 @@ Deno.test({
       assert.match(body.error, /^storage full: database or disk is full/);
       assert.ok(accepted > 100, `${accepted} accepted before the disk was full`);
       assert.equal((await fetch(`http://127.0.0.1:${apiPort}/healthz`)).status, 200, "still running");
+      // MQTT: the PUBACK is withheld (backpressure) and the connection stays up: mosquitto_pub
+      // is still waiting when `timeout` ends it (exit 124), rather than failing on a disconnect.
+      const bigPayload = join(dir, "big.json");
+      writeFileSync(bigPayload, JSON.stringify({ i: -1, pad: "p".repeat(200_000) }));
+      const brokerPort = Number(
+        String((await agent.proc.waitForEvent("mqtt.broker.started")).listen).split(":").pop(),
+      );
+      const mqtt = await new Deno.Command("timeout", {
+        args: [
+          "3",
+          "mosquitto_pub",
+          "-h",
+          "127.0.0.1",
+          "-p",
+          String(brokerPort),
+          "-q",
+          "1",
+          "-t",
+          "devices/m1/telemetry",
+          "-f",
+          bigPayload,
+        ],
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert.equal(
+        mqtt.code,
+        124,
+        `mosquitto_pub exit ${mqtt.code}: ${new TextDecoder().decode(mqtt.stderr)}`,
+      );
+      assert.ok(
+        !agent.proc.lines.some((l) => l.includes("mqtt.store_failed")),
+        "not taken for a store failure",
+      );
       let status = await (await agent.api("/api/v1/status")).json();
       assert.equal(status.outbox.depth, accepted, "every 202 is in the outbox");
       assert.equal(await agent.stop("SIGTERM"), 0, "SIGTERM on a full disk exits cleanly");
@@ -126,6 +160,11 @@ Deno.test({
         "every 202 is in the outbox or counted as dropped",
       );
       assert.equal(metric(metrics, "outpost_outbox_dropped_total"), status.outbox.dropped);
+      assert.equal(
+        agent.proc.lines.filter((l) => l.includes('"event":"outbox.dropped"')).length,
+        1,
+        "drops are logged once a minute, not per commit",
+      );
       // The newest are the ones kept.
       const newest = (await (await agent.api("/api/v1/outbox?limit=1000")).json()).records;
       assert.equal(newest.at(-1).payload.i, 100_000 + 599);

@@ -161,6 +161,11 @@ Deno.test({
       assert.equal(list.devices.length, 1000);
       assert.ok(listed.length < 300_000, `GET /api/v1/devices is ${listed.length} bytes`);
       assert.equal(a.proc.lines.filter((l) => l.includes('"event":"devices.limit"')).length, 1);
+      assert.equal(
+        a.proc.lines.filter((l) => l.includes('"event":"ingest.rejected"')).length,
+        1,
+        "refusals are logged once a minute, not per message",
+      );
       console.log(
         `invented ids: RSS ${start.toFixed(1)} MB at start, ${
           before.toFixed(1)

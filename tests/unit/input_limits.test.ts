@@ -122,6 +122,11 @@ Deno.test("devices.max: new ids past the bound are 429, counted, logged once; kn
       assert.match((await res.json()).error, /Device limit reached: 100 device ids.*devices\.max/);
     }
     assert.equal((await t.req("/api/v1/devices/dev-5/telemetry", post('{"v":5}'))).status, 202);
+    // Bad input from a new id takes no place; provisioning a seen id does not count it twice.
+    assert.equal((await t.req("/api/v1/devices/junk-1/telemetry", post("not json"))).status, 400);
+    assert.equal(t.devices.size, 100);
+    t.devices.create("dev-3");
+    assert.equal(t.devices.size, 100);
     assert.equal((await t.req("/api/v1/devices/provisioned-1/telemetry", post('{"v":5}'))).status, 202);
     assert.equal(t.outbox.stats().depth, 101);
     assert.match(t.telemetry.metrics.render(), /outpost_devices_refused_total 51/);
@@ -188,4 +193,23 @@ Deno.test("API JSON bodies nested deeper than 64 levels are 400 with the reason"
   } finally {
     t.close();
   }
+});
+
+Deno.test("the failed-authentication limiter: 10 failures block an address for the rest of the minute; its map is bounded", async () => {
+  const { AuthLimiter } = await import("../../src/control/auth.ts");
+  let t = 0;
+  const l = new AuthLimiter({ now: () => t, maxAddresses: 100 });
+  for (let i = 0; i < 9; i++) l.fail("10.0.0.1");
+  assert.equal(l.blocked("10.0.0.1"), false);
+  l.fail("10.0.0.1");
+  assert.equal(l.blocked("10.0.0.1"), true);
+  assert.equal(l.blocked("10.0.0.2"), false, "other addresses are not affected");
+  t = 59_999;
+  assert.equal(l.blocked("10.0.0.1"), true);
+  t = 60_000;
+  assert.equal(l.blocked("10.0.0.1"), false, "the window ends a minute after the first failure");
+  // 10,000 invented addresses: the map stays at its bound, the overflow shares one limited bucket.
+  for (let i = 0; i < 10_000; i++) l.fail(`192.168.${i >> 8}.${i & 255}`);
+  assert.ok(l.size <= 101, `size ${l.size}`);
+  assert.equal(l.blocked("172.16.0.1"), true, "past the bound, new addresses share the overflow bucket");
 });
