@@ -5,6 +5,7 @@
 import * as v from "valibot";
 import { DURATION_PATTERN, parseDuration } from "../core/duration.ts";
 import { checkDevicePattern } from "../transports/mqtt/topics.ts";
+import { BROKER_LIMIT_DEFAULTS } from "../transports/mqtt/limits.ts";
 
 /** `host:port` with a port in 0..65535 (0: any free port). */
 export const hostPort = v.pipe(
@@ -41,6 +42,29 @@ export const BrokerSchema = v.strictObject({
   listen: v.optional(hostPort, DEFAULTS.brokerListen),
   /** `none`: anyone (development); `token`: device id + token, or the API token for local-bus clients. */
   auth: v.optional(v.picklist(["none", "token"], 'must be "none" or "token"'), "none"),
+  /** Bounds of what clients can make the broker hold (docs/limits.md). */
+  limits: v.optional(
+    v.strictObject({
+      /** Default: limits.maxPayloadBytes + 64 KiB. */
+      maxPacketBytes: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(1024, "must be at least 1024"), v.maxValue(268_435_455)),
+      ),
+      maxConnections: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(1, "must be at least 1")),
+        BROKER_LIMIT_DEFAULTS.maxConnections,
+      ),
+      maxRetained: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(0, "must be 0 or more")),
+        BROKER_LIMIT_DEFAULTS.maxRetained,
+      ),
+      maxOfflineQueue: v.optional(
+        v.pipe(v.number(), v.integer(), v.minValue(1, "must be at least 1")),
+        BROKER_LIMIT_DEFAULTS.maxOfflineQueue,
+      ),
+      sessionExpiry: v.optional(duration, BROKER_LIMIT_DEFAULTS.sessionExpiry),
+    }),
+    {},
+  ),
 });
 
 export const ExternalBrokerSchema = v.strictObject({

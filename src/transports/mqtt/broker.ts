@@ -18,6 +18,13 @@
  * retained messages) lives in memory: it survives a client reconnecting, not an agent restart.
  * Device data does not depend on it: it is in the outbox before the device hears back.
  */
+import { AUTH_MAX_FAILURES, AuthLimiter, RefusalLog } from "../../core/auth_limiter.ts";
+import {
+  BROKER_LIMIT_DEFAULTS,
+  type BrokerLimits,
+  createBrokerBounds,
+  PACKET_OVERHEAD_BYTES,
+} from "./limits.ts";
 import { Aedes } from "aedes";
 import type { AedesPublishPacket, Client, PublishPacket, Subscription } from "aedes";
 import { Buffer } from "node:buffer";
@@ -53,6 +60,10 @@ export interface BrokerOptions {
   /** `host:port`; port 0 picks a free one. */
   listen: string;
   auth: "none" | "token";
+  /** The bounds of `mqtt.broker.limits` (limits.ts); default: the config's defaults. */
+  limits?: BrokerLimits;
+  /** Failed-authentication limit per remote address (default: 10 a minute). */
+  authLimiter?: AuthLimiter;
 }
 
 export interface BrokerDeps {
@@ -128,6 +139,17 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
   let address: { host: string; port: number } | undefined;
   const sockets = new Set<Socket>();
   let stopping: Promise<void> | undefined;
+  const limits: BrokerLimits = options.limits ?? {
+    maxPacketBytes: 256 * 1024 + PACKET_OVERHEAD_BYTES,
+    maxConnections: BROKER_LIMIT_DEFAULTS.maxConnections,
+    maxRetained: BROKER_LIMIT_DEFAULTS.maxRetained,
+    maxOfflineQueue: BROKER_LIMIT_DEFAULTS.maxOfflineQueue,
+    sessionExpiry: 86_400_000,
+  };
+  const bounds = createBrokerBounds(limits, telemetry);
+  let expiryTimer: ReturnType<typeof setInterval> | undefined;
+  const authLimiter = options.authLimiter ?? new AuthLimiter();
+  const authLimited = new RefusalLog();
 
   const clientsGauge = telemetry.metrics.family(
     "outpost_mqtt_clients",
@@ -318,8 +340,25 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
       const { host, port } = splitListen(options.listen);
       const broker = new Aedes({
         authenticate(client, username, password, done) {
+          const remote = (client.conn as { remoteAddress?: string } | undefined)?.remoteAddress ?? "unknown";
+          if (options.auth === "token" && authLimiter.blocked(remote)) {
+            // Refused without checking, for the rest of the minute (SPEC §14).
+            const n = authLimited.note();
+            if (n !== undefined) {
+              log.warn("auth.limited", {
+                transport: "mqtt",
+                address: remote,
+                refused: n,
+                rule: `${AUTH_MAX_FAILURES} failed authentications in a minute`,
+              });
+            }
+            const error = new Error("too many failed authentications") as Error & { returnCode: number };
+            error.returnCode = 5;
+            return done(error as any, false);
+          }
           const result = authenticate(options.auth, username, password?.toString("utf8"), credentials);
           if (!result.ok) {
+            authLimiter.fail(remote);
             telemetry.authRefused(result.reason, {
               transport: "mqtt",
               clientId: client.id,
@@ -338,7 +377,20 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
         authorizeSubscribe,
         authorizeForward,
       });
-      await broker.listen();
+      await broker.listen(); // makes the persistence
+      bounds.wrap((broker as unknown as { persistence: unknown }).persistence);
+      broker.on("client", (client: Client) => {
+        if (!client.clean) bounds.online(client.id);
+      });
+      broker.on("clientDisconnect", (client: Client) => {
+        if (client.clean) bounds.cleaned(client.id);
+        else bounds.offline(client.id);
+      });
+      expiryTimer = setInterval(
+        () => void bounds.expire(),
+        Math.max(1_000, Math.min(60_000, limits.sessionExpiry / 4)),
+      );
+      (expiryTimer as { unref?: () => void }).unref?.();
       broker.on("clientError", (client: Client, error: Error) => {
         log.debug("mqtt.client_error", { clientId: client?.id, error: error.message });
       });
@@ -358,6 +410,7 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
         });
       }
       const srv = createServer((socket) => {
+        if (!bounds.admit(socket, sockets.size)) return;
         sockets.add(socket);
         socket.on("close", () => sockets.delete(socket));
         broker.handle(socket);
@@ -383,6 +436,13 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
       server = srv;
       const shown = host.includes(":") ? `[${host}]` : host;
       log.info("mqtt.broker.started", { listen: `${shown}:${address.port}`, auth: options.auth });
+      if (options.auth === "none" && !isLoopback(host)) {
+        log.warn("mqtt.broker.open", {
+          listen: `${shown}:${address.port}`,
+          note: 'auth "none" on a non-loopback address: anyone on the network can publish as any device; ' +
+            'set mqtt.broker.auth to "token"',
+        });
+      }
       return address;
     },
     publish(topic, payload, publishOptions = {}) {
@@ -441,6 +501,7 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
     },
     stop() {
       stopping ??= (async () => {
+        if (expiryTimer) clearInterval(expiryTimer);
         const srv = server;
         const broker = aedes;
         if (!srv || !broker) return;
@@ -455,4 +516,9 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
       return stopping;
     },
   };
+}
+
+/** Whether a listen host is reachable only from this machine. */
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\./.test(host);
 }

@@ -6,6 +6,8 @@
  * Lifecycle: `start()` after everything it feeds (store, uplink, rules); `stop()` first, letting
  * batches in flight finish. `publishLocal()` is what rules routing to `mqtt:<topic>` call.
  */
+import { parseDuration } from "../../core/duration.ts";
+import { BROKER_LIMIT_DEFAULTS, type BrokerLimits, PACKET_OVERHEAD_BYTES } from "./limits.ts";
 import type { RoutedMessage } from "../../core/message.ts";
 import { secretEquals } from "../../core/secret.ts";
 import type { LocalDatabase } from "../../db/mod.ts";
@@ -45,7 +47,11 @@ export interface ExternalBrokerConfig {
 export interface MqttConfig {
   edgeId: string;
   dataDir: string;
-  broker: false | { listen: string; auth: "none" | "token" };
+  broker: false | {
+    listen: string;
+    auth: "none" | "token";
+    limits?: Partial<Omit<BrokerLimits, "maxPacketBytes">> & { maxPacketBytes?: number };
+  };
   external: ExternalBrokerConfig[];
   maxPayloadBytes: number;
 }
@@ -173,7 +179,18 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
       }, 3600_000);
       (pruneTimer as { unref?: () => void }).unref?.();
       if (config.broker !== false) {
-        broker = createEmbeddedBroker(config.broker, {
+        const given = config.broker.limits ?? {};
+        broker = createEmbeddedBroker({
+          listen: config.broker.listen,
+          auth: config.broker.auth,
+          limits: {
+            maxPacketBytes: given.maxPacketBytes ?? config.maxPayloadBytes + PACKET_OVERHEAD_BYTES,
+            maxConnections: given.maxConnections ?? BROKER_LIMIT_DEFAULTS.maxConnections,
+            maxRetained: given.maxRetained ?? BROKER_LIMIT_DEFAULTS.maxRetained,
+            maxOfflineQueue: given.maxOfflineQueue ?? BROKER_LIMIT_DEFAULTS.maxOfflineQueue,
+            sessionExpiry: given.sessionExpiry ?? parseDuration(BROKER_LIMIT_DEFAULTS.sessionExpiry)!,
+          },
+        }, {
           intake,
           telemetry,
           credentials,
