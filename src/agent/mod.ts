@@ -116,7 +116,8 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     source: typeof config.rules === "string" ? resolveFromConfig(config, config.rules) : config.rules,
     dataDir: config.dataDir,
     telemetry,
-    emit: (outputs) => ingest.emit(outputs),
+    db: outbox.db,
+    emit: (produce) => ingest.emitFrom!(produce),
   });
 
   const token = resolveApiToken(config);

@@ -13,15 +13,17 @@ import {
   existsSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
   unwatchFile,
   watchFile,
   writeFileSync,
 } from "node:fs";
+import type { LocalDatabase } from "../db/mod.ts";
 import { join } from "node:path";
 import type { Issue } from "../core/errors.ts";
 import type { Message, RoutedMessage } from "../core/message.ts";
-import type { MessageProcessor } from "../ingest/mod.ts";
+import type { MessageProcessor, RuleStateJournal } from "../ingest/mod.ts";
 import {
   type CompiledRules,
   createRuleEngine,
@@ -29,6 +31,8 @@ import {
   parseTestMessage,
   type RuleEngine,
   type RuleState,
+  ruleStateFromRows,
+  type StateRow,
   testRules,
 } from "../rules/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
@@ -38,12 +42,20 @@ export interface RulesHostOptions {
   source?: string | Record<string, unknown>;
   dataDir: string;
   telemetry: Telemetry;
-  /** Stores messages the rules create outside a message's path (closed aggregate windows). */
-  emit: (outputs: RoutedMessage[]) => Promise<void>;
+  /** The agent's database (the outbox's): the rule state lives in its `rule_state` table. */
+  db: LocalDatabase;
+  /**
+   * Stores what `produce` (closing aggregate windows) returns together with the state it changed
+   * (ingest.emitFrom); rejects, with the state undone, when it cannot.
+   */
+  emit: (produce: () => RoutedMessage[]) => Promise<void>;
   now?: () => number;
 }
 
-export type ApplyResult = { ok: true; version: string; count: number } | { ok: false; issues: Issue[] };
+export type ApplyResult =
+  | { ok: true; version: string; count: number }
+  /** `storage`: valid, but it could not be kept (a full disk). */
+  | { ok: false; issues: Issue[]; storage?: boolean };
 
 export class RulesHost {
   private readonly options: RulesHostOptions;
@@ -52,9 +64,14 @@ export class RulesHost {
   private origin = "none";
   private timer: ReturnType<typeof setTimeout> | undefined;
   private timerAt: number | undefined;
-  private stateTimer: ReturnType<typeof setInterval> | undefined;
-  private lastSavedState = "";
+  /** After a failed store of closed windows: no new attempt before this time, and the next delay. */
+  private retryAt = 0;
+  private retryMs = 0;
   private readonly statePath: string;
+  private readonly upsertState;
+  private readonly deleteState;
+  private readonly allState;
+  private readonly clearState;
   private readonly appliedPath: string;
   private watching: string | undefined;
 
@@ -66,6 +83,23 @@ export class RulesHost {
     this.now = options.now ?? Date.now;
     this.statePath = join(options.dataDir, "rules-state.json");
     this.appliedPath = join(options.dataDir, "rules.json");
+    const db = options.db;
+    this.upsertState = db.prepare(
+      "INSERT INTO rule_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    );
+    this.deleteState = db.prepare("DELETE FROM rule_state WHERE key = ?");
+    this.allState = db.prepare("SELECT key, value FROM rule_state");
+    this.clearState = db.prepare("DELETE FROM rule_state");
+    const journal: RuleStateJournal = {
+      mark: () => this.engine?.mark() ?? 0,
+      undoTo: (mark) => this.engine?.undoTo(mark),
+      release: () => this.engine?.release(),
+      changedSince: (mark) => this.engine?.changedSince(mark) ?? false,
+      persist: () => {
+        const engine = this.engine;
+        if (engine) this.writeRows(engine.takeDirty());
+      },
+    };
     this.processor = {
       process: (message: Message, now: number) => {
         const engine = this.engine;
@@ -74,7 +108,33 @@ export class RulesHost {
         this.armTimer();
         return result;
       },
+      journal,
     };
+  }
+
+  /** Writes state rows (inside the caller's transaction). */
+  private writeRows(rows: readonly StateRow[]): void {
+    for (const row of rows) {
+      if (row.value === null) this.deleteState.run(row.key);
+      else this.upsertState.run(row.key, row.value);
+    }
+  }
+
+  /** Rewrites the whole stored state from the engine (after a rules replacement). */
+  private rewriteState(): void {
+    const engine = this.engine;
+    if (!engine) return;
+    try {
+      this.options.db.transaction(() => {
+        this.clearState.run();
+        this.writeRows(engine.stateRows());
+        engine.takeDirty();
+      });
+    } catch (error) {
+      // The rows of the replaced rules stay; at the next start only entries that still match an
+      // action of the same kind and configuration are taken over.
+      this.options.telemetry.log.error("rules.state_store_failed", { error: String(error) });
+    }
   }
 
   /** Loads the rules in force; an invalid config document is a start-up error (exit 2 upstream). */
@@ -99,7 +159,13 @@ export class RulesHost {
       });
     }
     if (typeof this.options.source === "string") this.watch(this.options.source);
-    this.stateTimer = setInterval(() => this.saveState(), 1000);
+    if (this.upgradedFromFile) {
+      // State kept by an earlier version in rules-state.json: into the table once, then gone.
+      this.rewriteState();
+      try {
+        rmSync(this.statePath, { force: true });
+      } catch { /* removed at the next start */ }
+    }
     this.armTimer();
     return { ok: true };
   }
@@ -119,7 +185,17 @@ export class RulesHost {
       this.options.telemetry.log.warn("rules.refused", { from: origin, errors: parsed.issues.length });
       return parsed;
     }
-    this.persistApplied(parsed.value.document, origin);
+    try {
+      this.persistApplied(parsed.value.document, origin);
+    } catch (error) {
+      // Not kept, so not applied (a full disk, say): the rules in force stay.
+      const code = (error as NodeJS.ErrnoException).code;
+      const message = code === "ENOSPC"
+        ? `storage full: cannot keep the rules (${code}); the rules in force are unchanged`
+        : `cannot keep the rules: ${(error as Error).message}; the rules in force are unchanged`;
+      this.options.telemetry.log.error("rules.refused", { from: origin, error: message });
+      return { ok: false, issues: [{ path: "", message }], storage: true };
+    }
     this.install(parsed.value, origin);
     return { ok: true, version: parsed.value.version, count: parsed.value.count };
   }
@@ -149,15 +225,14 @@ export class RulesHost {
 
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
-    if (this.stateTimer) clearInterval(this.stateTimer);
     if (this.watching) unwatchFile(this.watching);
     this.timer = undefined;
-    this.saveState();
   }
 
   private install(rules: CompiledRules, origin: string): void {
     if (this.engine) this.engine.replace(rules);
     else this.engine = createRuleEngine(rules, this.readState());
+    this.rewriteState();
     this.origin = origin;
     this.options.telemetry.log.info("rules.applied", {
       version: rules.version,
@@ -205,10 +280,16 @@ export class RulesHost {
     });
   }
 
-  /** One timer, at the engine's next deadline (aggregate windows closing with no traffic). */
+  /**
+   * One timer, at the engine's next deadline (aggregate windows closing with no traffic). Closing
+   * windows is a state change like any other: stored with its outputs, or undone and tried again
+   * later (backing off while the store refuses), never thrown out of the timer.
+   */
   private armTimer(): void {
-    const deadline = this.engine?.nextDeadline();
-    if (deadline === undefined || deadline === this.timerAt) return;
+    const next = this.engine?.nextDeadline();
+    if (next === undefined) return;
+    const deadline = Math.max(next, this.retryAt);
+    if (deadline === this.timerAt) return;
     if (this.timer) clearTimeout(this.timer);
     this.timerAt = deadline;
     this.timer = setTimeout(() => {
@@ -216,42 +297,38 @@ export class RulesHost {
       this.timerAt = undefined;
       const engine = this.engine;
       if (!engine) return;
-      const outputs = engine.tick(this.now());
-      if (outputs.length > 0) {
-        this.options.emit(outputs).catch((error) => {
-          this.options.telemetry.log.error("rules.emit_failed", {
-            error: String(error),
-            count: outputs.length,
-          });
+      const now = this.now();
+      this.options.emit(() => engine.tick(now)).then(() => {
+        this.retryAt = 0;
+        this.retryMs = 0;
+      }, (error) => {
+        this.retryMs = Math.min(30_000, Math.max(1_000, this.retryMs * 2));
+        this.retryAt = this.now() + this.retryMs;
+        this.options.telemetry.log.error("rules.emit_failed", {
+          error: String(error),
+          retryInMs: this.retryMs,
         });
-      }
-      this.armTimer();
+      }).finally(() => this.armTimer());
     }, Math.max(0, deadline - this.now()));
     (this.timer as { unref?: () => void }).unref?.();
   }
 
+  /** Set when the state came from an earlier version's rules-state.json. */
+  private upgradedFromFile = false;
+
+  /** The stored state: the `rule_state` rows, or once, an earlier version's rules-state.json. */
   private readState(): RuleState | undefined {
     try {
+      const rows = this.allState.all() as StateRow[];
+      if (rows.length > 0) return ruleStateFromRows(rows);
       if (!existsSync(this.statePath)) return undefined;
-      const text = readFileSync(this.statePath, "utf8");
-      this.lastSavedState = text;
-      return JSON.parse(text) as RuleState;
+      const state = JSON.parse(readFileSync(this.statePath, "utf8")) as RuleState;
+      this.upgradedFromFile = true;
+      return state;
     } catch (error) {
-      this.options.telemetry.log.warn("rules.state_unreadable", {
-        file: this.statePath,
-        error: String(error),
-      });
+      this.options.telemetry.log.warn("rules.state_unreadable", { error: String(error) });
       return undefined;
     }
-  }
-
-  /** Writes the engine state when it changed (atomically: temp file, then rename). */
-  private saveState(): void {
-    if (!this.engine) return;
-    const text = JSON.stringify(this.engine.exportState());
-    if (text === this.lastSavedState) return;
-    atomicWrite(this.statePath, text);
-    this.lastSavedState = text;
   }
 
   private readApplied(): { rules: CompiledRules; origin: string; mtime: number } | undefined {

@@ -63,7 +63,6 @@ export const BrokerSchema = v.strictObject({
       ),
       sessionExpiry: v.optional(duration, BROKER_LIMIT_DEFAULTS.sessionExpiry),
     }),
-    {},
   ),
 });
 

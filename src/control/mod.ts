@@ -30,7 +30,9 @@ export interface RulesApi {
   status(): { version: string | null; count: number };
   get(): unknown;
   /** Validates and applies a document atomically. */
-  put(document: unknown): { ok: true; version: string; count: number } | { ok: false; issues: Issue[] };
+  put(
+    document: unknown,
+  ): { ok: true; version: string; count: number } | { ok: false; issues: Issue[]; storage?: boolean };
   /** Dry run: outputs and trace, or issues for an invalid document. */
   test(body: unknown): { ok: true; outputs: unknown[]; trace: unknown[] } | { ok: false; issues: Issue[] };
 }
@@ -273,6 +275,7 @@ export function createControlApp(deps: ControlDeps): Hono {
       const body = await jsonBody(c);
       if (!body.ok) return c.json({ errors: body.issues }, 400);
       const result = rules.put(body.value);
+      if (!result.ok && result.storage) return c.json({ error: result.issues[0]?.message }, 507);
       if (!result.ok) return c.json({ errors: result.issues }, 400);
       return c.json({ version: result.version, count: result.count });
     });

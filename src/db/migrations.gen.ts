@@ -21,6 +21,10 @@ export const agentMigrations: readonly Migration[] = [
   {
     "name": "0005_mqtt_seen_ring.sql",
     "sql": "-- The redelivery memory as a ring per MQTT session (src/transports/mqtt/dedupe.ts): the n-th\n-- stored publish of a session lands in slot n % 1024, replacing what the slot held, so that the\n-- table keeps the last 1,024 publishes of each session with one B-tree write per publish and no\n-- trimming. Before, each publish updated a primary key and two secondary indexes.\nCREATE TABLE mqtt_seen (\n  session TEXT NOT NULL,\n  slot INTEGER NOT NULL,\n  packet_id INTEGER NOT NULL,\n  digest TEXT NOT NULL,\n  conn TEXT NOT NULL,\n  n INTEGER NOT NULL,\n  created_at INTEGER NOT NULL,\n  PRIMARY KEY (session, slot)\n) WITHOUT ROWID;\n\n-- What 0003's table remembered carries over; where two entries share a slot the newer one stays.\nINSERT OR REPLACE INTO mqtt_seen (session, slot, packet_id, digest, conn, n, created_at)\n  SELECT session, n % 1024, packet_id, digest, conn, n, created_at FROM mqtt_redelivery ORDER BY session, n;\n\nDROP TABLE mqtt_redelivery;\n"
+  },
+  {
+    "name": "0006_rule_state.sql",
+    "sql": "-- The rules' state (SPEC §5, §14): last forwarded values (deadband), last times let through\n-- (throttle), active alarms and open aggregate windows, one row per rule action and device.\n-- Rows are written in the very outbox transaction that stores the messages whose processing\n-- changed them, so a refused message leaves the state as it was and an acknowledged one is\n-- never judged or counted again after a crash (src/agent/rules_host.ts).\n-- key: a JSON array naming the entry, e.g. [\"d\", rule id, action index, field, device];\n-- value: JSON.\nCREATE TABLE rule_state (\n  key TEXT PRIMARY KEY,\n  value TEXT NOT NULL\n) WITHOUT ROWID;\n"
   }
 ];
 export const hubMigrations: readonly Migration[] = [

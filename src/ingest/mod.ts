@@ -16,6 +16,22 @@ export type { ParseContext, ParseResult, RejectReason } from "./parse.ts";
 /** What the rules do to one message: zero, one or many outputs. */
 export interface MessageProcessor {
   process(message: Message, now: number): { outputs: RoutedMessage[]; errors: number };
+  /** The rules' state journal, when the rules keep state (SPEC §14: it changes only with a commit). */
+  journal?: RuleStateJournal;
+}
+
+/**
+ * How ingest makes the rules' state part of the outbox transaction: `mark()` before the rules
+ * run, `persist()` inside the transaction that stores their outputs, `release()` after it
+ * committed, `undoTo(mark)` when it did not (refused, failed, stopping).
+ */
+export interface RuleStateJournal {
+  mark(): number;
+  undoTo(mark: number): void;
+  release(): void;
+  changedSince(mark: number): boolean;
+  /** Writes the changed state entries; runs inside the outbox transaction. Must not throw. */
+  persist(): void;
 }
 
 /** No rules: every message goes to the hub unchanged. */
@@ -44,6 +60,11 @@ export interface Ingest {
   accept(messages: readonly Message[], options?: AcceptOptions): Promise<number>;
   /** Stores messages created outside the data path (e.g. closed aggregate windows) as they are. */
   emit(outputs: readonly RoutedMessage[]): Promise<void>;
+  /**
+   * Runs `produce` (the rules closing aggregate windows) as a state change of its own: its
+   * outputs are stored with the state it changed, or the state is undone and this rejects.
+   */
+  emitFrom?(produce: () => RoutedMessage[]): Promise<void>;
   /** The outbox's capacity: a payload needing more is refused as bad input (see parse.ts). */
   readonly maxBatchBytes?: number;
   /** Admits a device under `devices.max` (see parse.ts `ParseContext.admit`). */
@@ -67,24 +88,74 @@ export function createIngest(deps: IngestDeps): Ingest {
     }
   }
 
+  /**
+   * Stores the outputs with the rule state they changed, in one transaction; undoes the state
+   * when they are not stored. Without state changes and outputs, no transaction is needed.
+   */
+  async function store(
+    toHub: RoutedMessage[],
+    journal: RuleStateJournal | undefined,
+    mark: number | undefined,
+    inTransaction: (() => void) | undefined,
+  ): Promise<void> {
+    if (journal === undefined) {
+      await deps.outbox.enqueue(toHub, { inTransaction });
+      return;
+    }
+    if (toHub.length === 0 && inTransaction === undefined && !journal.changedSince(mark!)) {
+      journal.release();
+      return;
+    }
+    await deps.outbox.enqueue(toHub, {
+      inTransaction: () => {
+        journal.persist();
+        inTransaction?.();
+      },
+      onRefused: () => journal.undoTo(mark!),
+    });
+    journal.release();
+  }
+
   return {
     maxBatchBytes: deps.outbox.maxBytes,
     admit: (device) => deps.devices.admit(device),
     async accept(messages, options) {
       const t = now();
       const rules = deps.rules();
+      const journal = rules.journal;
+      const mark = journal?.mark();
       const toHub: RoutedMessage[] = [];
       let errors = 0;
-      for (const m of messages) {
-        const result = rules.process(m, t);
-        errors += result.errors;
-        route(result.outputs, toHub);
+      try {
+        for (const m of messages) {
+          const result = rules.process(m, t);
+          errors += result.errors;
+          route(result.outputs, toHub);
+        }
+      } catch (error) {
+        if (journal) journal.undoTo(mark!);
+        throw error;
       }
       if (errors > 0) deps.telemetry.rulesErrors(errors);
-      await deps.outbox.enqueue(toHub, { inTransaction: options?.inTransaction });
+      await store(toHub, journal, mark, options?.inTransaction);
       deps.telemetry.accepted(messages.length, messages[0]?.source ?? "unknown");
       deps.devices.observe(messages, t);
       return messages.length;
+    },
+    async emitFrom(produce) {
+      const rules = deps.rules();
+      const journal = rules.journal;
+      const mark = journal?.mark();
+      let outputs: RoutedMessage[];
+      try {
+        outputs = produce();
+      } catch (error) {
+        if (journal) journal.undoTo(mark!);
+        throw error;
+      }
+      const toHub: RoutedMessage[] = [];
+      route(outputs, toHub);
+      await store(toHub, journal, mark, undefined);
     },
     async emit(outputs) {
       const toHub: RoutedMessage[] = [];

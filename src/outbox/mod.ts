@@ -110,11 +110,22 @@ export interface EnqueueOptions {
    * MQTT transports' memory of which publishes they stored). Must not throw.
    */
   inTransaction?: () => void;
+  /**
+   * Called, synchronously, when these records are not stored after all (refused as full, a failed
+   * transaction, a closed outbox), before the promise rejects: the caller undoes what it did in
+   * anticipation (the rule state, src/rules/engine.ts). Refusals come last-first: the groups of a
+   * transaction are refused as a suffix, in reverse order of their `enqueue()` calls, and a
+   * refused group's callback runs before any accepted group's `inTransaction`. Must not throw.
+   */
+  onRefused?: () => void;
 }
 
 interface Pending {
   rows: PreparedRow[];
   inTransaction?: () => void;
+  onRefused?: () => void;
+  /** onRefused has run. */
+  undone?: boolean;
   bytes: number;
   resolve: () => void;
   reject: (error: unknown) => void;
@@ -212,7 +223,10 @@ export class Outbox {
 
   /** Stores messages durably; resolves after commit. Rejects with `OutboxFullError` when full under `reject`. */
   enqueue(messages: readonly Message[], options: EnqueueOptions = {}): Promise<void> {
-    if (this.closed) return Promise.reject(new Error("Outbox is closed"));
+    if (this.closed) {
+      options.onRefused?.();
+      return Promise.reject(new Error("Outbox is closed"));
+    }
     if (messages.length === 0 && !options.inTransaction) return Promise.resolve();
     const rows: PreparedRow[] = new Array(messages.length);
     let bytes = 0;
@@ -225,7 +239,14 @@ export class Outbox {
       rows[i] = { device: m.device, kind: m.kind, ts: m.ts, topic, payload, bytes: b };
     }
     return new Promise((resolve, reject) => {
-      this.pending.push({ rows, bytes, resolve, reject, inTransaction: options.inTransaction });
+      this.pending.push({
+        rows,
+        bytes,
+        resolve,
+        reject,
+        inTransaction: options.inTransaction,
+        onRefused: options.onRefused,
+      });
       this.schedule();
     });
   }
@@ -269,7 +290,9 @@ export class Outbox {
         const base = this.totalBytes - acked.bytes;
         let rows: PreparedRow[] = [];
         for (const group of groups) {
-          if (group.bytes > this.options.maxBytes) {
+          // Once one group is refused, every later one is too: callers' state computed after the
+          // refused group (rule state) would not hold, and a device's order is kept.
+          if (refused.length > 0 || group.bytes > this.options.maxBytes) {
             refused.push(group);
             continue;
           }
@@ -292,6 +315,7 @@ export class Outbox {
           accepted.push(group);
         }
         this.insertRows(rows, createdAt);
+        undo(refused);
         for (const group of accepted) group.inTransaction?.();
         if (droppedNow > 0) this.metaSet("dropped", String(this.dropped + droppedNow));
       });
@@ -304,6 +328,7 @@ export class Outbox {
             `free disk space or set outbox.minFreeBytes with onFull "drop-oldest")`,
         )
         : error;
+      undo(groups);
       for (const g of groups) g.reject(failure);
       // The deletes must not wait on inserts that fail (a full disk, say): alone, they may pass.
       if (ranges.length > 0) this.flushAcks(ranges, ackWaiters);
@@ -525,6 +550,16 @@ export class Outbox {
     this.closed = true;
     this.listeners.clear();
     this.db.close();
+  }
+}
+
+/** Calls the groups' `onRefused` once each, last group first. */
+function undo(groups: readonly Pending[]): void {
+  for (let i = groups.length - 1; i >= 0; i--) {
+    const g = groups[i];
+    if (g.undone) continue;
+    g.undone = true;
+    g.onRefused?.();
   }
 }
 

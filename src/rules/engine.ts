@@ -78,6 +78,76 @@ export interface RuleEngine {
   replace(rules: CompiledRules): void;
   /** Counters since the engine was created. */
   stats(): RuleEngineStats;
+  /**
+   * Starts a journal segment: every state change from here on can be undone by `undoTo(mark)`
+   * until the segment is released. Segments nest in order (SPEC §14: rule state changes only
+   * with a committed outbox transaction; see docs/decisions/0005-rule-state-in-the-outbox-transaction.md).
+   */
+  mark(): number;
+  /** Undoes every state change since `mark` (the latest segments first) and ends that segment. */
+  undoTo(mark: number): void;
+  /** Ends a segment whose changes are kept (committed). */
+  release(): void;
+  /** Whether any state changed since `mark` (within its open segment). */
+  changedSince(mark: number): boolean;
+  /** The state entries changed since the last call, as rows to store (`value` null: delete). */
+  takeDirty(): StateRow[];
+  /** Every state entry, as rows (to rewrite the store after a rules replacement). */
+  stateRows(): StateRow[];
+}
+
+/** One entry of the rule state as stored: `key` is a JSON array naming it, `value` JSON. */
+export interface StateRow {
+  key: string;
+  value: string | null;
+}
+
+/** The state described by stored rows (the inverse of `stateRows()`); unreadable rows are skipped. */
+export function ruleStateFromRows(rows: readonly StateRow[]): RuleState {
+  const state: RuleState = { format: 1, alarms: [], deadband: [], throttle: [], windows: [] };
+  const deadband = new Map<string, RuleState["deadband"][number]>();
+  const throttle = new Map<string, RuleState["throttle"][number]>();
+  const windows = new Map<string, RuleState["windows"][number]>();
+  for (const row of rows) {
+    if (row.value === null) continue;
+    let key: unknown[];
+    let value: unknown;
+    try {
+      key = JSON.parse(row.key);
+      value = JSON.parse(row.value);
+    } catch {
+      continue;
+    }
+    if (!Array.isArray(key)) continue;
+    const [kind, a, b, c, device] = key as [string, string, number, unknown, string];
+    const group = JSON.stringify([kind, a, b, c]);
+    if (kind === "a" && isRecord(value)) {
+      state.alarms.push(value as unknown as ActiveAlarm);
+    } else if (kind === "d" && typeof value === "number") {
+      let e = deadband.get(group);
+      if (!e) deadband.set(group, e = { rule: a, action: b, field: String(c), last: [] });
+      e.last.push([device, value]);
+    } else if (kind === "t" && typeof value === "number") {
+      let e = throttle.get(group);
+      if (!e) throttle.set(group, e = { rule: a, action: b, interval: Number(c), last: [] });
+      e.last.push([device, value]);
+    } else if (kind === "w" && isRecord(value)) {
+      let e = windows.get(group);
+      if (!e) windows.set(group, e = { rule: a, action: b, signature: String(c), open: [] });
+      e.open.push(value as unknown as OpenWindow);
+    }
+  }
+  state.deadband = [...deadband.values()];
+  state.throttle = [...throttle.values()];
+  state.windows = [...windows.values()];
+  return state;
+}
+
+/** Where a state map's entries are stored: the key prefix (a JSON array) and how values read. */
+interface StateGroup {
+  prefix: readonly unknown[];
+  kind: "last" | "window" | "alarm";
+  action?: RtAction;
 }
 
 // --- runtime structures -----------------------------------------------------------------------
@@ -135,6 +205,8 @@ interface Window {
   kind: MessageKind;
   topic: string | undefined;
   acc: FieldAcc[];
+  /** The journal segment in which it was last copied for undo (see `#journalWindow`). */
+  seg: number;
 }
 
 interface RtAction {
@@ -238,10 +310,22 @@ class Engine implements RuleEngine {
     origin: undefined,
   };
   readonly #stats: RuleEngineStats = { processed: 0, emitted: 0, dropped: 0, errors: 0 };
+  // Batch journal (mark/undoTo/release): every state change while a segment is open, as (map,
+  // key, previous value); slots are overwritten, not truncated, like the undo log above.
+  #jOpen = 0;
+  #jSegment = 1;
+  #jMaps: Map<string, unknown>[] = [];
+  #jKeys: string[] = [];
+  #jValues: unknown[] = [];
+  #jCount = 0;
+  /** State maps → where their entries are stored; and the keys changed since `takeDirty()`. */
+  #groups = new Map<Map<string, unknown>, StateGroup>();
+  #dirty = new Map<Map<string, unknown>, Set<string>>();
 
   constructor(rules: CompiledRules, state: RuleState | undefined) {
     this.#build(rules);
     if (state !== undefined) this.#import(state);
+    this.#registerAlarms();
   }
 
   get rules(): CompiledRules {
@@ -345,10 +429,131 @@ class Engine implements RuleEngine {
     this.#plans = next.#plans;
     this.#aggregates = next.#aggregates;
     this.#alarmTypes = next.#alarmTypes;
+    this.#groups = next.#groups;
+    // The host rewrites the whole store after a replacement (stateRows()); nothing older to undo.
+    this.#dirty.clear();
+    for (let i = 0; i < this.#jCount; i++) this.#jValues[i] = undefined;
+    this.#jCount = 0;
   }
 
   stats(): RuleEngineStats {
     return { ...this.#stats };
+  }
+
+  mark(): number {
+    this.#jOpen++;
+    this.#jSegment++;
+    return this.#jCount;
+  }
+
+  undoTo(mark: number): void {
+    let windows: Set<RtAction> | undefined;
+    for (let i = this.#jCount - 1; i >= mark; i--) {
+      const map = this.#jMaps[i];
+      const key = this.#jKeys[i];
+      const value = this.#jValues[i];
+      if (value === ABSENT) map.delete(key);
+      else map.set(key, value);
+      this.#markDirty(map, key);
+      const group = this.#groups.get(map);
+      if (group?.kind === "window") (windows ??= new Set()).add(group.action!);
+      this.#jValues[i] = undefined;
+    }
+    if (mark < this.#jCount) this.#jCount = mark;
+    // Window ends are counts derived from the open windows: recount where windows were restored.
+    if (windows !== undefined) {
+      for (const a of windows) {
+        a.ends.clear();
+        const length = (a.spec as { window: number }).window;
+        for (const w of a.windows.values()) increment(a.ends, w.start + length);
+      }
+    }
+    this.#jSegment++;
+    this.release();
+  }
+
+  release(): void {
+    if (this.#jOpen > 0) this.#jOpen--;
+    if (this.#jOpen === 0 && this.#jCount > 0) {
+      for (let i = 0; i < this.#jCount; i++) this.#jValues[i] = undefined;
+      this.#jCount = 0;
+    }
+  }
+
+  changedSince(mark: number): boolean {
+    return this.#jCount > mark;
+  }
+
+  takeDirty(): StateRow[] {
+    const rows: StateRow[] = [];
+    for (const [map, keys] of this.#dirty) {
+      const group = this.#groups.get(map);
+      if (group === undefined) continue;
+      for (const device of keys) rows.push(this.#row(group, device, map.get(device)));
+    }
+    this.#dirty.clear();
+    return rows;
+  }
+
+  stateRows(): StateRow[] {
+    const rows: StateRow[] = [];
+    for (const [map, group] of this.#groups) {
+      for (const [device, value] of map) rows.push(this.#row(group, device, value));
+    }
+    return rows;
+  }
+
+  #row(group: StateGroup, device: string, value: unknown): StateRow {
+    const key = JSON.stringify([...group.prefix, device]);
+    if (value === undefined) return { key, value: null };
+    if (group.kind === "window") {
+      return { key, value: JSON.stringify(this.#openWindow(group.action!, device, value as Window)) };
+    }
+    return { key, value: JSON.stringify(value) };
+  }
+
+  #openWindow(a: RtAction, device: string, w: Window): OpenWindow {
+    const spec = a.spec as Extract<ActionSpec, { type: "aggregate" }>;
+    const fields: OpenWindow["fields"] = {};
+    spec.fields.forEach((field, i) => {
+      const acc = w.acc[i];
+      const entry: OpenWindow["fields"][string] = {
+        count: acc.count,
+        sum: acc.sum,
+        min: acc.count > 0 ? acc.min : null,
+        max: acc.count > 0 ? acc.max : null,
+      };
+      if (acc.hasLast) entry.last = cloneJson(acc.last);
+      fields[field.name] = entry;
+    });
+    const ow: OpenWindow = { device, start: w.start, kind: w.kind, fields };
+    if (w.topic !== undefined) ow.topic = w.topic;
+    return ow;
+  }
+
+  #markDirty(map: Map<string, unknown>, key: string): void {
+    let keys = this.#dirty.get(map);
+    if (keys === undefined) this.#dirty.set(map, keys = new Set());
+    keys.add(key);
+  }
+
+  /** Notes a state change: dirty for the store, and in the journal while a segment is open. */
+  #journal(map: Map<string, unknown>, key: string, previous: unknown): void {
+    this.#markDirty(map, key);
+    if (this.#jOpen === 0) return;
+    const i = this.#jCount++;
+    this.#jMaps[i] = map;
+    this.#jKeys[i] = key;
+    this.#jValues[i] = previous;
+  }
+
+  /** Before a window's figures change in place: a copy for undo, once per journal segment. */
+  #journalWindow(a: RtAction, device: string, w: Window): void {
+    if (this.#jOpen === 0) return this.#markDirty(a.windows as Map<string, unknown>, device);
+    if (w.seg === this.#jSegment) return;
+    w.seg = this.#jSegment;
+    const copy: Window = { ...w, acc: w.acc.map((x) => ({ ...x })) };
+    this.#journal(a.windows as Map<string, unknown>, device, copy);
   }
 
   // --- building -------------------------------------------------------------------------------
@@ -358,10 +563,36 @@ class Engine implements RuleEngine {
     this.#compiled = compiled;
     this.#rules = program.map((rule, index) => this.#buildRule(rule, index));
     this.#aggregates = [];
+    this.#groups = new Map();
     for (const rule of this.#rules) {
       for (const action of rule.actions) {
+        const spec = action.spec;
         if (action.code === AGGREGATE) this.#aggregates.push({ rule, action });
+        if (spec.type === "deadband") {
+          this.#groups.set(action.last as Map<string, unknown>, {
+            prefix: ["d", rule.id, action.index, spec.field],
+            kind: "last",
+          });
+        } else if (spec.type === "throttle") {
+          this.#groups.set(action.last as Map<string, unknown>, {
+            prefix: ["t", rule.id, action.index, spec.interval],
+            kind: "last",
+          });
+        } else if (spec.type === "aggregate") {
+          this.#groups.set(action.windows as Map<string, unknown>, {
+            prefix: ["w", rule.id, action.index, spec.signature],
+            kind: "window",
+            action,
+          });
+        }
       }
+    }
+  }
+
+  /** Registers every alarm type's map for the store (types of the rules and of imported alarms). */
+  #registerAlarms(): void {
+    for (const [type, active] of this.#alarmTypes) {
+      this.#groups.set(active as Map<string, unknown>, { prefix: ["a", type, 0, ""], kind: "alarm" });
     }
   }
 
@@ -464,6 +695,7 @@ class Engine implements RuleEngine {
           start: ow.start,
           kind: (typeof ow.kind === "string" ? ow.kind : "telemetry") as MessageKind,
           topic: typeof ow.topic === "string" ? ow.topic : undefined,
+          seg: 0,
           acc: spec.fields.map((field) => {
             const f = Object.hasOwn(fields, field.name) && isRecord(fields[field.name])
               ? fields[field.name]
@@ -705,6 +937,7 @@ class Engine implements RuleEngine {
         const last = a.last.get(f.device);
         if (last !== undefined && Math.abs(value - last) < d.delta) return DROPPED;
         this.#remember(a.last as Map<string, unknown>, f.device, last ?? ABSENT);
+        this.#journal(a.last as Map<string, unknown>, f.device, last ?? ABSENT);
         a.last.set(f.device, value);
         return CONTINUE;
       }
@@ -715,6 +948,7 @@ class Engine implements RuleEngine {
         // A clock that went backwards reopens the throttle rather than closing it for long.
         if (last !== undefined && now >= last && now - last < interval) return DROPPED;
         this.#remember(a.last as Map<string, unknown>, f.device, last ?? ABSENT);
+        this.#journal(a.last as Map<string, unknown>, f.device, last ?? ABSENT);
         a.last.set(f.device, now);
         return CONTINUE;
       }
@@ -727,9 +961,12 @@ class Engine implements RuleEngine {
           window = undefined;
         }
         if (window === undefined) {
-          window = { start, kind: f.kind, topic: f.topic, acc: g.fields.map(newAcc) };
+          window = { start, kind: f.kind, topic: f.topic, acc: g.fields.map(newAcc), seg: this.#jSegment };
+          this.#journal(a.windows as Map<string, unknown>, f.device, ABSENT);
           a.windows.set(f.device, window);
           increment(a.ends, start + g.window);
+        } else {
+          this.#journalWindow(a, f.device, window);
         }
         const fields = g.fields;
         for (let i = 0; i < fields.length; i++) {
@@ -762,6 +999,7 @@ class Engine implements RuleEngine {
             raisedAt: f.ts,
           };
           this.#remember(a.active as Map<string, unknown>, f.device, ABSENT);
+          this.#journal(a.active as Map<string, unknown>, f.device, ABSENT);
           a.active.set(f.device, alarm);
           this.#pending.push(this.#alarmMessage(rule, f, alarm, "active"));
         }
@@ -830,6 +1068,7 @@ class Engine implements RuleEngine {
 
   #clear(rule: RtRule, a: RtAction, f: Flight, active: ActiveAlarm): void {
     this.#remember(a.active as Map<string, unknown>, f.device, active);
+    this.#journal(a.active as Map<string, unknown>, f.device, active);
     a.active.delete(f.device);
     this.#pending.push(this.#alarmMessage(rule, f, active, "cleared"));
   }
@@ -889,6 +1128,7 @@ class Engine implements RuleEngine {
 
   #closeWindow(rule: RtRule, a: RtAction, device: string, window: Window): Spawn {
     const spec = a.spec as Extract<ActionSpec, { type: "aggregate" }>;
+    this.#journal(a.windows as Map<string, unknown>, device, window);
     a.windows.delete(device);
     decrement(a.ends, window.start + spec.window);
     const payload: JsonObject = {};

@@ -28,7 +28,7 @@ export type { ProcessOptions, ProcessResult, RuleEngine, RuleEngineStats, TraceE
  * `createRuleEngine(rules, state?)`: an engine with `process(message, now, options?)`,
  * `tick(now)`, `nextDeadline()`, `exportState()`, `replace(rules)` and `stats()`.
  */
-export { createRuleEngine } from "./engine.ts";
+export { createRuleEngine, ruleStateFromRows, type StateRow } from "./engine.ts";
 
 export type { ActiveAlarm, OpenWindow, RuleState } from "./state.ts";
 export { emptyRuleState } from "./state.ts";
