@@ -26,7 +26,7 @@ import {
   parseAnswer,
   parseCommand,
 } from "./parse.ts";
-import { type CommandRow, CommandStore } from "./store.ts";
+import { type CommandRow, CommandStore, MAX_COMMAND_DEVICES } from "./store.ts";
 
 export interface CommandsOptions {
   /** Bytes of a command's params; larger commands are refused. Default 64 KiB. */
@@ -272,8 +272,10 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
 
   function remember(device: string): void {
     if (known.has(device)) return;
+    // Bounded like the table behind it: the longest known goes first.
+    if (known.size >= MAX_COMMAND_DEVICES) known.delete(known.values().next().value!);
     known.add(device);
-    newlyKnown.add(device);
+    if (newlyKnown.size < MAX_COMMAND_DEVICES) newlyKnown.add(device);
   }
 
   function isKnown(device: string): boolean {

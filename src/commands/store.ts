@@ -63,7 +63,13 @@ const SQL = {
   knownDevices: "SELECT device FROM command_devices",
   addDevice: "INSERT INTO command_devices (device, seen_at) VALUES (?, ?) " +
     "ON CONFLICT (device) DO UPDATE SET seen_at = excluded.seen_at",
+  countDevices: "SELECT COUNT(*) AS n FROM command_devices",
+  trimDevices: "DELETE FROM command_devices WHERE device NOT IN " +
+    "(SELECT device FROM command_devices ORDER BY seen_at DESC LIMIT ?)",
 } as const;
+
+/** Devices remembered as command targets across restarts (the most recently seen). */
+export const MAX_COMMAND_DEVICES = 10_000;
 
 function toRow(r: any): CommandRow {
   return {
@@ -222,10 +228,16 @@ export class CommandStore {
     return (this.q(SQL.knownDevices).all() as { device: string }[]).map((r) => r.device);
   }
 
-  addDevices(devices: readonly string[], now: number): void {
+  /**
+   * Remembers devices commands may go to; the table keeps the `max` most recently seen (ids are
+   * chosen by clients: a SUBSCRIBE may name any).
+   */
+  addDevices(devices: readonly string[], now: number, max = MAX_COMMAND_DEVICES): void {
     if (devices.length === 0) return;
     this.db.transaction(() => {
       for (const d of devices) this.q(SQL.addDevice).run(d, now);
+      const { n } = this.q(SQL.countDevices).get() as { n: number };
+      if (n > max) this.q(SQL.trimDevices).run(max);
     });
   }
 }

@@ -78,7 +78,7 @@ export interface Redelivery {
   write(keys: readonly PublishKey[]): void;
   /** The PUBACKs of these stored publishes were written to their connection. */
   acked(keys: readonly PublishKey[]): void;
-  /** Forgets entries older than `maxAgeMs`. */
+  /** Forgets entries older than `maxAgeMs`, and sessions beyond the `maxSessions` most recent. */
   prune(maxAgeMs: number): void;
   /** A small durable note (e.g. the filters an external session is subscribed to). */
   note(key: string): string | undefined;
@@ -143,6 +143,12 @@ export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions =
   );
   const held = db.prepare("SELECT packet_id, n FROM mqtt_seen WHERE session = ?").raw(true);
   const old = db.prepare("DELETE FROM mqtt_seen WHERE created_at < ?");
+  // Client ids are the client's choice: beyond the most recently active sessions, rows go.
+  const sessionCount = db.prepare("SELECT COUNT(DISTINCT session) AS n FROM mqtt_seen");
+  const extraSessions = db.prepare(
+    "DELETE FROM mqtt_seen WHERE session NOT IN " +
+      "(SELECT session FROM mqtt_seen GROUP BY session ORDER BY MAX(created_at) DESC LIMIT ?)",
+  );
   const getNote = db.prepare("SELECT value FROM mqtt_notes WHERE key = ?");
   const putNote = db.prepare(
     "INSERT INTO mqtt_notes (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -215,7 +221,10 @@ export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions =
     },
     prune(maxAgeMs) {
       if (closed) return;
-      db.transaction(() => old.run(now() - maxAgeMs));
+      db.transaction(() => {
+        old.run(now() - maxAgeMs);
+        if ((sessionCount.get() as { n: number }).n > maxSessions) extraSessions.run(maxSessions);
+      });
     },
     note(key) {
       if (closed) return undefined;

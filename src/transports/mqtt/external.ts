@@ -14,6 +14,7 @@
  * how many wait. This relies on mqtt.js's `_sendPacket`; without it, the client falls back to
  * acknowledging one message at a time, which is slower but just as safe.
  */
+import { RefusalLog } from "../../core/auth_limiter.ts";
 import { redactUrl } from "../../core/redact.ts";
 import mqtt from "mqtt";
 import type { IPublishPacket, MqttClient } from "mqtt";
@@ -68,6 +69,9 @@ export interface ExternalDeps {
 /** The URL without credentials, for logs and status. */
 export { redactUrl };
 
+/** QoS 0 messages from one external broker that may wait for the store at once. */
+export const MAX_QOS0_WAITING = 10_000;
+
 interface Waiting {
   publish: InboundPublish;
   resolve: (ok: boolean) => void;
@@ -77,6 +81,14 @@ export function createExternalClient(options: ExternalOptions, deps: ExternalDep
   const { telemetry, intake } = deps;
   const log = telemetry.log;
   const shownUrl = redactUrl(options.url);
+  /** QoS 0 messages taken but not yet stored; bounded (MAX_QOS0_WAITING). */
+  let qos0Waiting = 0;
+  const qos0DropLog = new RefusalLog();
+  const qos0Dropped = telemetry.metrics.family(
+    "outpost_mqtt_external_qos0_dropped_total",
+    "QoS 0 messages from external brokers dropped while too many waited for the store",
+    "counter",
+  );
   const mapTopic = compileDevicePattern(
     options.devicePattern ?? DEFAULT_DEVICE_PATTERN,
     options.kind ?? "telemetry",
@@ -200,9 +212,23 @@ export function createExternalClient(options: ExternalOptions, deps: ExternalDep
           }
           if (taken) return callback();
         }
+        if (p.qos === 0 && qos0Waiting >= MAX_QOS0_WAITING) {
+          // QoS 0 has no acknowledgement to withhold: past the bound, while the store is behind
+          // (a full outbox under "reject"), it is dropped and counted, as MQTT allows.
+          qos0Dropped.add(1);
+          const n = qos0DropLog.note();
+          if (n !== undefined) {
+            log.warn("mqtt.external.qos0_dropped", { url: shownUrl, dropped: n, waiting: qos0Waiting });
+          }
+          return callback();
+        }
         const publish = inbound(p);
         const stored = submit(publish);
-        if (p.qos === 0) return callback(); // nothing to acknowledge
+        if (p.qos === 0) {
+          qos0Waiting++;
+          stored.finally(() => qos0Waiting--);
+          return callback(); // nothing to acknowledge
+        }
         if (pipelined && p.messageId !== undefined) {
           deferred.set(p.messageId, { stored, key: publish.key });
           return callback();
