@@ -21,6 +21,7 @@ import {
   waitFor,
   writeAgentConfig,
 } from "../helpers/procs.ts";
+import { pub } from "./mqtt_helpers.ts";
 
 const EDGE = { id: "gw-state", routingKey: "rk-state", secret: "secret-state-123" };
 
@@ -187,6 +188,60 @@ Deno.test({
       assert.ok(windows!.length >= 1);
       assert.equal(all.reduce((n, r) => n + r.payload.v_count, 0), acknowledged, JSON.stringify(all));
       assert.equal(all.reduce((n, r) => n + r.payload.v_sum, 0), sum);
+    } finally {
+      await agent?.stop();
+      await hub?.stop();
+      removeDir(dir);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "MQTT backpressure with a throttle: a mosquitto_pub publish held unacknowledged while the outbox is full " +
+    "is stored exactly once when room appears, judged as the first try",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = tempDir("outpost-state-mqtt-");
+    let hub: HubHandle | undefined;
+    let agent: AgentHandle | undefined;
+    try {
+      const hubPort = await freePort();
+      const configPath = writeAgentConfig(join(dir, "agent"), {
+        edgeId: EDGE.id,
+        dataDir: "data",
+        api: { listen: `127.0.0.1:${await freePort()}`, token: TEST_TOKEN },
+        mqtt: { broker: { listen: "127.0.0.1:0", auth: "none" } },
+        hub: { url: `grpc://127.0.0.1:${hubPort}`, routingKey: EDGE.routingKey, secret: EDGE.secret },
+        outbox: { maxBytes: 65_536, onFull: "reject" },
+        rules: RULES,
+      });
+      agent = await startAgent(configPath);
+      const started = await agent.proc.waitForEvent("mqtt.broker.started");
+      const port = Number(String(started.listen).split(":").pop());
+      const big = "x".repeat(2_000);
+      while (await post(agent, "filler", { big }) === 202);
+      while (await post(agent, "f", {}) === 202);
+      // The intake retries this publish against the full outbox, every retry running the rules.
+      const held = pub(port, "devices/th-9/telemetry", '{"n":1}', ["-i", "th-9"]);
+      await agent.proc.waitForEvent("mqtt.backpressure", 10_000);
+      await new Promise((r) => setTimeout(r, 1_500)); // several retries
+      hub = await startHub({ dir: join(dir, "hub"), edges: [EDGE], grpcPort: hubPort });
+      const result = await held;
+      assert.equal(result.code, 0, result.stderr);
+      // The throttle now holds: a second publish is acknowledged but goes nowhere.
+      assert.equal((await pub(port, "devices/th-9/telemetry", '{"n":2}', ["-i", "th-9"])).code, 0);
+      await waitFor(
+        async () => {
+          const s = await (await agent!.api("/api/v1/status")).json();
+          return s.outbox.depth === 0;
+        },
+        30_000,
+        "the outbox to drain",
+      );
+      const th = (await hubRecords(hub, EDGE.id)).filter((r) => r.device === "th-9");
+      assert.deepEqual(th.map((r) => r.payload), [{ n: 1 }]);
     } finally {
       await agent?.stop();
       await hub?.stop();
