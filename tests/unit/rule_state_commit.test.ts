@@ -28,9 +28,15 @@ function setup(rules: unknown[]) {
   const outbox = createOutbox({ path: join(dir, "outbox.db"), maxBytes: 65_536, onFull: "reject" });
   const telemetry = createTelemetry(createLogger("error", () => {}));
   const devices = new DeviceRegistry(outbox.db);
-  let host!: RulesHost;
-  const ingest = createIngest({ outbox, devices, telemetry, rules: () => host.processor, now: () => now });
-  host = new RulesHost({
+  const ref: { host?: RulesHost } = {};
+  const ingest = createIngest({
+    outbox,
+    devices,
+    telemetry,
+    rules: () => ref.host!.processor,
+    now: () => now,
+  });
+  const host = ref.host = new RulesHost({
     source: { version: 1, rules },
     dataDir: dir,
     telemetry,
