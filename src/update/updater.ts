@@ -12,6 +12,7 @@
  *
  * Any refusal ends in `failed` with a reason and leaves the executable untouched.
  */
+import { Buffer } from "node:buffer";
 import { redactingLogger, redactUrl, redactUrlsIn } from "../core/redact.ts";
 import { execFile } from "node:child_process";
 import {
@@ -262,10 +263,29 @@ export function createUpdater(deps: UpdaterDeps): Updater {
         `Cannot fetch the manifest ${url}: HTTP ${response.status} ${response.statusText}`.trim(),
       );
     }
-    const text = await response.text();
-    if (text.length > MANIFEST_MAX_BYTES) {
-      throw new Error(`The manifest ${url} is over ${MANIFEST_MAX_BYTES} bytes`);
+    // Read as a stream and stop past the limit: a hostile or broken server cannot make the agent
+    // hold more than MANIFEST_MAX_BYTES (plus one chunk).
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    const declared = Number(response.headers.get("content-length") ?? NaN);
+    if (declared > MANIFEST_MAX_BYTES) {
+      await response.body?.cancel();
+      throw new Error(`The manifest ${url} is over ${MANIFEST_MAX_BYTES} bytes (it declares ${declared})`);
     }
+    if (response.body) {
+      const reader = response.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        size += value.byteLength;
+        if (size > MANIFEST_MAX_BYTES) {
+          await reader.cancel().catch(() => {});
+          throw new Error(`The manifest ${url} is over ${MANIFEST_MAX_BYTES} bytes`);
+        }
+        chunks.push(value);
+      }
+    }
+    const text = new TextDecoder().decode(Buffer.concat(chunks));
     try {
       return JSON.parse(text);
     } catch (error) {

@@ -81,3 +81,60 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "a manifest that never ends is refused past 1 MiB, read as a stream (the agent does not hold it whole)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = tempDir("outpost-manifest-");
+    let served = 0;
+    const abort = new AbortController();
+    const chunk = new TextEncoder().encode(" ".repeat(64 * 1024));
+    const server = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", signal: abort.signal, onListen: () => {} },
+      () =>
+        new Response(
+          new ReadableStream({
+            pull(controller) {
+              served += chunk.length;
+              if (served > 512 * 1024 * 1024) controller.close();
+              else controller.enqueue(chunk);
+            },
+          }),
+          { headers: { "content-type": "application/json" } },
+        ),
+    );
+    try {
+      mkdirSync(join(dir, "bin"));
+      mkdirSync(join(dir, "data"));
+      const paths = updatePaths(join(dir, "bin/outpost"), join(dir, "data"));
+      writeFileSync(paths.exe, fakeBinary("0.0.1", "exit 0"), { mode: 0o755 });
+      const updater = createUpdater({
+        paths,
+        version: "0.0.1",
+        target: "linux-x64",
+        compiled: true,
+        settings: { publicKey: generateSigningKey().publicKey, trialSeconds: 60, maxStarts: 3 },
+        log: createLogger("error", () => {}),
+        pid: 1,
+        by: "agent",
+      });
+      const started = Date.now();
+      const result = await updater.check({
+        manifestUrl: `http://127.0.0.1:${server.addr.port}/manifest.json`,
+      })
+        .catch((e: Error) => e);
+      const reason = result instanceof Error ? result.message : JSON.stringify(result);
+      assert.match(reason, /over 1048576 bytes/);
+      assert.ok(served < 16 * 1024 * 1024, `served ${served} bytes before the refusal`);
+      assert.ok(Date.now() - started < 10_000);
+      updater.stop();
+    } finally {
+      abort.abort();
+      await server.finished;
+      removeDir(dir);
+    }
+  },
+});
