@@ -139,6 +139,7 @@ export function createHubApi(deps: HubApiDeps): Hono {
           connectedAt: iso(row?.connectedAt),
           lastSeenAt: iso(row?.lastSeenAt),
           records: row?.records ?? 0,
+          conflicts: row?.conflicts ?? 0,
           reports: row?.reports ?? {},
           pending: pending.get(id) ?? {},
         };

@@ -104,6 +104,8 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   const graceMs = options.commandGraceMs ?? 1000;
   const limiter = options.limiter ?? new AuthLimiter({ now });
   const refusals = new RefusalLog(now);
+  const conflictLog = new RefusalLog(now);
+  let conflictCount = 0;
   const credentials = new Map<string, Credentials>();
   for (const e of options.edges) {
     credentials.set(e.id, { routingKey: sha256Hex(e.routingKey), secret: sha256Hex(e.secret) });
@@ -225,7 +227,19 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       : live.flatMap((w) => w.batch.records ?? []);
     let added: number;
     try {
-      added = store.storeBatch(edge, records, now());
+      added = store.storeBatch(edge, records, now(), (ids) => {
+        conflictCount += ids.length;
+        const n = conflictLog.note();
+        if (n !== undefined) {
+          log.warn("hub.record_conflict", {
+            edge,
+            conflicts: conflictCount,
+            example: ids[0].slice(0, 128),
+            note: "record ids the hub holds with other content: a cloned or restored edge (docs/hub.md)",
+          });
+          conflictCount = 0;
+        }
+      });
     } catch (error) {
       log.error("hub.store_failed", {
         edge,

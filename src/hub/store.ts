@@ -38,6 +38,8 @@ export interface EdgeRow {
   connectedAt: number | null;
   lastSeenAt: number | null;
   records: number;
+  /** Records sent again under a held id with other content (a cloned or restored edge). */
+  conflicts: number;
   /** The latest report body per report type. */
   reports: Record<string, unknown>;
 }
@@ -72,7 +74,16 @@ export interface HubStore {
   /** Adds a row for each configured edge and marks every edge disconnected (start-up). */
   registerEdges(ids: readonly string[]): void;
   /** Stores a batch in one transaction, each (edge, id) once; returns how many rows were new. */
-  storeBatch(edge: string, records: readonly WireRecord[], now: number): number;
+  /**
+   * Stores each (edge, id) once; returns how many were new. A record whose id the hub holds with
+   * other content is a conflict: counted on the edge and passed to `onConflict`.
+   */
+  storeBatch(
+    edge: string,
+    records: readonly WireRecord[],
+    now: number,
+    onConflict?: (ids: string[]) => void,
+  ): number;
   setConnected(edge: string, connected: boolean, now: number): void;
   touch(edge: string, now: number): void;
   saveReport(edge: string, type: string, body: unknown, now: number): void;
@@ -106,7 +117,10 @@ const SQL = {
   touch: "UPDATE edges SET last_seen_at = ? WHERE id = ?",
   readReports: "SELECT reports FROM edges WHERE id = ?",
   writeReports: "UPDATE edges SET reports = ?, last_seen_at = ? WHERE id = ?",
-  edges: "SELECT id, connected, connected_at, last_seen_at, records, reports FROM edges ORDER BY id",
+  edges:
+    "SELECT id, connected, connected_at, last_seen_at, records, conflicts, reports FROM edges ORDER BY id",
+  heldRecord: "SELECT device, kind, ts, topic, payload FROM records WHERE edge = ? AND id = ?",
+  countConflicts: "UPDATE edges SET conflicts = conflicts + ? WHERE id = ?",
   insertCommand: "INSERT INTO commands (id, edge, device, method, params, timeout_ms, status, created_at) " +
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
   settleCommand: "UPDATE commands SET status = ?, payload = ?, completed_at = ? WHERE id = ? AND edge = ?",
@@ -171,7 +185,7 @@ export function createHubStore(path: string): HubStore {
       });
     },
 
-    storeBatch(edge, records, now) {
+    storeBatch(edge, records, now, onConflict) {
       // Payloads are checked (and decoded to text) before the transaction starts.
       const payloads = records.map((r) => payloadText(r.payload));
       const values: unknown[] = new Array(records.length * RECORD_FIELDS);
@@ -190,6 +204,27 @@ export function createHubStore(path: string): HubStore {
       return db.transaction(() => {
         const added = db.insertRows(INSERT_HEAD, RECORD_FIELDS, values, "ON CONFLICT (edge, id) DO NOTHING");
         q(SQL.countRecords).run(added, now, edge);
+        if (added < records.length) {
+          // Some ids were held already: a resend (same content, silent) or a conflict. Only then
+          // is anything read back, one row per record of this batch.
+          const conflicts: string[] = [];
+          for (let k = 0; k < records.length; k++) {
+            const r = records[k];
+            const held = q(SQL.heldRecord).get(edge, r.id) as
+              | { device: string; kind: string; ts: number; topic: string | null; payload: string }
+              | undefined;
+            if (held === undefined) continue;
+            const topic = r.topic === "" ? null : r.topic;
+            if (
+              held.device !== r.device || held.kind !== r.kind || Number(held.ts) !== Number(r.ts) ||
+              held.topic !== topic || held.payload !== payloads[k]
+            ) conflicts.push(r.id);
+          }
+          if (conflicts.length > 0) {
+            q(SQL.countConflicts).run(conflicts.length, edge);
+            onConflict?.(conflicts);
+          }
+        }
         return added;
       });
     },
@@ -220,6 +255,7 @@ export function createHubStore(path: string): HubStore {
         connectedAt: r.connected_at ?? null,
         lastSeenAt: r.last_seen_at ?? null,
         records: r.records,
+        conflicts: r.conflicts ?? 0,
         reports: JSON.parse(r.reports),
       }));
     },

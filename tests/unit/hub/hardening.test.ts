@@ -118,3 +118,39 @@ Deno.test("outpost hub warns at start when its API has no token", async () => {
     removeDir(dir);
   }
 });
+
+Deno.test(
+  "a record id the hub holds with other content (a cloned or restored edge) is counted and logged as a " +
+    "conflict, not stored twice; a plain resend stays silent",
+  async () => {
+    const hub = await startHub();
+    try {
+      const first = connectEdge(hub.grpcPort, EDGE);
+      first.batch(1, [record("e1-1", "d1", { v: 1 }), record("e1-2", "d1", { v: 2 })]);
+      await first.next("ack");
+      // A resend of the same records: silent duplicates.
+      first.batch(2, [record("e1-1", "d1", { v: 1 }), record("e1-2", "d1", { v: 2 })]);
+      await first.next("ack", (f) => Number(f.ack.seq) === 2);
+      await first.close();
+      let edges = await (await hub.api("/api/v1/edges")).json();
+      assert.equal(edges.edges.find((e: { id: string }) => e.id === EDGE.id).conflicts, 0);
+      // A restored edge starts its ids again with new content.
+      const clone = connectEdge(hub.grpcPort, EDGE);
+      clone.batch(1, [record("e1-1", "d1", { v: 100 }), record("e1-3", "d1", { v: 3 })]);
+      await clone.next("ack");
+      await clone.close();
+      edges = await (await hub.api("/api/v1/edges")).json();
+      const row = edges.edges.find((e: { id: string }) => e.id === EDGE.id);
+      assert.equal(row.conflicts, 1);
+      assert.equal(row.records, 3);
+      const records = await (await hub.api("/api/v1/records")).json();
+      assert.deepEqual(records.records.map((r: { id: string; payload: unknown }) => [r.id, r.payload]), [
+        ["e1-1", { v: 1 }],
+        ["e1-2", { v: 2 }],
+        ["e1-3", { v: 3 }],
+      ]);
+    } finally {
+      await hub.close();
+    }
+  },
+);
