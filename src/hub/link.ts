@@ -260,7 +260,15 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       log.warn("edge.report_ignored", { edge: session.edge, reason: "bad report type" });
       return;
     }
-    store.saveReport(session.edge, report.type, decodeJson(report.body), now());
+    const body = decodeJson(report.body);
+    store.saveReport(session.edge, report.type, body, now());
+    // The edge's word on a rules push or an update offer ends that push, whatever it says.
+    if (report.type === "rules" || report.type === "update") {
+      const kind: PushKind = report.type === "rules" ? "rules" : "update";
+      const version = (body as { version?: unknown } | null)?.version;
+      const pending = store.pushesOf(session.edge).find((p) => p.kind === kind);
+      if (pending !== undefined && pending.version === version) store.dropPush(session.edge, kind);
+    }
   }
 
   function settleCommand(session: Session, result: CommandResultFrame): void {
@@ -371,7 +379,9 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     call.on("close", () => detach(session, "closed"));
 
     try {
-      for (const p of store.takePushes(edge)) write(session, pushFrame(p.kind, p.version, p.body));
+      // Pushes stay in the store until the edge reports on them (a rules or update report naming
+      // their version): one sent before a disconnect is sent again on every connect until then.
+      for (const p of store.pushesOf(edge)) write(session, pushFrame(p.kind, p.version, p.body));
     } catch (error) {
       log.error("hub.store_failed", { edge, error: errorMessage(error) });
     }
@@ -412,12 +422,10 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   }
 
   function push(edge: string, kind: PushKind, version: string, body: string): "sent" | "pending" {
+    // Durable first, deleted only when the edge reports on it (see saveReport).
+    store.savePush({ edge, kind, version, body, createdAt: now() });
     const session = closing ? undefined : live(edge);
-    if (session === undefined) {
-      store.savePush({ edge, kind, version, body, createdAt: now() });
-      return "pending";
-    }
-    store.dropPush(edge, kind);
+    if (session === undefined) return "pending";
     write(session, pushFrame(kind, version, body));
     return "sent";
   }

@@ -104,6 +104,8 @@ export interface HubStore {
   dropPush(edge: string, kind: PushKind): void;
   /** Removes and returns the edge's waiting pushes. */
   takePushes(edge: string): Push[];
+  /** The edge's pushes not yet reported on by the edge (kept until it reports; SPEC §14). */
+  pushesOf(edge: string): Push[];
   pushes(): Push[];
   close(): void;
 }
@@ -329,6 +331,10 @@ export function createHubStore(path: string): HubStore {
         if (rows.length > 0) q(SQL.dropPushes).run(edge);
         return rows;
       });
+    },
+
+    pushesOf(edge) {
+      return (q(SQL.edgePushes).all(edge) as any[]).map(toPush);
     },
 
     pushes() {

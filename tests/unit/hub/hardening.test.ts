@@ -11,7 +11,7 @@ import process from "node:process";
 import { createHub } from "../../../src/hub/mod.ts";
 import { createLogger } from "../../../src/telemetry/mod.ts";
 import { connectEdge, EDGE, record, startHub, TOKEN } from "./_edge.ts";
-import { removeDir, tempDir } from "../../helpers/procs.ts";
+import { removeDir, tempDir, waitFor } from "../../helpers/procs.ts";
 
 Deno.test(
   "hub link: after 10 wrong credentials from one address in a minute, even the right ones are refused " +
@@ -149,6 +149,51 @@ Deno.test(
         ["e1-2", { v: 2 }],
         ["e1-3", { v: 3 }],
       ]);
+    } finally {
+      await hub.close();
+    }
+  },
+);
+
+Deno.test(
+  "a rules push stays at the hub until the edge reports on it: sent again on every connect until then, " +
+    "gone after the report",
+  async () => {
+    const hub = await startHub();
+    try {
+      const rules = { version: 1, rules: [{ id: "drop-all", then: [{ drop: true }] }] };
+      const edge = connectEdge(hub.grpcPort, EDGE);
+      await edge.headers;
+      const put = await hub.api("/api/v1/edges/gw-01/rules", { method: "PUT", body: JSON.stringify(rules) });
+      const { version, status } = await put.json();
+      assert.equal(status, "sent");
+      assert.equal((await edge.next("rules")).rules.version, version);
+      await edge.close(); // gone before it reported
+
+      const again = connectEdge(hub.grpcPort, EDGE);
+      assert.equal((await again.next("rules")).rules.version, version, "sent again: no report came");
+      again.send({
+        report: {
+          type: "rules",
+          body: new TextEncoder().encode(JSON.stringify({ version, status: "applied" })),
+        },
+      });
+      await waitFor(
+        async () => {
+          const edges = (await (await hub.api("/api/v1/edges")).json()).edges;
+          return edges[0].pending.rules === undefined;
+        },
+        5_000,
+        "the push to end",
+      );
+      await again.close();
+
+      const third = connectEdge(hub.grpcPort, EDGE);
+      await third.headers;
+      third.batch(1, [record("r1", "d1", { n: 1 })]);
+      await third.next("ack");
+      assert.equal(third.frames.filter((f) => f.frame === "rules").length, 0, "not sent after the report");
+      await third.close();
     } finally {
       await hub.close();
     }
