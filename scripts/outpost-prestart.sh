@@ -64,6 +64,8 @@ previous=$(field previous)
 starts=$(field starts)
 max_starts=$(field max_starts)
 deadline=$(field deadline)
+boot_id=$(field boot_id)
+uptime_deadline=$(field uptime_deadline)
 if [ -z "$version" ] || ! is_number "$starts" || ! is_number "$max_starts"; then
   say "$marker is unreadable: removing it"
   rm -f "$marker"
@@ -82,6 +84,15 @@ fi
 reason=""
 if [ "$starts" -gt "$max_starts" ]; then
   reason="$version was started $((starts - 1)) times without passing its trial (pre-start check)"
+elif [ -n "$boot_id" ]; then
+  # Time since boot decides within the boot that wrote it (the wall clock may jump at boot); in
+  # another boot the binary starts the trial's time again, so only the start count applies here.
+  if [ "$boot_id" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] && is_number "$uptime_deadline"; then
+    now_up=$(cut -d. -f1 /proc/uptime 2>/dev/null)
+    if is_number "$now_up" && [ "$now_up" -gt "$uptime_deadline" ]; then
+      reason="$version did not pass its trial before its deadline (pre-start check)"
+    fi
+  fi
 elif is_number "$deadline" && [ "$(date +%s)" -gt "$deadline" ]; then
   reason="$version did not pass its trial before its deadline (pre-start check)"
 fi

@@ -13,6 +13,7 @@
  * - Nothing here throws into the hub link or a transport: failures are logged and the command
  *   finishes with a reason, or stays for the next attempt.
  */
+import { monotonicWallClock } from "../core/clock.ts";
 import { Buffer } from "node:buffer";
 import type { LocalDatabase } from "../db/mod.ts";
 import type { EdgeFrame } from "../proto/mod.ts";
@@ -137,7 +138,9 @@ function parseJson(text: string | null): unknown {
 export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}): Commands {
   const { telemetry } = deps;
   const log = telemetry.log;
-  const now = deps.now ?? Date.now;
+  // Deadlines follow the monotonic clock: a wall clock jumping at boot does not time out every
+  // waiting command at once (src/core/clock.ts).
+  const now = deps.now ?? monotonicWallClock();
   const maxParamsBytes = options.maxParamsBytes ?? COMMAND_LIMITS.maxParamsBytes;
   const maxAnswerBytes = options.maxAnswerBytes ?? 256 * 1024;
   const maxOpen = options.maxOpen ?? 10_000;

@@ -28,6 +28,12 @@ export interface TrialMarker {
   trialSeconds: number;
   /** Unix seconds. */
   swappedAt: number;
+  /**
+   * The boot the trial's time is counted in, and the deadline in seconds since that boot: what
+   * decides while the machine has not rebooted, whatever the wall clock does (src/core/clock.ts).
+   */
+  bootId?: string;
+  uptimeDeadline?: number;
 }
 
 export type UpdateOutcome = "committed" | "rolled-back" | "failed";
@@ -62,6 +68,10 @@ export function readMarker(path: string): TrialMarker | undefined | "corrupt" {
     trialSeconds: num("trial_seconds"),
     swappedAt: num("swapped_at"),
   };
+  if (kv.boot_id && /^\d+(\.\d+)?$/.test(kv.uptime_deadline ?? "")) {
+    marker.bootId = kv.boot_id;
+    marker.uptimeDeadline = Number(kv.uptime_deadline);
+  }
   if (
     !marker.version || [marker.starts, marker.boots, marker.maxStarts, marker.deadline].some(Number.isNaN)
   ) {
@@ -83,6 +93,8 @@ export function writeMarker(path: string, m: TrialMarker): void {
       deadline: m.deadline,
       trial_seconds: Number.isNaN(m.trialSeconds) ? undefined : m.trialSeconds,
       swapped_at: Number.isNaN(m.swappedAt) ? undefined : m.swappedAt,
+      boot_id: m.bootId,
+      uptime_deadline: m.uptimeDeadline === undefined ? undefined : Math.ceil(m.uptimeDeadline),
     }),
     0o600,
   );

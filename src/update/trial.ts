@@ -9,6 +9,7 @@
  */
 import { existsSync, renameSync } from "node:fs";
 import { dirname } from "node:path";
+import { type BootTime, bootTime } from "../core/clock.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { fsyncDir, removeDurably, type UpdatePaths } from "./_files.ts";
 import { readMarker, type TrialMarker, writeMarker, writeResult } from "./marker.ts";
@@ -17,6 +18,8 @@ export interface TrialContext {
   log: Logger;
   now: () => number;
   by: string;
+  /** The boot clock (default: /proc); undefined where there is none. */
+  boot?: () => BootTime | undefined;
 }
 
 export type BootDecision =
@@ -57,14 +60,31 @@ export function bootCheck(paths: UpdatePaths, version: string, ctx: TrialContext
     removeDurably(paths.marker);
     return { kind: "normal" };
   }
-  const counted = { ...marker, boots: marker.boots + 1 };
+  const counted: TrialMarker = { ...marker, boots: marker.boots + 1 };
+  // The trial's time: counted since boot while the machine has not rebooted (a wall clock that
+  // jumps at boot neither ends a trial at once nor makes it endless). After a reboot the trial's
+  // time starts again from this boot (the start counts still bound it). A marker without a boot
+  // (written where /proc was missing, or by an older version) is judged by the wall clock.
+  const boot = (ctx.boot ?? bootTime)();
+  let expired: boolean;
+  if (boot !== undefined && counted.bootId === boot.bootId && counted.uptimeDeadline !== undefined) {
+    expired = boot.uptime > counted.uptimeDeadline;
+  } else if (boot !== undefined && counted.bootId !== undefined) {
+    const seconds = Number.isNaN(counted.trialSeconds) ? 300 : counted.trialSeconds;
+    counted.bootId = boot.bootId;
+    counted.uptimeDeadline = boot.uptime + seconds;
+    counted.deadline = Math.floor(ctx.now() / 1000) + seconds;
+    expired = false;
+  } else {
+    expired = ctx.now() / 1000 > counted.deadline;
+  }
   writeMarker(paths.marker, counted);
   let reason: string | undefined;
   if (counted.boots > counted.maxStarts) {
     reason = `${version} was started ${counted.boots - 1} times without passing its trial`;
   } else if (counted.starts > counted.maxStarts) {
     reason = `${version} was started ${counted.starts - 1} times without passing its trial (pre-start count)`;
-  } else if (ctx.now() / 1000 > counted.deadline) {
+  } else if (expired) {
     reason = `${version} did not pass its trial before the deadline ${
       new Date(counted.deadline * 1000).toISOString()
     }`;

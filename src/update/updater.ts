@@ -12,6 +12,8 @@
  *
  * Any refusal ends in `failed` with a reason and leaves the executable untouched.
  */
+import { bootTime } from "../core/clock.ts";
+import { performance } from "node:perf_hooks";
 import { Buffer } from "node:buffer";
 import { redactingLogger, redactUrl, redactUrlsIn } from "../core/redact.ts";
 import { execFile } from "node:child_process";
@@ -422,6 +424,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     await pause("swapping-prev");
     // 2. The trial marker, before the swap: whatever starts from the executable next knows.
     const seconds = Math.floor(now() / 1000);
+    const boot = bootTime();
     writeMarker(paths.marker, {
       version,
       previous: deps.version,
@@ -432,6 +435,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
       deadline: seconds + deps.settings.trialSeconds,
       trialSeconds: deps.settings.trialSeconds,
       swappedAt: seconds,
+      ...(boot ? { bootId: boot.bootId, uptimeDeadline: boot.uptime + deps.settings.trialSeconds } : {}),
     });
     await pause("swapping-marker");
     // 3. The swap itself: one rename in one folder, then the folder is fsynced.
@@ -546,6 +550,9 @@ export function createUpdater(deps: UpdaterDeps): Updater {
       trialMarker = marker;
       set({ state: "trial", version: marker.version, previous: marker.previous, trial: trialInfo(marker) });
       const deadlineMs = Math.min(marker.deadline * 1000, now() + marker.trialSeconds * 1000);
+      // Judged on the monotonic clock from here: a wall clock jumping during the trial (NTP at
+      // boot) neither ends it at once nor stretches it.
+      const monoDeadline = performance.now() + Math.max(0, deadlineMs - now());
       log.info("update.trial.started", {
         version: marker.version,
         previous: marker.previous,
@@ -578,7 +585,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
           return;
         }
         lastWhy = why;
-        if (now() >= deadlineMs) {
+        if (performance.now() >= monoDeadline) {
           updater.failTrial(`Not healthy within the ${marker.trialSeconds} s trial: ${lastWhy}`);
           return;
         }
