@@ -396,23 +396,7 @@ class Engine implements RuleEngine {
           state.throttle.push({ rule: rule.id, action: a.index, interval: spec.interval, last: [...a.last] });
         } else if (spec.type === "aggregate" && a.windows.size > 0) {
           const open: OpenWindow[] = [];
-          for (const [device, w] of a.windows) {
-            const fields: OpenWindow["fields"] = {};
-            spec.fields.forEach((field, i) => {
-              const acc = w.acc[i];
-              const entry: OpenWindow["fields"][string] = {
-                count: acc.count,
-                sum: acc.sum,
-                min: acc.count > 0 ? acc.min : null,
-                max: acc.count > 0 ? acc.max : null,
-              };
-              if (acc.hasLast) entry.last = cloneJson(acc.last);
-              fields[field.name] = entry;
-            });
-            const ow: OpenWindow = { device, start: w.start, kind: w.kind, fields };
-            if (w.topic !== undefined) ow.topic = w.topic;
-            open.push(ow);
-          }
+          for (const [device, w] of a.windows) open.push(this.#openWindow(a, device, w));
           state.windows.push({ rule: rule.id, action: a.index, signature: spec.signature, open });
         }
       }

@@ -256,3 +256,11 @@ export function checkAtLeastOnce(
   }
   return { problems: checkExactlyOnce(device, first, acked), duplicates };
 }
+
+/** The embedded broker's port, from the agent's `mqtt.broker.started` line. */
+export async function brokerPort(
+  agent: { proc: { waitForEvent(event: string): Promise<Record<string, unknown>> } },
+): Promise<number> {
+  const started = await agent.proc.waitForEvent("mqtt.broker.started");
+  return Number(String(started.listen).split(":").pop());
+}

@@ -19,12 +19,7 @@ import {
   waitFor,
   writeAgentConfig,
 } from "../helpers/procs.ts";
-import { pub, requireTools } from "./mqtt_helpers.ts";
-
-async function brokerPort(agent: AgentHandle): Promise<number> {
-  const started = await agent.proc.waitForEvent("mqtt.broker.started");
-  return Number(String(started.listen).split(":").pop());
-}
+import { brokerPort, pub, requireTools } from "./mqtt_helpers.ts";
 
 async function limited(agent: AgentHandle, limit: string): Promise<number> {
   const text = await (await agent.api("/metrics")).text();

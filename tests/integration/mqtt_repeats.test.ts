@@ -14,12 +14,7 @@ import {
   TEST_TOKEN,
   writeAgentConfig,
 } from "../helpers/procs.ts";
-import { pub, requireTools } from "./mqtt_helpers.ts";
-
-async function brokerPort(agent: AgentHandle): Promise<number> {
-  const started = await agent.proc.waitForEvent("mqtt.broker.started");
-  return Number(String(started.listen).split(":").pop());
-}
+import { brokerPort, pub, requireTools } from "./mqtt_helpers.ts";
 
 function metric(text: string, name: string): number {
   const line = text.split("\n").find((l) => l.startsWith(`${name} `));

@@ -44,6 +44,19 @@ const RULES = {
   ],
 };
 
+/** Writes the agent's config (the rules above, the hub on `hubPort`) and returns its path. */
+async function agentConfig(dir: string, hubPort: number, extra: Record<string, unknown>): Promise<string> {
+  return writeAgentConfig(join(dir, "agent"), {
+    edgeId: EDGE.id,
+    dataDir: "data",
+    api: { listen: `127.0.0.1:${await freePort()}`, token: TEST_TOKEN },
+    mqtt: { broker: false },
+    hub: { url: `grpc://127.0.0.1:${hubPort}`, routingKey: EDGE.routingKey, secret: EDGE.secret },
+    rules: RULES,
+    ...extra,
+  });
+}
+
 async function post(agent: AgentHandle, device: string, body: unknown): Promise<number> {
   const res = await agent.api(`/api/v1/devices/${device}/telemetry`, {
     method: "POST",
@@ -65,15 +78,7 @@ Deno.test({
     let agent: AgentHandle | undefined;
     try {
       const hubPort = await freePort();
-      const configPath = writeAgentConfig(join(dir, "agent"), {
-        edgeId: EDGE.id,
-        dataDir: "data",
-        api: { listen: `127.0.0.1:${await freePort()}`, token: TEST_TOKEN },
-        mqtt: { broker: false },
-        hub: { url: `grpc://127.0.0.1:${hubPort}`, routingKey: EDGE.routingKey, secret: EDGE.secret },
-        outbox: { maxBytes: 65_536, onFull: "reject" },
-        rules: RULES,
-      });
+      const configPath = await agentConfig(dir, hubPort, { outbox: { maxBytes: 65_536, onFull: "reject" } });
       agent = await startAgent(configPath);
       // The hub is down: fill the outbox until it answers 507.
       assert.equal(await post(agent, "db-1", { v: 0 }), 202);
@@ -154,14 +159,7 @@ Deno.test({
     let agent: AgentHandle | undefined;
     try {
       hub = await startHub({ dir: join(dir, "hub"), edges: [EDGE] });
-      const configPath = writeAgentConfig(join(dir, "agent"), {
-        edgeId: EDGE.id,
-        dataDir: "data",
-        api: { listen: `127.0.0.1:${await freePort()}`, token: TEST_TOKEN },
-        mqtt: { broker: false },
-        hub: { url: `grpc://127.0.0.1:${hub.grpcPort}`, routingKey: EDGE.routingKey, secret: EDGE.secret },
-        rules: RULES,
-      });
+      const configPath = await agentConfig(dir, hub.grpcPort, {});
       agent = await startAgent(configPath);
       let acknowledged = 0;
       let sum = 0;
@@ -208,14 +206,9 @@ Deno.test({
     let agent: AgentHandle | undefined;
     try {
       const hubPort = await freePort();
-      const configPath = writeAgentConfig(join(dir, "agent"), {
-        edgeId: EDGE.id,
-        dataDir: "data",
-        api: { listen: `127.0.0.1:${await freePort()}`, token: TEST_TOKEN },
+      const configPath = await agentConfig(dir, hubPort, {
         mqtt: { broker: { listen: "127.0.0.1:0", auth: "none" } },
-        hub: { url: `grpc://127.0.0.1:${hubPort}`, routingKey: EDGE.routingKey, secret: EDGE.secret },
         outbox: { maxBytes: 65_536, onFull: "reject" },
-        rules: RULES,
       });
       agent = await startAgent(configPath);
       const started = await agent.proc.waitForEvent("mqtt.broker.started");
