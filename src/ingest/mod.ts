@@ -106,13 +106,20 @@ export function createIngest(deps: IngestDeps): Ingest {
       journal.release();
       return;
     }
-    await deps.outbox.enqueue(toHub, {
-      inTransaction: () => {
-        journal.persist();
-        inTransaction?.();
-      },
-      onRefused: () => journal.undoTo(mark!),
-    });
+    let stored: Promise<void>;
+    try {
+      stored = deps.outbox.enqueue(toHub, {
+        inTransaction: () => {
+          journal.persist();
+          inTransaction?.();
+        },
+        onRefused: () => journal.undoTo(mark!),
+      });
+    } catch (error) {
+      journal.undoTo(mark!); // refused before it was queued (e.g. a payload that cannot be stored)
+      throw error;
+    }
+    await stored;
     journal.release();
   }
 
