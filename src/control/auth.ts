@@ -15,5 +15,3 @@ export function unauthorized(c: Context, why: string): Response {
   c.header("WWW-Authenticate", 'Bearer realm="outpost"');
   return c.json({ error: why }, 401);
 }
-
-export { AUTH_MAX_ADDRESSES, AUTH_MAX_FAILURES, AUTH_WINDOW_MS, AuthLimiter } from "../core/auth_limiter.ts";

@@ -11,8 +11,10 @@ import type { IngestKind } from "../core/message.ts";
 import type { DeviceRegistry } from "../devices/mod.ts";
 import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload, type RejectReason } from "../ingest/mod.ts";
 import { isDiskFull, type Outbox, OutboxFullError } from "../outbox/mod.ts";
+import { RefusalLog } from "../core/refusal_log.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
-import { AUTH_MAX_FAILURES, AuthLimiter, bearer, isApiToken, unauthorized } from "./auth.ts";
+import { AUTH_MAX_FAILURES, AuthLimiter } from "../core/auth_limiter.ts";
+import { bearer, isApiToken, unauthorized } from "./auth.ts";
 import { intParam, jsonBody, readLimited } from "./http.ts";
 
 export { intParam, jsonBody, readLimited } from "./http.ts";
@@ -95,25 +97,21 @@ export function createControlApp(deps: ControlDeps): Hono {
     "HTTP requests refused (429) because their address failed authentication too often",
     "counter",
   );
-  let limitedSinceLog = 0;
-  let limitedLogAt = -Infinity;
+  const limitedLog = new RefusalLog(now);
   app.use("*", async (c, next) => {
     if (c.req.path === "/healthz") return await next();
     const address = (c.env as { remoteAddress?: string } | undefined)?.remoteAddress ?? "unknown";
     if (limiter.blocked(address)) {
       limited.add(1);
-      limitedSinceLog++;
-      const t = now();
-      if (t - limitedLogAt >= 60_000) {
+      const n = limitedLog.note();
+      if (n !== undefined) {
         telemetry.log.warn("auth.limited", {
           transport: "http",
           address,
-          refused: limitedSinceLog,
+          refused: n,
           addresses: limiter.size,
           rule: `${AUTH_MAX_FAILURES} failed authentications in a minute`,
         });
-        limitedLogAt = t;
-        limitedSinceLog = 0;
       }
       c.header("Retry-After", "60");
       return c.json({ error: "Too many failed authentications from this address; try again later" }, 429);

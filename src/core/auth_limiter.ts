@@ -67,27 +67,6 @@ export class AuthLimiter {
 
 const OVERFLOW = "\0overflow";
 
-/**
- * Counts refusals and says when to log them: at most once a minute, with the count since the
- * last line (never a line per refused request).
- */
-export class RefusalLog {
-  private count = 0;
-  private loggedAt = -Infinity;
-  constructor(private readonly now: () => number = Date.now, private readonly everyMs = 60_000) {}
-
-  /** Counts one refusal; returns the count to log when a line is due, else undefined. */
-  note(): number | undefined {
-    this.count++;
-    const t = this.now();
-    if (t - this.loggedAt < this.everyMs) return undefined;
-    this.loggedAt = t;
-    const n = this.count;
-    this.count = 0;
-    return n;
-  }
-}
-
 /** The address part of a gRPC peer (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`, `1.2.3.4:5678`). */
 export function peerAddress(peer: string): string {
   const rest = peer.replace(/^ipv[46]:/, "");

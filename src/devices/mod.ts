@@ -2,6 +2,7 @@
  * The device registry: provisioned devices with their hashed tokens (durable, in the agent's
  * database) and what has been seen of every device (in memory: last seen, last values).
  */
+import { RefusalLog } from "../core/refusal_log.ts";
 import type { Message } from "../core/message.ts";
 import { matchesHash, randomToken, sha256Hex } from "../core/secret.ts";
 import type { LocalDatabase } from "../db/mod.ts";
@@ -54,19 +55,17 @@ export class DeviceRegistry {
   private readonly seen = new Map<string, Seen>();
   readonly max: number;
   private readonly telemetry?: Telemetry;
-  private readonly now: () => number;
   /** Distinct ids in `seen` and `tokens` together. */
   private tracked = 0;
   private refusedTotal = 0;
-  private refusedSinceLog = 0;
-  private lastLogAt = -Infinity;
+  private readonly refusedLog: RefusalLog;
   private readonly refusedCounter;
 
   constructor(db: LocalDatabase, options: RegistryOptions = {}) {
     this.db = db;
     this.max = options.max ?? DEFAULT_MAX_DEVICES;
     this.telemetry = options.telemetry;
-    this.now = options.now ?? Date.now;
+    this.refusedLog = new RefusalLog(options.now ?? Date.now);
     this.refusedCounter = options.telemetry?.metrics.family(
       "outpost_devices_refused_total",
       "Messages refused because their device id was new and devices.max ids were already tracked",
@@ -155,18 +154,15 @@ export class DeviceRegistry {
       return undefined;
     }
     this.refusedTotal++;
-    this.refusedSinceLog++;
     this.refusedCounter?.add(1);
-    const t = this.now();
-    if (t - this.lastLogAt >= 60_000) {
+    const refused = this.refusedLog.note();
+    if (refused !== undefined) {
       this.telemetry?.log.warn("devices.limit", {
         max: this.max,
-        refused: this.refusedSinceLog,
+        refused,
         refusedTotal: this.refusedTotal,
         action: "messages from new device ids refused",
       });
-      this.lastLogAt = t;
-      this.refusedSinceLog = 0;
     }
     return `Device limit reached: ${this.max} device ids are already tracked (devices.max); ` +
       `new device "${device}" refused`;

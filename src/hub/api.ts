@@ -3,7 +3,8 @@
  * itself. `GET /healthz` is open; everything else needs the bearer token when one is set.
  * Validation errors answer 400 `{"errors": [{"path", "message"}]}` with JSON Pointer paths.
  */
-import { AUTH_MAX_FAILURES, AuthLimiter, RefusalLog } from "../core/auth_limiter.ts";
+import { AUTH_MAX_FAILURES, AuthLimiter } from "../core/auth_limiter.ts";
+import { RefusalLog } from "../core/refusal_log.ts";
 import { Hono } from "hono";
 import type { Context } from "hono";
 import * as v from "valibot";

@@ -12,7 +12,8 @@
  *   Batches that arrive together are stored together: one transaction (one commit) for all of
  *   them, in arrival order, then each is acknowledged.
  */
-import { AUTH_MAX_FAILURES, AuthLimiter, peerAddress, RefusalLog } from "../core/auth_limiter.ts";
+import { AUTH_MAX_FAILURES, AuthLimiter, peerAddress } from "../core/auth_limiter.ts";
+import { RefusalLog } from "../core/refusal_log.ts";
 import * as grpc from "@grpc/grpc-js";
 import { randomBytes, randomUUID } from "node:crypto";
 import { matchesHash, sha256Hex } from "../core/secret.ts";
@@ -105,7 +106,6 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   const limiter = options.limiter ?? new AuthLimiter({ now });
   const refusals = new RefusalLog(now);
   const conflictLog = new RefusalLog(now);
-  let conflictCount = 0;
   const credentials = new Map<string, Credentials>();
   for (const e of options.edges) {
     credentials.set(e.id, { routingKey: sha256Hex(e.routingKey), secret: sha256Hex(e.secret) });
@@ -228,17 +228,14 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     let added: number;
     try {
       added = store.storeBatch(edge, records, now(), (ids) => {
-        conflictCount += ids.length;
-        const n = conflictLog.note();
-        if (n !== undefined) {
-          log.warn("hub.record_conflict", {
-            edge,
-            conflicts: conflictCount,
-            example: ids[0].slice(0, 128),
-            note: "record ids the hub holds with other content: a cloned or restored edge (docs/hub.md)",
-          });
-          conflictCount = 0;
-        }
+        const n = conflictLog.note(ids.length);
+        if (n === undefined) return;
+        log.warn("hub.record_conflict", {
+          edge,
+          conflicts: n,
+          example: ids[0].slice(0, 128),
+          note: "record ids the hub holds with other content: a cloned or restored edge (docs/hub.md)",
+        });
       });
     } catch (error) {
       log.error("hub.store_failed", {

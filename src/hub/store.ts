@@ -102,8 +102,6 @@ export interface HubStore {
   /** Keeps a push for the edge's next connect, replacing an older one of the same kind. */
   savePush(push: Push): void;
   dropPush(edge: string, kind: PushKind): void;
-  /** Removes and returns the edge's waiting pushes. */
-  takePushes(edge: string): Push[];
   /** The edge's pushes not yet reported on by the edge (kept until it reports; SPEC §14). */
   pushesOf(edge: string): Push[];
   pushes(): Push[];
@@ -133,7 +131,6 @@ const SQL = {
     "created_at = excluded.created_at",
   dropPush: "DELETE FROM pushes WHERE edge = ? AND kind = ?",
   edgePushes: "SELECT edge, kind, version, body, created_at FROM pushes WHERE edge = ? ORDER BY kind",
-  dropPushes: "DELETE FROM pushes WHERE edge = ?",
   pushes: "SELECT edge, kind, version, body, created_at FROM pushes ORDER BY edge, kind",
 } as const;
 
@@ -323,14 +320,6 @@ export function createHubStore(path: string): HubStore {
 
     dropPush(edge, kind) {
       q(SQL.dropPush).run(edge, kind);
-    },
-
-    takePushes(edge) {
-      return db.transaction(() => {
-        const rows = (q(SQL.edgePushes).all(edge) as any[]).map(toPush);
-        if (rows.length > 0) q(SQL.dropPushes).run(edge);
-        return rows;
-      });
     },
 
     pushesOf(edge) {

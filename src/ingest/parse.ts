@@ -46,6 +46,7 @@ export interface ParseContext {
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
+const encoder = new TextEncoder();
 
 function isObject(value: unknown): value is JsonObject {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -61,7 +62,8 @@ export function parsePayload(raw: Uint8Array | string, ctx: ParseContext): Parse
       message: `Payload of ${size} bytes is over the ${ctx.maxBytes}-byte limit`,
     };
   }
-  const deep = typeof raw === "string" ? depthOverText(raw) : depthOverBytes(raw);
+  // Text (no transport passes it; bytes are what arrives) is scanned as its UTF-8 bytes.
+  const deep = depthOverBytes(typeof raw === "string" ? encoder.encode(raw) : raw);
   if (deep >= 0) {
     return {
       ok: false,
@@ -117,23 +119,6 @@ export function depthOverBytes(b: Uint8Array): number {
   let inString = false;
   for (let i = 0; i < b.length; i++) {
     const c = b[i];
-    if (inString) {
-      if (c === 0x5c) i++;
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x7b || c === 0x5b) {
-      if (++depth > MAX_DEPTH) return i;
-    } else if (c === 0x7d || c === 0x5d) depth--;
-  }
-  return -1;
-}
-
-/** `depthOverBytes` for text (the offset is in UTF-16 units). */
-export function depthOverText(s: string): number {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
     if (inString) {
       if (c === 0x5c) i++;
       else if (c === 0x22) inString = false;

@@ -4,6 +4,8 @@
  * is lifecycle, never per message. Secrets are never passed in.
  */
 
+import { RefusalLog } from "../core/refusal_log.ts";
+
 export type Level = "debug" | "info" | "warn" | "error";
 const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
@@ -130,9 +132,9 @@ export function createTelemetry(log: Logger): Telemetry {
     "counter",
   );
   const ruleErrors = metrics.family("outpost_rules_errors_total", "Rule evaluation errors", "counter");
-  const rejectedLog = new Map<string, { at: number; since: number }>();
-  let droppedSinceLog = 0;
-  let droppedLogAt = -Infinity;
+  /** Per reason (a fixed set of names). */
+  const rejectedLog = new Map<string, RefusalLog>();
+  const droppedLog = new RefusalLog();
   return {
     log,
     metrics,
@@ -144,14 +146,9 @@ export function createTelemetry(log: Logger): Telemetry {
       // At most once a minute per reason (a fixed set), with the count since the last line and the
       // latest case: a hostile client must not turn into a log line per message.
       let r = rejectedLog.get(reason);
-      if (r === undefined) rejectedLog.set(reason, r = { at: -Infinity, since: 0 });
-      r.since++;
-      const t = Date.now();
-      if (t - r.at >= 60_000) {
-        log.warn("ingest.rejected", { reason, count: r.since, ...fields });
-        r.at = t;
-        r.since = 0;
-      }
+      if (r === undefined) rejectedLog.set(reason, r = new RefusalLog());
+      const count = r.note();
+      if (count !== undefined) log.warn("ingest.rejected", { reason, count, ...fields });
     },
     stored(n) {
       stored.add(n);
@@ -166,13 +163,8 @@ export function createTelemetry(log: Logger): Telemetry {
       dropped.add(n);
       // At most once a minute, with the count since the last line (drop-oldest on a full disk
       // drops on every commit).
-      droppedSinceLog += n;
-      const t = Date.now();
-      if (t - droppedLogAt >= 60_000) {
-        log.error("outbox.dropped", { count: droppedSinceLog, total: dropped.total(), why });
-        droppedLogAt = t;
-        droppedSinceLog = 0;
-      }
+      const count = droppedLog.note(n);
+      if (count !== undefined) log.error("outbox.dropped", { count, total: dropped.total(), why });
     },
     hubConnected(url) {
       connects.add(1);

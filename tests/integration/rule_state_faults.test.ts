@@ -21,7 +21,7 @@ import {
   waitFor,
   writeAgentConfig,
 } from "../helpers/procs.ts";
-import { pub } from "./mqtt_helpers.ts";
+import { brokerPort, pub } from "./mqtt_helpers.ts";
 
 const EDGE = { id: "gw-state", routingKey: "rk-state", secret: "secret-state-123" };
 
@@ -66,6 +66,18 @@ async function post(agent: AgentHandle, device: string, body: unknown): Promise<
   return res.status;
 }
 
+/**
+ * Fills the outbox over HTTP until it answers 507: large records, then the smallest there are, so
+ * that no message of the tests fits. Returns how many were accepted (devices "filler" and "f").
+ */
+async function fill(agent: AgentHandle): Promise<number> {
+  const big = "x".repeat(2_000);
+  let filled = 0;
+  while (await post(agent, "filler", { big }) === 202) filled++;
+  while (await post(agent, "f", {}) === 202) filled++;
+  return filled;
+}
+
 Deno.test({
   name:
     "HTTP 507, then the same message again once there is room: throttle, deadband and alarm judge it as the " +
@@ -82,13 +94,7 @@ Deno.test({
       agent = await startAgent(configPath);
       // The hub is down: fill the outbox until it answers 507.
       assert.equal(await post(agent, "db-1", { v: 0 }), 202);
-      const big = "x".repeat(2_000);
-      let filled = 0;
-      while (await post(agent, "filler", { big }) === 202) filled++;
-      for (;;) {
-        if (await post(agent, "f", {}) !== 202) break;
-        filled++;
-      }
+      const filled = await fill(agent);
       // Each stateful message is refused now…
       assert.equal(await post(agent, "th-1", { n: 1 }), 507);
       assert.equal(await post(agent, "db-1", { v: 10 }), 507);
@@ -211,11 +217,8 @@ Deno.test({
         outbox: { maxBytes: 65_536, onFull: "reject" },
       });
       agent = await startAgent(configPath);
-      const started = await agent.proc.waitForEvent("mqtt.broker.started");
-      const port = Number(String(started.listen).split(":").pop());
-      const big = "x".repeat(2_000);
-      while (await post(agent, "filler", { big }) === 202);
-      while (await post(agent, "f", {}) === 202);
+      const port = await brokerPort(agent);
+      await fill(agent);
       // The intake retries this publish against the full outbox, every retry running the rules.
       const held = pub(port, "devices/th-9/telemetry", '{"n":1}', ["-i", "th-9"]);
       await agent.proc.waitForEvent("mqtt.backpressure", 10_000);

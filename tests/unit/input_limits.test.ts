@@ -196,7 +196,7 @@ Deno.test("API JSON bodies nested deeper than 64 levels are 400 with the reason"
 });
 
 Deno.test("the failed-authentication limiter: 10 failures block an address for the rest of the minute; its map is bounded", async () => {
-  const { AuthLimiter } = await import("../../src/control/auth.ts");
+  const { AuthLimiter } = await import("../../src/core/auth_limiter.ts");
   let t = 0;
   const l = new AuthLimiter({ now: () => t, maxAddresses: 100 });
   for (let i = 0; i < 9; i++) l.fail("10.0.0.1");

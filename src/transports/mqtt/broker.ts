@@ -18,13 +18,9 @@
  * retained messages) lives in memory: it survives a client reconnecting, not an agent restart.
  * Device data does not depend on it: it is in the outbox before the device hears back.
  */
-import { AUTH_MAX_FAILURES, AuthLimiter, RefusalLog } from "../../core/auth_limiter.ts";
-import {
-  BROKER_LIMIT_DEFAULTS,
-  type BrokerLimits,
-  createBrokerBounds,
-  PACKET_OVERHEAD_BYTES,
-} from "./limits.ts";
+import { AUTH_MAX_FAILURES, AuthLimiter } from "../../core/auth_limiter.ts";
+import { RefusalLog } from "../../core/refusal_log.ts";
+import { type BrokerLimits, brokerLimits, createBrokerBounds } from "./limits.ts";
 import { Aedes } from "aedes";
 import type { AedesPublishPacket, Client, PublishPacket, Subscription } from "aedes";
 import { Buffer } from "node:buffer";
@@ -139,13 +135,9 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
   let address: { host: string; port: number } | undefined;
   const sockets = new Set<Socket>();
   let stopping: Promise<void> | undefined;
-  const limits: BrokerLimits = options.limits ?? {
-    maxPacketBytes: 256 * 1024 + PACKET_OVERHEAD_BYTES,
-    maxConnections: BROKER_LIMIT_DEFAULTS.maxConnections,
-    maxRetained: BROKER_LIMIT_DEFAULTS.maxRetained,
-    maxOfflineQueue: BROKER_LIMIT_DEFAULTS.maxOfflineQueue,
-    sessionExpiry: 86_400_000,
-  };
+  // Without options (tests, tools): the defaults for the default payload limit (256 KiB); the agent
+  // always passes the configured ones.
+  const limits = options.limits ?? brokerLimits({}, 256 * 1024);
   const bounds = createBrokerBounds(limits, telemetry);
   let expiryTimer: ReturnType<typeof setInterval> | undefined;
   const authLimiter = options.authLimiter ?? new AuthLimiter();

@@ -14,7 +14,7 @@
  * how many wait. This relies on mqtt.js's `_sendPacket`; without it, the client falls back to
  * acknowledging one message at a time, which is slower but just as safe.
  */
-import { RefusalLog } from "../../core/auth_limiter.ts";
+import { RefusalLog } from "../../core/refusal_log.ts";
 import { redactUrl } from "../../core/redact.ts";
 import mqtt from "mqtt";
 import type { IPublishPacket, MqttClient } from "mqtt";
@@ -67,8 +67,6 @@ export interface ExternalDeps {
 }
 
 /** The URL without credentials, for logs and status. */
-export { redactUrl };
-
 /** QoS 0 messages from one external broker that may wait for the store at once. */
 export const MAX_QOS0_WAITING = 10_000;
 

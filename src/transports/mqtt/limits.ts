@@ -18,7 +18,8 @@
  * bounds wrap that object's methods rather than patching aedes.
  */
 import type { Socket } from "node:net";
-import { RefusalLog } from "../../core/auth_limiter.ts";
+import { parseDuration } from "../../core/duration.ts";
+import { RefusalLog } from "../../core/refusal_log.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
 
 export interface BrokerLimits {
@@ -42,6 +43,23 @@ const MAX_AWAY_SESSIONS = 50_000;
 
 /** Extra room over `limits.maxPayloadBytes` for a packet's topic and headers. */
 export const PACKET_OVERHEAD_BYTES = 64 * 1024;
+
+/**
+ * The bounds in force: the configured ones (`mqtt.broker.limits`, all optional) over the defaults;
+ * `maxPacketBytes` defaults to the payload limit plus room for topic and headers.
+ */
+export function brokerLimits(
+  given: Partial<BrokerLimits>,
+  maxPayloadBytes: number,
+): BrokerLimits {
+  return {
+    maxPacketBytes: given.maxPacketBytes ?? maxPayloadBytes + PACKET_OVERHEAD_BYTES,
+    maxConnections: given.maxConnections ?? BROKER_LIMIT_DEFAULTS.maxConnections,
+    maxRetained: given.maxRetained ?? BROKER_LIMIT_DEFAULTS.maxRetained,
+    maxOfflineQueue: given.maxOfflineQueue ?? BROKER_LIMIT_DEFAULTS.maxOfflineQueue,
+    sessionExpiry: given.sessionExpiry ?? parseDuration(BROKER_LIMIT_DEFAULTS.sessionExpiry)!,
+  };
+}
 
 export type LimitName = "packet-size" | "connections" | "retained" | "offline-queue" | "session-expiry";
 

@@ -6,8 +6,8 @@
  * Lifecycle: `start()` after everything it feeds (store, uplink, rules); `stop()` first, letting
  * batches in flight finish. `publishLocal()` is what rules routing to `mqtt:<topic>` call.
  */
-import { parseDuration } from "../../core/duration.ts";
-import { BROKER_LIMIT_DEFAULTS, type BrokerLimits, PACKET_OVERHEAD_BYTES } from "./limits.ts";
+import { redactUrl } from "../../core/redact.ts";
+import { type BrokerLimits, brokerLimits } from "./limits.ts";
 import type { RoutedMessage } from "../../core/message.ts";
 import { secretEquals } from "../../core/secret.ts";
 import type { LocalDatabase } from "../../db/mod.ts";
@@ -25,14 +25,13 @@ import {
   parseResponseTopic,
 } from "./commands.ts";
 import { createRedelivery, type Redelivery } from "./dedupe.ts";
-import { createExternalClient, type ExternalClient, type ExternalStatus, redactUrl } from "./external.ts";
+import { createExternalClient, type ExternalClient, type ExternalStatus } from "./external.ts";
 import { createIntake, type Intake } from "./intake.ts";
 
 export { authenticate, mayPublish, maySubscribe } from "./auth.ts";
 export type { Credentials, Identity } from "./auth.ts";
 export type { CommandHooks, OutgoingCommand } from "./commands.ts";
 export { checkDevicePattern, compileDevicePattern, DEFAULT_DEVICE_PATTERN } from "./topics.ts";
-export { redactUrl } from "./external.ts";
 
 export interface ExternalBrokerConfig {
   url: string;
@@ -50,7 +49,7 @@ export interface MqttConfig {
   broker: false | {
     listen: string;
     auth: "none" | "token";
-    limits?: Partial<Omit<BrokerLimits, "maxPacketBytes">> & { maxPacketBytes?: number };
+    limits?: Partial<BrokerLimits>;
   };
   external: ExternalBrokerConfig[];
   maxPayloadBytes: number;
@@ -179,17 +178,10 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
       }, 3600_000);
       (pruneTimer as { unref?: () => void }).unref?.();
       if (config.broker !== false) {
-        const given = config.broker.limits ?? {};
         broker = createEmbeddedBroker({
           listen: config.broker.listen,
           auth: config.broker.auth,
-          limits: {
-            maxPacketBytes: given.maxPacketBytes ?? config.maxPayloadBytes + PACKET_OVERHEAD_BYTES,
-            maxConnections: given.maxConnections ?? BROKER_LIMIT_DEFAULTS.maxConnections,
-            maxRetained: given.maxRetained ?? BROKER_LIMIT_DEFAULTS.maxRetained,
-            maxOfflineQueue: given.maxOfflineQueue ?? BROKER_LIMIT_DEFAULTS.maxOfflineQueue,
-            sessionExpiry: given.sessionExpiry ?? parseDuration(BROKER_LIMIT_DEFAULTS.sessionExpiry)!,
-          },
+          limits: brokerLimits(config.broker.limits ?? {}, config.maxPayloadBytes),
         }, {
           intake,
           telemetry,
