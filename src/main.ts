@@ -6,7 +6,8 @@
 // First, before the rest of the program is loaded (see the module).
 import "./runtime/boot.ts";
 import { cac } from "cac";
-import { configJsonSchema } from "./config/mod.ts";
+import { configCommand } from "./cli/config.ts";
+import { hubCommand } from "./cli/hub.ts";
 import { formatIssues, UsageError } from "./core/errors.ts";
 import { initCommand } from "./cli/init.ts";
 import { type Io, stdio } from "./cli/io.ts";
@@ -43,13 +44,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     .action((o) => set(() => statusCommand(o, io))());
 
   cli.command("config <action>", "Config tools: `outpost config schema` prints the JSON Schema")
-    .action((action: string) =>
-      set(() => {
-        if (action !== "schema") throw new UsageError(`Unknown config action "${action}": expected "schema"`);
-        io.out(JSON.stringify(configJsonSchema(), null, 2));
-        return 0;
-      })()
-    );
+    .action((action: string) => set(() => configCommand(action, io))());
 
   cli.command(
     "rules <action> [file]",
@@ -64,31 +59,12 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       `outpost rules test rules.json --message '{"device":"boiler-1","kind":"telemetry","payload":{"temperature":95}}'`,
     )
     .action((action: string, file: string | undefined, o: { message?: string }) =>
-      set(async () => {
-        const rules = await import("./rules/mod.ts");
-        if (action === "schema") {
-          io.out(JSON.stringify(rules.rulesJsonSchema(), null, 2));
-          return 0;
-        }
-        if (action !== "check" && action !== "test") {
-          throw new UsageError(`Unknown rules action "${action}": expected check, test or schema`);
-        }
-        if (!file) throw new UsageError(`outpost rules ${action} needs a FILE`);
-        if (action === "check") return await rules.runRulesCheck(file, io);
-        if (o.message === undefined) throw new UsageError("outpost rules test needs --message JSON");
-        return await rules.runRulesTest(file, String(o.message), io);
-      })()
+      set(async () => (await import("./cli/rules.ts")).rulesCommand(action, file, o, io))()
     );
 
   cli.command("hub", "Run the reference hub (gRPC server, store and HTTP API)")
     .option("--config <file>", "Hub config file (required)")
-    .action((o) =>
-      set(async () => {
-        if (!o.config) throw new UsageError("outpost hub needs --config FILE");
-        const { runHub } = await import("./hub/mod.ts");
-        return await runHub(o.config);
-      })()
-    );
+    .action((o) => set(() => hubCommand(o))());
 
   cli.command(
     "update [action]",
@@ -104,7 +80,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     .example("outpost update keygen --out release-key.pem")
     .action((action: string | undefined, o) =>
       set(async () => {
-        const { updateCommand } = await import("./update/mod.ts");
+        const { updateCommand } = await import("./cli/update.ts");
         return await updateCommand(action, o, io);
       })()
     );

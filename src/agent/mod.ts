@@ -8,14 +8,15 @@ import { redactUrl } from "../core/redact.ts";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createCommands, mountCommandRoutes } from "../commands/mod.ts";
-import { type Config, resolveFromConfig } from "../config/mod.ts";
-import { DEFAULTS } from "../config/schema.ts";
+import { type Config, DEFAULTS, resolveFromConfig } from "../config/mod.ts";
+import { splitHostPort } from "../core/hostport.ts";
 import { createControlApp, type HubStatus } from "../control/mod.ts";
 import { UsageError } from "../core/errors.ts";
 import { randomToken } from "../core/secret.ts";
 import { DeviceRegistry } from "../devices/mod.ts";
 import { createIngest, DeadLetters, type Ingest } from "../ingest/mod.ts";
 import { createOutbox, type Outbox } from "../outbox/mod.ts";
+import { createHttpIngest } from "../transports/http/mod.ts";
 import { createMqttTransports, type MqttTransports } from "../transports/mqtt/mod.ts";
 import { serve, type Server, target } from "../runtime/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
@@ -34,11 +35,6 @@ export interface Agent {
   readonly ingest: Ingest;
   /** Self-update: the updater, its routes, and the restart it may ask for. */
   readonly update: AgentUpdate;
-}
-
-export function splitHostPort(listen: string): { hostname: string; port: number } {
-  const i = listen.lastIndexOf(":");
-  return { hostname: listen.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(listen.slice(i + 1)) };
 }
 
 /** The API token: from the config, else the one kept in the data dir (made once, mode 0600). */
@@ -156,13 +152,12 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     edgeId: config.edgeId,
     version: VERSION,
     startedAt,
-    maxPayloadBytes: config.limits.maxPayloadBytes,
-    ingest,
     outbox,
     devices,
     deadLetters,
     telemetry,
     hubStatus,
+    routes: [createHttpIngest({ ingest, telemetry, maxPayloadBytes: config.limits.maxPayloadBytes })],
     extraStatus: () => ({ update: offers.status(), commands: commands.counts() }),
     extend: (a) => {
       update.mount(a);

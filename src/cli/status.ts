@@ -1,7 +1,7 @@
 /** `outpost status`: asks the running agent's control API and prints a summary (or JSON). */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { splitHostPort } from "../agent/mod.ts";
+import { splitHostPort } from "../core/hostport.ts";
 import { loadConfig } from "../config/mod.ts";
 import type { Io } from "./io.ts";
 

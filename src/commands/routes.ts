@@ -9,7 +9,7 @@
  * on its own two device routes.
  */
 import type { Context, Hono } from "hono";
-import { intParam, readLimited } from "../control/http.ts";
+import { intParam, readLimited } from "../core/http.ts";
 import { DEVICE_ID } from "../ingest/mod.ts";
 import type { Commands } from "./host.ts";
 

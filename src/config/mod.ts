@@ -11,10 +11,9 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import process from "node:process";
 import { type Issue, type Result, UsageError } from "../core/errors.ts";
 import { ConfigSchema, type ParsedConfig } from "./schema.ts";
-import { validate } from "./validate.ts";
+import { validate } from "../core/validate.ts";
 
-export { ConfigSchema, DEFAULTS } from "./schema.ts";
-export { toIssues, validate } from "./validate.ts";
+export { BROKER_LIMIT_DEFAULTS, ConfigSchema, DEFAULTS } from "./schema.ts";
 
 export interface Config extends ParsedConfig {
   edgeId: string;

@@ -4,15 +4,8 @@
  */
 import * as v from "valibot";
 import { DURATION_PATTERN, parseDuration } from "../core/duration.ts";
-import { checkDevicePattern } from "../transports/mqtt/topics.ts";
-import { BROKER_LIMIT_DEFAULTS } from "../transports/mqtt/limits.ts";
-
-/** `host:port` with a port in 0..65535 (0: any free port). */
-export const hostPort = v.pipe(
-  v.string(),
-  v.regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$/, 'must be "host:port", e.g. "127.0.0.1:8080"'),
-  v.check((s) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535, "port must be 0 to 65535"),
-);
+import { hostPort } from "../core/hostport.ts";
+import { checkDevicePattern } from "../core/device_pattern.ts";
 
 /** A duration such as `"30s"` (ms, s, m, h, d), turned into milliseconds. */
 export const duration = v.pipe(
@@ -22,6 +15,14 @@ export const duration = v.pipe(
 );
 
 const nonEmpty = (what: string) => v.pipe(v.string(), v.minLength(1, `${what} must not be empty`));
+
+/** The embedded broker's bounds (docs/limits.md); `maxPacketBytes` follows the payload limit. */
+export const BROKER_LIMIT_DEFAULTS = {
+  maxConnections: 10_000,
+  maxRetained: 10_000,
+  maxOfflineQueue: 1_000,
+  sessionExpiry: "1d",
+} as const;
 
 export const DEFAULTS = {
   dataDir: "./.outpost",

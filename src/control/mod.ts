@@ -1,23 +1,21 @@
 /**
- * The control API and HTTP ingest (SPEC §4, §7), as one hono app served on `api.listen`.
- * Bearer token on everything but `GET /healthz`; ingest also takes the device's own token.
+ * The control API (SPEC §7), one hono app served on `api.listen`, into which HTTP ingest
+ * (src/transports/http/) is mounted. Bearer token on everything but `GET /healthz`; a device's
+ * own routes also take the device's own token.
  * Every error is JSON; a user mistake never yields a stack trace, and nothing here can crash the
  * agent.
  */
 import { Hono } from "hono";
 import process from "node:process";
 import type { Issue } from "../core/errors.ts";
-import type { IngestKind } from "../core/message.ts";
 import type { DeviceRegistry } from "../devices/mod.ts";
-import { type DeadLetters, DEVICE_ID, type Ingest, parsePayload, type RejectReason } from "../ingest/mod.ts";
-import { isDiskFull, type Outbox, OutboxFullError } from "../outbox/mod.ts";
+import { type DeadLetters, DEVICE_ID } from "../ingest/mod.ts";
+import { isDiskFull, type Outbox } from "../outbox/mod.ts";
 import { RefusalLog } from "../core/refusal_log.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { AUTH_MAX_FAILURES, AuthLimiter } from "../core/auth_limiter.ts";
 import { bearer, isApiToken, unauthorized } from "./auth.ts";
-import { intParam, jsonBody, readLimited } from "./http.ts";
-
-export { intParam, jsonBody, readLimited } from "./http.ts";
+import { intParam, jsonBody } from "../core/http.ts";
 
 export interface HubStatus {
   configured: boolean;
@@ -44,8 +42,6 @@ export interface ControlDeps {
   edgeId: string;
   version: string;
   startedAt: number;
-  maxPayloadBytes: number;
-  ingest: Ingest;
   outbox: Outbox;
   devices: DeviceRegistry;
   deadLetters: DeadLetters;
@@ -54,23 +50,12 @@ export interface ControlDeps {
   rules?: RulesApi;
   /** More status sections (e.g. `update`), merged into `GET /api/v1/status`. */
   extraStatus?: () => Record<string, unknown>;
+  /** Apps of other parts (HTTP ingest) mounted at `/` with `app.route()`, behind the same auth. */
+  routes?: Hono[];
   /** Extra routes (MQTT, update, commands) mounted by their owners. */
   extend?: (app: Hono) => void;
   now?: () => number;
 }
-
-/** HTTP status of each reason a payload is refused (400 for any other). */
-const REJECT_STATUS: Partial<Record<RejectReason, 413 | 429>> = {
-  "too-large": 413,
-  "batch-too-large": 413,
-  "device-limit": 429,
-};
-
-const KINDS: Record<string, IngestKind> = {
-  telemetry: "telemetry",
-  attributes: "attributes",
-  events: "event",
-};
 
 export function createControlApp(deps: ControlDeps): Hono {
   const app = new Hono();
@@ -130,54 +115,7 @@ export function createControlApp(deps: ControlDeps): Hono {
     return unauthorized(c, candidate === undefined ? "Missing bearer token" : "Invalid token");
   });
 
-  app.post("/api/v1/devices/:device/:kind{telemetry|attributes|events}", async (c) => {
-    const device = c.req.param("device");
-    const kind = KINDS[c.req.param("kind")];
-    if (!DEVICE_ID.test(device)) {
-      return c.json({
-        errors: [{
-          path: "/device",
-          message: `Invalid device id "${device}": use 1-128 of A-Z a-z 0-9 . _ : -`,
-        }],
-      }, 400);
-    }
-    const declared = Number(c.req.header("content-length") ?? NaN);
-    if (declared > deps.maxPayloadBytes) {
-      telemetry.rejected("too-large", { device, transport: "http", bytes: declared });
-      return c.json(
-        { error: `Body of ${declared} bytes is over the ${deps.maxPayloadBytes}-byte limit` },
-        413,
-      );
-    }
-    const body = await readLimited(c, deps.maxPayloadBytes);
-    if (body === undefined) {
-      telemetry.rejected("too-large", { device, transport: "http" });
-      return c.json({ error: `Body is over the ${deps.maxPayloadBytes}-byte limit` }, 413);
-    }
-    const parsed = parsePayload(body, {
-      device,
-      kind,
-      source: "http",
-      now: now(),
-      maxBytes: deps.maxPayloadBytes,
-      maxBatchBytes: deps.ingest.maxBatchBytes,
-      admit: deps.ingest.admit,
-    });
-    if (!parsed.ok) {
-      telemetry.rejected(parsed.reason, { device, transport: "http" });
-      return c.json({ error: parsed.message }, REJECT_STATUS[parsed.reason] ?? 400);
-    }
-    try {
-      const n = await deps.ingest.accept(parsed.messages);
-      return c.json({ accepted: n }, 202);
-    } catch (error) {
-      if (error instanceof OutboxFullError) {
-        telemetry.rejected("outbox-full", { device, transport: "http", count: parsed.messages.length });
-        return c.json({ error: error.message }, 507);
-      }
-      throw error;
-    }
-  });
+  for (const routes of deps.routes ?? []) app.route("/", routes);
 
   app.get("/api/v1/status", (c) => c.json(status()));
 

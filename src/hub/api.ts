@@ -10,7 +10,7 @@ import type { Context } from "hono";
 import * as v from "valibot";
 import { createHash, randomUUID } from "node:crypto";
 import type { Issue } from "../core/errors.ts";
-import { validate } from "../config/validate.ts";
+import { validate } from "../core/validate.ts";
 import type { EdgeLink } from "./link.ts";
 import { matchesHash, parseBearer, sha256Hex } from "../core/secret.ts";
 import type { Logger } from "../telemetry/mod.ts";

@@ -3,12 +3,12 @@
  * error), validated once; relative paths resolve against the config file's folder.
  */
 import * as v from "valibot";
-import { hostPort } from "../config/schema.ts";
+import { hostPort } from "../core/hostport.ts";
 import { toJsonSchema } from "@valibot/to-json-schema";
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { type Issue, type Result, UsageError } from "../core/errors.ts";
-import { validate } from "../config/validate.ts";
+import { validate } from "../core/validate.ts";
 
 export const HUB_DEFAULTS = {
   listen: "127.0.0.1:7443",
@@ -103,16 +103,4 @@ export function hubConfigJsonSchema(): object {
     title: "outpost reference hub configuration",
     ...toJsonSchema(HubConfigSchema, { errorMode: "ignore" }),
   };
-}
-
-/** Splits `host:port` (`[::1]:7443` too) into a hostname without brackets and a port. */
-export function splitHostPort(address: string): { hostname: string; port: number } {
-  const at = address.lastIndexOf(":");
-  const host = address.slice(0, at);
-  return { hostname: host.replace(/^\[(.*)\]$/, "$1"), port: Number(address.slice(at + 1)) };
-}
-
-/** Joins a hostname and port, bracketing IPv6 addresses. */
-export function joinHostPort(hostname: string, port: number): string {
-  return `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
 }

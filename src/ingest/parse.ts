@@ -3,7 +3,10 @@
  * array of objects is a batch, an object with a numeric `ts` (ms) and an object `values` is one
  * sample at that time. Anything else is refused with a reason, never thrown.
  */
+import { depthOverBytes, MAX_DEPTH } from "../core/json_depth.ts";
 import type { IngestKind, JsonObject, Message } from "../core/message.ts";
+
+export { depthOverBytes, MAX_DEPTH } from "../core/json_depth.ts";
 
 export type RejectReason =
   | "invalid-json"
@@ -13,9 +16,6 @@ export type RejectReason =
   | "too-deep"
   | "batch-too-large"
   | "device-limit";
-
-/** Deepest JSON nesting a payload may have (objects and arrays, the outermost counting 1). */
-export const MAX_DEPTH = 64;
 
 /** Per-record overhead the outbox counts against `outbox.maxBytes` (see src/outbox/mod.ts). */
 const RECORD_OVERHEAD = 48;
@@ -107,27 +107,6 @@ export function parsePayload(raw: Uint8Array | string, ctx: ParseContext): Parse
   const refused = result.ok ? ctx.admit?.(ctx.device) : undefined;
   if (refused !== undefined) return { ok: false, reason: "device-limit", message: refused };
   return result;
-}
-
-/**
- * The byte offset where the raw JSON first nests deeper than `MAX_DEPTH`, or -1. One pass over
- * the bytes before anything is parsed, so a hostile payload is never parsed (or later
- * serialised) recursively: brackets inside strings do not count, escapes are skipped.
- */
-export function depthOverBytes(b: Uint8Array): number {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < b.length; i++) {
-    const c = b[i];
-    if (inString) {
-      if (c === 0x5c) i++;
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x7b || c === 0x5b) {
-      if (++depth > MAX_DEPTH) return i;
-    } else if (c === 0x7d || c === 0x5d) depth--;
-  }
-  return -1;
 }
 
 /** Turns an already-parsed JSON value into messages. */

@@ -24,7 +24,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import type { Batch, EdgeFrame, HubFrame, WireRecord } from "./mod.ts";
+import type { Batch, EdgeFrame, HubFrame, WireRecord } from "./frames.ts";
 
 /** `definition` (`Hub/Connect`) with the batch fast path in front of its request (de)serializer. */
 export function withBatchCodec(

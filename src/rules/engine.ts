@@ -19,7 +19,7 @@ import { truthy } from "./jsonlogic.ts";
 import type { ActionSpec, CompiledRule, CompiledRules } from "./compile.ts";
 import { programOf } from "./compile.ts";
 import { cloneJson, getField, setField, shallowCopy, toJsonValue, withoutField } from "./_fields.ts";
-import type { Predicate } from "./_match.ts";
+import type { Predicate } from "./match.ts";
 import type { ActiveAlarm, OpenWindow, RuleState } from "./state.ts";
 import type { AggregateFunction, AlarmSeverity } from "./schema.ts";
 

@@ -1,7 +1,7 @@
 /**
  * The rules engine: declarative JSON rules (SPEC §5, docs/rules.md) compiled once and run for
  * every message. Pure: time is passed in, nothing here reads a clock, the environment or the
- * network (except the CLI helpers, which read the rules file they are given).
+ * network (`outpost rules`, in src/cli/rules.ts, reads the file it is given).
  *
  * Typical host use:
  * ```ts
@@ -50,10 +50,5 @@ export type { Evaluator, MessageFields } from "./jsonlogic.ts";
 /** Compiles one JsonLogic expression on its own (tests, tools). */
 export { compileJsonLogic, truthy } from "./jsonlogic.ts";
 
-export type { CliIo } from "./cli.ts";
-/**
- * CLI helpers: `runRulesCheck(file, io)` and `runRulesTest(file, messageJson, io, now?)` answer
- * an exit code; `parseTestMessage(input, now)` and `testRules(rules, message, now)` serve
- * `POST /api/v1/rules/test`.
- */
-export { parseTestMessage, runRulesCheck, runRulesTest, testRules } from "./cli.ts";
+/** A dry run: `parseTestMessage(input, now)` and `testRules(rules, message, now)`. */
+export { parseTestMessage, testRules } from "./dry_run.ts";

@@ -10,7 +10,7 @@ import { toJsonSchema } from "@valibot/to-json-schema";
 import { MESSAGE_KINDS } from "../core/message.ts";
 import type { MessageKind } from "../core/message.ts";
 import { fieldPathProblem } from "./_fields.ts";
-import { topicFilterProblem } from "./_match.ts";
+import { topicFilterProblem } from "./match.ts";
 import { DURATION_PATTERN } from "./_duration.ts";
 
 /** A JsonLogic expression (jsonlogic.com): any JSON value. */

@@ -14,7 +14,7 @@
 import { Buffer } from "node:buffer";
 import { sign, verify } from "node:crypto";
 import * as v from "valibot";
-import { validate } from "../config/validate.ts";
+import { validate } from "../core/validate.ts";
 import { formatIssues } from "../core/errors.ts";
 import { keyIdOf, parsePrivateKey, parsePublicKey, publicKeyOf } from "./keys.ts";
 import { parseSemver } from "./semver.ts";

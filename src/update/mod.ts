@@ -10,7 +10,6 @@ export {
   restartAfter,
   type RestartRequest,
 } from "./agent.ts";
-export { type UpdateCliOptions, updateCommand } from "./cli.ts";
 export { type UpdatePaths, updatePaths } from "./_files.ts";
 export { downloadArtifact, type DownloadOptions, type DownloadResult } from "./download.ts";
 export {

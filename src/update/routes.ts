@@ -5,8 +5,8 @@
  */
 import type { Hono } from "hono";
 import * as v from "valibot";
-import { validate } from "../config/validate.ts";
-import { jsonBody } from "../control/mod.ts";
+import { validate } from "../core/validate.ts";
+import { jsonBody } from "../core/http.ts";
 import type { Updater } from "./updater.ts";
 
 const UpdateBodySchema = v.strictObject({

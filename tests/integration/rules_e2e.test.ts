@@ -3,7 +3,7 @@
  * deadbanded, throttled, aggregated and alarmed as the rules say, with one real agent and hub.
  * Each step replaces the rules through `PUT /api/v1/rules` (or the watched rules file) and uses
  * its own devices. Wall-clock windows are unit-tested with an injected clock
- * (tests/unit/rules/actions_test.ts); here one short aggregate window closes for real.
+ * (tests/unit/rules/actions.test.ts); here one short aggregate window closes for real.
  */
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";

@@ -1,6 +1,7 @@
 /** The control API and HTTP ingest, exercised through hono's `app.request()` over a real outbox. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { createHttpIngest } from "../../src/transports/http/mod.ts";
 import { createControlApp } from "../../src/control/mod.ts";
 import { DeviceRegistry } from "../../src/devices/mod.ts";
 import { createIngest, DeadLetters, passThrough } from "../../src/ingest/mod.ts";
@@ -25,13 +26,12 @@ function setup(options: { maxBytes?: number; onFull?: "reject" | "drop-oldest" }
     edgeId: "gw-test",
     version: "9.9.9",
     startedAt: Date.now(),
-    maxPayloadBytes: 256 * 1024,
-    ingest,
     outbox,
     devices,
     deadLetters: new DeadLetters(),
     telemetry,
     hubStatus: () => ({ configured: false, connected: false, lastAckAt: null }),
+    routes: [createHttpIngest({ ingest, telemetry, maxPayloadBytes: 256 * 1024 })],
   });
   const req = (path: string, init: RequestInit & { token?: string | null } = {}) => {
     const headers = new Headers(init.headers);

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { createHttpIngest } from "../../src/transports/http/mod.ts";
 import { createControlApp } from "../../src/control/mod.ts";
 import { DeviceRegistry } from "../../src/devices/mod.ts";
 import { createIngest, DeadLetters, passThrough } from "../../src/ingest/mod.ts";
@@ -31,13 +32,12 @@ function setup(options: { maxBytes?: number; onFull?: "reject" | "drop-oldest"; 
     edgeId: "gw-test",
     version: "9.9.9",
     startedAt: Date.now(),
-    maxPayloadBytes: 16 * 1024 * 1024,
-    ingest,
     outbox,
     devices,
     deadLetters,
     telemetry,
     hubStatus: () => ({ configured: false, connected: false, lastAckAt: null }),
+    routes: [createHttpIngest({ ingest, telemetry, maxPayloadBytes: 16 * 1024 * 1024 })],
   });
   const req = (path: string, init: RequestInit = {}) => {
     const headers = new Headers(init.headers);

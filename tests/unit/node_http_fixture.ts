@@ -6,7 +6,7 @@
 import { createServer } from "node:http";
 import process from "node:process";
 import { Hono } from "hono";
-import { readLimited } from "../../src/control/http.ts";
+import { readLimited } from "../../src/core/http.ts";
 import { nodeRequestListener } from "../../src/runtime/mod.ts";
 
 const app = new Hono();

@@ -18,6 +18,7 @@
  * bounds wrap that object's methods rather than patching aedes.
  */
 import type { Socket } from "node:net";
+import { BROKER_LIMIT_DEFAULTS } from "../../config/mod.ts";
 import { parseDuration } from "../../core/duration.ts";
 import { RefusalLog } from "../../core/refusal_log.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
@@ -30,13 +31,6 @@ export interface BrokerLimits {
   /** Milliseconds. */
   sessionExpiry: number;
 }
-
-export const BROKER_LIMIT_DEFAULTS = {
-  maxConnections: 10_000,
-  maxRetained: 10_000,
-  maxOfflineQueue: 1_000,
-  sessionExpiry: "1d",
-} as const;
 
 /** Persistent sessions kept while their clients are away, whatever `sessionExpiry` says. */
 const MAX_AWAY_SESSIONS = 50_000;

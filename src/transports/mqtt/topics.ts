@@ -6,7 +6,10 @@
  * - an external broker's topics, mapped by a `devicePattern` with a `{device}` segment.
  */
 import type { IngestKind } from "../../core/message.ts";
+import { checkDevicePattern } from "../../core/device_pattern.ts";
 import { DEVICE_ID } from "../../ingest/mod.ts";
+
+export { checkDevicePattern, DEFAULT_DEVICE_PATTERN } from "../../core/device_pattern.ts";
 
 /** Where a publish goes: a device's data, refused device data (dead-lettered), or the local bus. */
 export type TopicRoute =
@@ -51,34 +54,6 @@ export function thingsBoardKind(topic: string): IngestKind | undefined {
 
 /** A compiled `devicePattern`: maps a topic to its device and kind, or says why it cannot. */
 export type TopicMapper = (topic: string) => TopicRoute;
-
-/** The default pattern for external brokers, matching the embedded broker's topics. */
-export const DEFAULT_DEVICE_PATTERN = "devices/{device}/{kind}";
-
-/**
- * Checks a `devicePattern`: `/`-separated levels, exactly one `{device}`, at most one `{kind}`,
- * `+` for any one level, `#` only as the last level. Returns the problem, or undefined.
- */
-export function checkDevicePattern(pattern: string): string | undefined {
-  const levels = pattern.split("/");
-  let devices = 0;
-  let kinds = 0;
-  for (let i = 0; i < levels.length; i++) {
-    const level = levels[i];
-    if (level === "{device}") devices++;
-    else if (level === "{kind}") kinds++;
-    else if (level === "#") {
-      if (i !== levels.length - 1) return `"#" must be the last level, in "${pattern}"`;
-    } else if (level.includes("{") || level.includes("}")) {
-      return `Unknown placeholder "${level}" in "${pattern}": use {device} or {kind} as a whole level`;
-    } else if (level !== "+" && (level.includes("+") || level.includes("#"))) {
-      return `Wildcards must be a whole level, in "${pattern}"`;
-    }
-  }
-  if (devices !== 1) return `Pattern "${pattern}" must have exactly one {device} level`;
-  if (kinds > 1) return `Pattern "${pattern}" may have at most one {kind} level`;
-  return undefined;
-}
 
 /**
  * Compiles a `devicePattern` (checked by `checkDevicePattern`). Without a `{kind}` level every

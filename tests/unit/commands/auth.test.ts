@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createCommands, mountCommandRoutes } from "../../../src/commands/mod.ts";
+import { createHttpIngest } from "../../../src/transports/http/mod.ts";
 import { createControlApp } from "../../../src/control/mod.ts";
 import { DeviceRegistry } from "../../../src/devices/mod.ts";
 import { createIngest, DeadLetters, passThrough } from "../../../src/ingest/mod.ts";
@@ -29,13 +30,23 @@ Deno.test("a device's own token authorises its own command poll and answers only
     edgeId: "gw-test",
     version: "9.9.9",
     startedAt: Date.now(),
-    maxPayloadBytes: 256 * 1024,
-    ingest: createIngest({ outbox, devices, telemetry, rules: () => passThrough }),
     outbox,
     devices,
     deadLetters: new DeadLetters(),
     telemetry,
     hubStatus: () => ({ configured: false, connected: false, lastAckAt: null }),
+    routes: [
+      createHttpIngest({
+        ingest: createIngest({
+          outbox,
+          devices,
+          telemetry,
+          rules: () => passThrough,
+        }),
+        telemetry,
+        maxPayloadBytes: 256 * 1024,
+      }),
+    ],
     extend: (a) => mountCommandRoutes(a, commands),
   });
   try {

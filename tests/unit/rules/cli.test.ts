@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseTestMessage, runRulesCheck, runRulesTest, testRules } from "../../../src/rules/mod.ts";
+import { runRulesCheck, runRulesTest } from "../../../src/cli/rules.ts";
+import { parseTestMessage, testRules } from "../../../src/rules/mod.ts";
 import { load } from "./_helpers.ts";
 
 function capture() {

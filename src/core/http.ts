@@ -1,7 +1,7 @@
-/** Small HTTP helpers shared by the control API's routes (bodies with a size bound, query numbers). */
+/** Small HTTP helpers shared by every hono app (bodies with a size bound, JSON bodies, query numbers). */
 import type { Context } from "hono";
-import type { Issue } from "../core/errors.ts";
-import { depthOverBytes, MAX_DEPTH } from "../ingest/parse.ts";
+import type { Issue } from "./errors.ts";
+import { depthOverBytes, MAX_DEPTH } from "./json_depth.ts";
 
 /** Reads the body, giving up (undefined) as soon as it passes `max` bytes. */
 export async function readLimited(c: Context, max: number): Promise<Uint8Array | undefined> {

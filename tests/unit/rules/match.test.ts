@@ -1,6 +1,6 @@
 /** Device globs and MQTT topic filters, checked against reference regular expressions. */
 import assert from "node:assert/strict";
-import { compileGlob, compileTopicFilter, globMatch, topicFilterProblem } from "../../../src/rules/_match.ts";
+import { compileGlob, compileTopicFilter, globMatch, topicFilterProblem } from "../../../src/rules/match.ts";
 import { Random } from "./_random.ts";
 
 function globRegExp(glob: string): RegExp {

@@ -11,16 +11,14 @@
 import { chmodSync, closeSync, existsSync, openSync, readFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { splitHostPort } from "../agent/mod.ts";
-import type { Io } from "../cli/io.ts";
+import { splitHostPort } from "../core/hostport.ts";
+import type { Io } from "./io.ts";
 import { type Config, loadConfig } from "../config/mod.ts";
 import { type Issue, UsageError } from "../core/errors.ts";
 import { executablePath, isCompiled, pid, stderrIsTerminal, target } from "../runtime/mod.ts";
 import { createLogger } from "../telemetry/mod.ts";
 import { VERSION } from "../version.ts";
-import { updatePaths } from "./_files.ts";
-import { generateSigningKey } from "./keys.ts";
-import { createUpdater, type UpdateStatus } from "./updater.ts";
+import { createUpdater, generateSigningKey, updatePaths, type UpdateStatus } from "../update/mod.ts";
 
 export interface UpdateCliOptions {
   check?: boolean;

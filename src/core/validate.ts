@@ -3,7 +3,7 @@
  * at once, in one voice: what is wrong, the received value quoted.
  */
 import * as v from "valibot";
-import { type Issue, pointer, type Result } from "../core/errors.ts";
+import { type Issue, pointer, type Result } from "./errors.ts";
 
 export function validate<S extends v.GenericSchema>(schema: S, input: unknown): Result<v.InferOutput<S>> {
   const result = v.safeParse(schema, input, { abortEarly: false, abortPipeEarly: true });

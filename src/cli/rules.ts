@@ -1,69 +1,39 @@
 /**
- * The rules half of the command line: `outpost rules check FILE` and
- * `outpost rules test FILE --message JSON`. Each answers an exit code (0 fine, 2 a user mistake)
- * and writes through the `io` it is given, so the CLI owns the process and tests own the text.
- * This is the one file of the folder that does I/O (it reads the rules file).
+ * `outpost rules check FILE`, `outpost rules test FILE --message JSON` and `outpost rules schema`.
+ * Each answers an exit code (0 fine, 2 a user mistake) and writes through the `io` it is given,
+ * so the CLI owns the process and tests own the text.
  */
-import * as v from "valibot";
 import { readFile } from "node:fs/promises";
-import type { Result } from "../core/errors.ts";
-import { formatIssues } from "../core/errors.ts";
-import type { JsonObject, Message, RoutedMessage } from "../core/message.ts";
-import { MESSAGE_KINDS } from "../core/message.ts";
-import type { CompiledRules } from "./compile.ts";
-import { parseRulesDocument } from "./compile.ts";
-import type { ProcessResult, TraceEntry } from "./engine.ts";
-import { createRuleEngine } from "./engine.ts";
-import { toIssues } from "./schema.ts";
-import { pointer } from "../core/errors.ts";
+import { formatIssues, UsageError } from "../core/errors.ts";
+import type { RoutedMessage } from "../core/message.ts";
+import {
+  type CompiledRules,
+  parseRulesDocument,
+  parseTestMessage,
+  rulesJsonSchema,
+  testRules,
+  type TraceEntry,
+} from "../rules/mod.ts";
+import type { Io } from "./io.ts";
 
-/** Where command output goes: `out` for results, `err` for problems. */
-export interface CliIo {
-  out(text: string): void;
-  err(text: string): void;
-}
-
-const TestMessage = v.strictObject({
-  device: v.pipe(v.string(), v.minLength(1, "Invalid device: it is empty")),
-  kind: v.picklist([...MESSAGE_KINDS, "alarm"]),
-  payload: v.custom<JsonObject>(
-    (p) => typeof p === "object" && p !== null && !Array.isArray(p),
-    (i) =>
-      `Invalid type: expected Object, received ${Array.isArray(i.input) ? "Array" : JSON.stringify(i.input)}`,
-  ),
-  ts: v.optional(v.pipe(v.number(), v.finite())),
-  topic: v.optional(v.string()),
-  source: v.optional(v.string()),
-});
-
-/**
- * Turns an untrusted test message (`{device, kind, payload, ts?, topic?, source?}`, the body of
- * `POST /api/v1/rules/test`'s `message`) into a `Message`; `ts` defaults to `now`, `source` to
- * `"test"`.
- */
-export function parseTestMessage(input: unknown, now: number): Result<Message> {
-  const parsed = v.safeParse(TestMessage, input, { abortEarly: false, abortPipeEarly: true });
-  if (!parsed.success) {
-    return {
-      ok: false,
-      issues: toIssues(parsed.issues, []).map((i) => ({ path: pointer(i.segments), message: i.message })),
-    };
+/** `outpost rules <action> [file] [--message JSON]`. */
+export async function rulesCommand(
+  action: string,
+  file: string | undefined,
+  o: { message?: string },
+  io: Io,
+): Promise<number> {
+  if (action === "schema") {
+    io.out(JSON.stringify(rulesJsonSchema(), null, 2));
+    return 0;
   }
-  const m = parsed.output;
-  const message: Message = {
-    device: m.device,
-    kind: m.kind,
-    ts: m.ts ?? now,
-    payload: m.payload,
-    source: m.source ?? "test",
-  };
-  if (m.topic !== undefined) message.topic = m.topic;
-  return { ok: true, value: message };
-}
-
-/** Runs one message through the rules with a fresh engine (no state): what `rules test` shows. */
-export function testRules(rules: CompiledRules, message: Message, now: number): ProcessResult {
-  return createRuleEngine(rules).process(message, now);
+  if (action !== "check" && action !== "test") {
+    throw new UsageError(`Unknown rules action "${action}": expected check, test or schema`);
+  }
+  if (!file) throw new UsageError(`outpost rules ${action} needs a FILE`);
+  if (action === "check") return await runRulesCheck(file, io);
+  if (o.message === undefined) throw new UsageError("outpost rules test needs --message JSON");
+  return await runRulesTest(file, String(o.message), io);
 }
 
 function readProblem(error: unknown): string {
@@ -74,7 +44,7 @@ function readProblem(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-async function loadRules(file: string, io: CliIo): Promise<CompiledRules | undefined> {
+async function loadRules(file: string, io: Io): Promise<CompiledRules | undefined> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -105,7 +75,7 @@ function plural(n: number, word: string): string {
  * `outpost rules check FILE`: exit 0 with a one-line summary, or 2 with every problem as
  * `<pointer>: <message>` (an unreadable file or invalid JSON is one clear line).
  */
-export async function runRulesCheck(file: string, io: CliIo): Promise<number> {
+export async function runRulesCheck(file: string, io: Io): Promise<number> {
   const rules = await loadRules(file, io);
   if (rules === undefined) return 2;
   io.out(`OK: ${file}: ${plural(rules.count, "rule")}, version ${rules.version}`);
@@ -136,7 +106,7 @@ function describeOutput(m: RoutedMessage, index: number): string {
 export async function runRulesTest(
   file: string,
   messageJson: string,
-  io: CliIo,
+  io: Io,
   now?: number,
 ): Promise<number> {
   const rules = await loadRules(file, io);
