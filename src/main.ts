@@ -8,7 +8,7 @@ import "./runtime/boot.ts";
 import { cac } from "cac";
 import { configCommand } from "./cli/config.ts";
 import { hubCommand } from "./cli/hub.ts";
-import { formatIssues, UsageError } from "./core/errors.ts";
+import { errorMessage, formatIssues, UsageError } from "./core/errors.ts";
 import { initCommand } from "./cli/init.ts";
 import { type Io, stdio } from "./cli/io.ts";
 import { runCommand } from "./cli/run.ts";
@@ -118,7 +118,7 @@ function report(error: unknown, io: Io): number {
     io.err(`error: ${error.message} (see outpost --help)`);
     return 2;
   }
-  io.err(`error: ${error instanceof Error ? error.message : String(error)}`);
+  io.err(`error: ${errorMessage(error)}`);
   return 1;
 }
 

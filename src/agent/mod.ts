@@ -7,11 +7,11 @@
 import { redactUrl } from "../core/redact.ts";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createCommands, mountCommandRoutes } from "../commands/mod.ts";
+import { createCommands, mountCommandRoutes } from "../device_commands/mod.ts";
 import { type Config, DEFAULTS, resolveFromConfig } from "../config/mod.ts";
 import { splitHostPort } from "../core/hostport.ts";
 import { createControlApp, type HubStatus } from "../control/mod.ts";
-import { UsageError } from "../core/errors.ts";
+import { errorMessage, UsageError } from "../core/errors.ts";
 import { randomToken } from "../core/secret.ts";
 import { DeviceRegistry } from "../devices/mod.ts";
 import { createIngest, DeadLetters, type Ingest } from "../ingest/mod.ts";
@@ -23,8 +23,8 @@ import type { Telemetry } from "../telemetry/mod.ts";
 import { createUplink, type Uplink } from "../uplink/mod.ts";
 import { type AgentUpdate, createAgentUpdate } from "../update/mod.ts";
 import { VERSION } from "../version.ts";
-import { createDownlink } from "./downlink.ts";
-import { createOfferHandling } from "./offers.ts";
+import { createDownlink } from "../downlink/mod.ts";
+import { createOfferHandling } from "../downlink/mod.ts";
 import { RulesHost } from "./rules_host.ts";
 
 export interface Agent {
@@ -66,7 +66,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
       telemetry.committed();
       if (added > 0) telemetry.stored(added);
     },
-    onError: (event, error) => log.error(event, { error: String(error) }),
+    onError: (event, error) => log.error(event, { error: errorMessage(error) }),
   });
   const devices = new DeviceRegistry(outbox.db, { max: config.devices.max, telemetry });
   const deadLetters = new DeadLetters(1000);

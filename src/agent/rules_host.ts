@@ -21,7 +21,7 @@ import {
 } from "node:fs";
 import type { LocalDatabase } from "../db/mod.ts";
 import { join } from "node:path";
-import type { Issue } from "../core/errors.ts";
+import { errorMessage, type Issue } from "../core/errors.ts";
 import type { Message, RoutedMessage } from "../core/message.ts";
 import type { MessageProcessor, RuleStateJournal } from "../ingest/mod.ts";
 import {
@@ -133,7 +133,7 @@ export class RulesHost {
     } catch (error) {
       // The rows of the replaced rules stay; at the next start only entries that still match an
       // action of the same kind and configuration are taken over.
-      this.options.telemetry.log.error("rules.state_store_failed", { error: String(error) });
+      this.options.telemetry.log.error("rules.state_store_failed", { error: errorMessage(error) });
     }
   }
 
@@ -192,7 +192,7 @@ export class RulesHost {
       const code = (error as NodeJS.ErrnoException).code;
       const message = code === "ENOSPC"
         ? `storage full: cannot keep the rules (${code}); the rules in force are unchanged`
-        : `cannot keep the rules: ${(error as Error).message}; the rules in force are unchanged`;
+        : `cannot keep the rules: ${errorMessage(error)}; the rules in force are unchanged`;
       this.options.telemetry.log.error("rules.refused", { from: origin, error: message });
       return { ok: false, issues: [{ path: "", message }], storage: true };
     }
@@ -305,7 +305,7 @@ export class RulesHost {
         this.retryMs = Math.min(30_000, Math.max(1_000, this.retryMs * 2));
         this.retryAt = this.now() + this.retryMs;
         this.options.telemetry.log.error("rules.emit_failed", {
-          error: String(error),
+          error: errorMessage(error),
           retryInMs: this.retryMs,
         });
       }).finally(() => this.armTimer());
@@ -326,7 +326,7 @@ export class RulesHost {
       this.upgradedFromFile = true;
       return state;
     } catch (error) {
-      this.options.telemetry.log.warn("rules.state_unreadable", { error: String(error) });
+      this.options.telemetry.log.warn("rules.state_unreadable", { error: errorMessage(error) });
       return undefined;
     }
   }
@@ -378,7 +378,7 @@ export function readRulesFile(path: string):
   } catch (error) {
     return {
       ok: false,
-      issues: [{ path: "", message: `Rules file ${path} is not valid JSON: ${(error as Error).message}` }],
+      issues: [{ path: "", message: `Rules file ${path} is not valid JSON: ${errorMessage(error)}` }],
     };
   }
   const parsed = parseRulesDocument(json);

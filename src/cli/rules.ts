@@ -4,7 +4,7 @@
  * so the CLI owns the process and tests own the text.
  */
 import { readFile } from "node:fs/promises";
-import { formatIssues, UsageError } from "../core/errors.ts";
+import { errorMessage, formatIssues, UsageError } from "../core/errors.ts";
 import type { RoutedMessage } from "../core/message.ts";
 import {
   type CompiledRules,
@@ -41,7 +41,7 @@ function readProblem(error: unknown): string {
   if (code === "ENOENT") return "no such file";
   if (code === "EACCES" || code === "EPERM") return "permission denied";
   if (code === "EISDIR") return "it is a directory";
-  return error instanceof Error ? error.message : String(error);
+  return errorMessage(error);
 }
 
 async function loadRules(file: string, io: Io): Promise<CompiledRules | undefined> {
@@ -56,7 +56,7 @@ async function loadRules(file: string, io: Io): Promise<CompiledRules | undefine
   try {
     document = JSON.parse(text);
   } catch (error) {
-    io.err(`Invalid JSON in rules file ${JSON.stringify(file)}: ${(error as Error).message}`);
+    io.err(`Invalid JSON in rules file ${JSON.stringify(file)}: ${errorMessage(error)}`);
     return undefined;
   }
   const parsed = parseRulesDocument(document);
@@ -115,7 +115,7 @@ export async function runRulesTest(
   try {
     input = JSON.parse(messageJson);
   } catch (error) {
-    io.err(`Invalid --message: not JSON: ${(error as Error).message}`);
+    io.err(`Invalid --message: not JSON: ${errorMessage(error)}`);
     return 2;
   }
   const at = now ?? Date.now();

@@ -5,7 +5,7 @@
  */
 import { createAgent } from "../agent/mod.ts";
 import { loadConfig } from "../config/mod.ts";
-import { UsageError } from "../core/errors.ts";
+import { errorMessage, UsageError } from "../core/errors.ts";
 import {
   gcOptionsInForce,
   onShutdownSignal,
@@ -38,11 +38,11 @@ export async function runCommand(options: { config?: string }): Promise<number> 
   } catch (error) {
     await agent.stop();
     // On trial, failing to start is failing the trial: back to the previous binary at once.
-    if (agent.update.updater.failTrial(`The agent did not start: ${(error as Error).message}`)) {
+    if (agent.update.updater.failTrial(`The agent did not start: ${errorMessage(error)}`)) {
       return await restartAfter({ after: "rollback" }, config.dataDir, log);
     }
     if (error instanceof UsageError) throw error;
-    log.error("agent.start_failed", { error: (error as Error).message });
+    log.error("agent.start_failed", { error: errorMessage(error) });
     return 1;
   }
   const gcOptions = gcOptionsInForce();

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
 import process from "node:process";
-import { type Issue, type Result, UsageError } from "../core/errors.ts";
+import { errorMessage, type Issue, type Result, UsageError } from "../core/errors.ts";
 import { ConfigSchema, type ParsedConfig } from "./schema.ts";
 import { validate } from "../core/validate.ts";
 
@@ -74,7 +74,7 @@ export function loadConfig(flag?: string, env = process.env): Config {
   try {
     json = JSON.parse(text);
   } catch (error) {
-    throw new UsageError(`Config file ${path} is not valid JSON: ${(error as Error).message}`);
+    throw new UsageError(`Config file ${path} is not valid JSON: ${errorMessage(error)}`);
   }
   const result = parseConfig(json, dirname(path), path);
   if (!result.ok) {

@@ -7,7 +7,7 @@
  */
 import { Hono } from "hono";
 import process from "node:process";
-import type { Issue } from "../core/errors.ts";
+import { errorMessage, type Issue } from "../core/errors.ts";
 import type { DeviceRegistry } from "../devices/mod.ts";
 import { type DeadLetters, DEVICE_ID } from "../ingest/mod.ts";
 import { isDiskFull, type Outbox } from "../outbox/mod.ts";
@@ -64,10 +64,10 @@ export function createControlApp(deps: ControlDeps): Hono {
 
   app.onError((error, c) => {
     if (isDiskFull(error)) {
-      telemetry.log.error("api.storage_full", { path: c.req.path, error: String(error) });
+      telemetry.log.error("api.storage_full", { path: c.req.path, error: errorMessage(error) });
       return c.json({ error: `storage full: ${error.message}` }, 507);
     }
-    telemetry.log.error("api.error", { path: c.req.path, error: String(error) });
+    telemetry.log.error("api.error", { path: c.req.path, error: errorMessage(error) });
     return c.json({ error: "Internal error" }, 500);
   });
   app.notFound((c) => c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404));

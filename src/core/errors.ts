@@ -1,6 +1,10 @@
 /**
- * Expected failures are data: `Issue` lists with JSON Pointer paths. Exceptions are for bugs and
- * unexpected I/O; `UsageError` marks a user mistake the CLI reports without a stack trace.
+ * Expected failures are data, in two shapes:
+ * - `Result<T>`: bad input, `{ok: false, issues}` with a JSON Pointer path for each problem;
+ * - `Refused<R>`: a well-formed request that cannot be done now, `{ok: false, reason, message}`
+ *   (a full outbox, a stopping agent), which a transport turns into its own status.
+ * Exceptions are for bugs and unexpected I/O; `UsageError` marks a user mistake the CLI reports
+ * without a stack trace. `errorMessage()` is the one way an error becomes text.
  */
 
 /** One validation problem: `path` is a JSON Pointer (`/rules/0/then/1`), `""` for the root. */
@@ -10,6 +14,18 @@ export interface Issue {
 }
 
 export type Result<T> = { ok: true; value: T } | { ok: false; issues: Issue[] };
+
+/** A request refused for an expected reason; `message` says it to a person. */
+export interface Refused<R extends string> {
+  ok: false;
+  reason: R;
+  message: string;
+}
+
+/** The one way an error becomes text: an `Error`'s message, anything else as a string. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
 
 /** Formats issues for a terminal: one `path: message` line each. */
 export function formatIssues(issues: readonly Issue[]): string {

@@ -1,6 +1,6 @@
 /** Small HTTP helpers shared by every hono app (bodies with a size bound, JSON bodies, query numbers). */
 import type { Context } from "hono";
-import type { Issue } from "./errors.ts";
+import { errorMessage, type Issue } from "./errors.ts";
 import { depthOverBytes, MAX_DEPTH } from "./json_depth.ts";
 
 /** Reads the body, giving up (undefined) as soon as it passes `max` bytes. */
@@ -50,7 +50,7 @@ export async function jsonBody(
   } catch (error) {
     return {
       ok: false,
-      issues: [{ path: "", message: `Body is not valid JSON: ${(error as Error).message}` }],
+      issues: [{ path: "", message: `Body is not valid JSON: ${errorMessage(error)}` }],
     };
   }
 }

@@ -4,6 +4,7 @@
  * refused (it was written by a newer version).
  */
 import type Database from "libsql";
+import { errorMessage } from "../core/errors.ts";
 type Db = Database.Database;
 
 export interface Migration {
@@ -39,7 +40,7 @@ export function migrate(db: Db, migrations: readonly Migration[]): string[] {
       db.exec("COMMIT");
     } catch (error) {
       db.exec("ROLLBACK");
-      throw new Error(`Migration ${m.name} failed: ${(error as Error).message}`, { cause: error });
+      throw new Error(`Migration ${m.name} failed: ${errorMessage(error)}`, { cause: error });
     }
     applied.push(m.name);
   }

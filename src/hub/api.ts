@@ -14,7 +14,7 @@ import { validate } from "../core/validate.ts";
 import type { EdgeLink } from "./link.ts";
 import { matchesHash, parseBearer, sha256Hex } from "../core/secret.ts";
 import type { Logger } from "../telemetry/mod.ts";
-import { errorMessage } from "./_errors.ts";
+import { errorMessage } from "../core/errors.ts";
 import type { HubStore } from "./store.ts";
 
 export const RECORDS_LIMIT = { default: 1000, max: 10000 } as const;

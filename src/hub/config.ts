@@ -7,7 +7,7 @@ import { hostPort } from "../core/hostport.ts";
 import { toJsonSchema } from "@valibot/to-json-schema";
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
-import { type Issue, type Result, UsageError } from "../core/errors.ts";
+import { errorMessage, type Issue, type Result, UsageError } from "../core/errors.ts";
 import { validate } from "../core/validate.ts";
 
 export const HUB_DEFAULTS = {
@@ -89,7 +89,7 @@ export function loadHubConfig(path: string): HubConfig {
   try {
     json = JSON.parse(text);
   } catch (error) {
-    throw new UsageError(`Hub config file ${file} is not valid JSON: ${(error as Error).message}`);
+    throw new UsageError(`Hub config file ${file} is not valid JSON: ${errorMessage(error)}`);
   }
   const result = parseHubConfig(json, dirname(file));
   if (!result.ok) throw new UsageError(`Hub config file ${file} is invalid`, { issues: result.issues });

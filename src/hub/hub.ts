@@ -14,7 +14,7 @@ import { joinHostPort, splitHostPort } from "../core/hostport.ts";
 import { type HubConfig, loadHubConfig } from "./config.ts";
 import { createEdgeLink, type EdgeLink } from "./link.ts";
 import { createLogger, type Logger } from "../telemetry/mod.ts";
-import { errorMessage } from "./_errors.ts";
+import { errorMessage } from "../core/errors.ts";
 import { createHubStore, type HubStore } from "./store.ts";
 
 /** How long `stop()` lets gRPC calls finish before cutting them off. */

@@ -21,7 +21,7 @@ import type { Batch, CommandResultFrame, EdgeFrame, HubFrame, ReportFrame } from
 import { AUTH_METADATA } from "../proto/mod.ts";
 import type { HubEdgeConfig } from "./config.ts";
 import type { Logger } from "../telemetry/mod.ts";
-import { errorMessage } from "./_errors.ts";
+import { errorMessage } from "../core/errors.ts";
 import { type CommandStatus, type HubStore, payloadText, type PushKind } from "./store.ts";
 
 export const AUTH_FAILED = "unknown edge or wrong routing key/secret";

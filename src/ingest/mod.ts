@@ -3,9 +3,10 @@
  * in the outbox (group commit), and resolves only after commit. Transports acknowledge (MQTT
  * PUBACK, HTTP 202) only when it has resolved.
  */
+import type { Refused } from "../core/errors.ts";
 import type { Message, RoutedMessage } from "../core/message.ts";
 import type { DeviceRegistry } from "../devices/mod.ts";
-import type { Outbox } from "../outbox/mod.ts";
+import { type Outbox, OutboxClosedError, OutboxFullError, StorageFullError } from "../outbox/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 
 export { DeadLetters } from "./deadletters.ts";
@@ -55,9 +56,30 @@ export interface AcceptOptions {
   inTransaction?: () => void;
 }
 
+/**
+ * What `accept()` answers: stored (after commit), or refused for an expected reason, nothing
+ * stored and no rule state changed. The transport answers with its own status: HTTP 507/503,
+ * an MQTT PUBACK withheld.
+ * - `full`: the outbox is full under `outbox.onFull: "reject"`;
+ * - `storage`: the disk holding the outbox is full;
+ * - `stopping`: the agent is shutting down.
+ */
+export type Accepted = { ok: true; accepted: number } | Refused<"full" | "storage" | "stopping">;
+
+/** The refusal an outbox error stands for, or undefined for an unexpected failure. */
+export function refusalOf(error: unknown): Refused<"full" | "storage" | "stopping"> | undefined {
+  if (error instanceof StorageFullError) return { ok: false, reason: "storage", message: error.message };
+  if (error instanceof OutboxFullError) return { ok: false, reason: "full", message: error.message };
+  if (error instanceof OutboxClosedError) return { ok: false, reason: "stopping", message: error.message };
+  return undefined;
+}
+
 export interface Ingest {
-  /** Runs rules and stores the outputs; resolves with the number of input messages after commit. */
-  accept(messages: readonly Message[], options?: AcceptOptions): Promise<number>;
+  /**
+   * Runs rules and stores the outputs; resolves after commit with the number of input messages,
+   * or with the reason nothing was stored. Rejects only on an unexpected failure.
+   */
+  accept(messages: readonly Message[], options?: AcceptOptions): Promise<Accepted>;
   /** Stores messages created outside the data path (e.g. closed aggregate windows) as they are. */
   emit(outputs: readonly RoutedMessage[]): Promise<void>;
   /**
@@ -144,10 +166,16 @@ export function createIngest(deps: IngestDeps): Ingest {
         throw error;
       }
       if (errors > 0) deps.telemetry.rulesErrors(errors);
-      await store(toHub, journal, mark, options?.inTransaction);
+      try {
+        await store(toHub, journal, mark, options?.inTransaction);
+      } catch (error) {
+        const refused = refusalOf(error);
+        if (refused) return refused;
+        throw error;
+      }
       deps.telemetry.accepted(messages.length, messages[0]?.source ?? "unknown");
       deps.devices.observe(messages, t);
-      return messages.length;
+      return { ok: true, accepted: messages.length };
     },
     async emitFrom(produce) {
       const rules = deps.rules();

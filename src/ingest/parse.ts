@@ -5,6 +5,7 @@
  */
 import { depthOverBytes, MAX_DEPTH } from "../core/json_depth.ts";
 import type { IngestKind, JsonObject, Message } from "../core/message.ts";
+import { errorMessage } from "../core/errors.ts";
 
 export { depthOverBytes, MAX_DEPTH } from "../core/json_depth.ts";
 
@@ -84,7 +85,7 @@ export function parsePayload(raw: Uint8Array | string, ctx: ParseContext): Parse
     return {
       ok: false,
       reason: "invalid-json",
-      message: `Payload is not valid JSON: ${(error as Error).message}`,
+      message: `Payload is not valid JSON: ${errorMessage(error)}`,
     };
   }
   const result = toMessages(value, ctx);

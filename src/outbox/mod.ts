@@ -20,6 +20,7 @@ import { dirname } from "node:path";
 import type { Message } from "../core/message.ts";
 import { agentMigrations, type LocalDatabase, openDatabase, type Statement } from "../db/mod.ts";
 import { meta, outbox } from "./tables.ts";
+import { errorMessage } from "../core/errors.ts";
 
 export interface OutboxRecord {
   seq: number;
@@ -74,6 +75,14 @@ export class OutboxFullError extends Error {
   constructor(message = "Outbox is full") {
     super(message);
     this.name = "OutboxFullError";
+  }
+}
+
+/** The outbox was closed (the agent is stopping): nothing was stored. */
+export class OutboxClosedError extends Error {
+  constructor() {
+    super("Outbox is closed");
+    this.name = "OutboxClosedError";
   }
 }
 
@@ -225,7 +234,7 @@ export class Outbox {
   enqueue(messages: readonly Message[], options: EnqueueOptions = {}): Promise<void> {
     if (this.closed) {
       options.onRefused?.();
-      return Promise.reject(new Error("Outbox is closed"));
+      return Promise.reject(new OutboxClosedError());
     }
     if (messages.length === 0 && !options.inTransaction) return Promise.resolve();
     const rows: PreparedRow[] = new Array(messages.length);
@@ -322,9 +331,7 @@ export class Outbox {
     } catch (error) {
       const failure = isDiskFull(error)
         ? new StorageFullError(
-          `${
-            (error as Error).message
-          } (the outbox holds ${this.totalBytes} bytes in ${this.depth} records; ` +
+          `${errorMessage(error)} (the outbox holds ${this.totalBytes} bytes in ${this.depth} records; ` +
             `free disk space or set outbox.minFreeBytes with onFull "drop-oldest")`,
         )
         : error;

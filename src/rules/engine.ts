@@ -22,6 +22,7 @@ import { cloneJson, getField, setField, shallowCopy, toJsonValue, withoutField }
 import type { Predicate } from "./match.ts";
 import type { ActiveAlarm, OpenWindow, RuleState } from "./state.ts";
 import type { AggregateFunction, AlarmSeverity } from "./schema.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** What one rule did with one message (`POST /api/v1/rules/test`, `outpost rules test`). */
 export interface TraceEntry {
@@ -255,7 +256,7 @@ interface Spawn {
 function errorText(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   try {
-    return String(error);
+    return errorMessage(error);
   } catch {
     return "unknown error";
   }

@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { Buffer } from "node:buffer";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import process from "node:process";
+import { errorMessage } from "../core/errors.ts";
 
 export type RuntimeName = "deno" | "bun" | "node";
 
@@ -107,7 +108,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
         signal: ac.signal,
         onListen: (addr: { port: number }) => ready.resolve(addr.port),
         onError: (error: unknown) => {
-          console.error(JSON.stringify({ level: "error", event: "http.error", error: String(error) }));
+          console.error(JSON.stringify({ level: "error", event: "http.error", error: errorMessage(error) }));
           return new Response("internal error", { status: 500 });
         },
       },
@@ -175,7 +176,7 @@ export function nodeRequestListener(
       });
     } catch (error) {
       if (!res.headersSent) res.writeHead(500, { connection: "close" });
-      res.end(String(error));
+      res.end(errorMessage(error));
       if (!req.complete) req.destroy();
     }
   };

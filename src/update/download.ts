@@ -20,6 +20,7 @@ import {
   writeSync,
 } from "node:fs";
 import { writeFileAtomic } from "./_files.ts";
+import { errorMessage } from "../core/errors.ts";
 
 export interface DownloadTarget {
   url: string;
@@ -111,13 +112,13 @@ export async function downloadArtifact(o: DownloadOptions): Promise<DownloadResu
       o.onEvent?.("update.download.interrupted", {
         bytes: now,
         size: o.size,
-        error: (error as Error).message,
+        error: errorMessage(error),
         attempt: failures,
       });
       if (failures >= maxAttempts) {
         return {
           ok: false,
-          reason: `The download of ${o.url} failed ${failures} times in a row: ${(error as Error).message}`,
+          reason: `The download of ${o.url} failed ${failures} times in a row: ${errorMessage(error)}`,
           resumable: true,
         };
       }
@@ -154,7 +155,7 @@ async function fetchOnce(
     try {
       response = await doFetch(o.url, { headers, signal: ac.signal, redirect: "follow" });
     } catch (error) {
-      throw new Error(`Cannot reach ${o.url}: ${(error as Error).message}`);
+      throw new Error(`Cannot reach ${o.url}: ${errorMessage(error)}`);
     }
     let start = 0;
     if (response.status === 206) {

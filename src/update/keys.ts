@@ -12,6 +12,7 @@ import {
   generateKeyPairSync,
   type KeyObject,
 } from "node:crypto";
+import { errorMessage } from "../core/errors.ts";
 
 export interface SigningKey {
   /** PKCS8 PEM: keep it secret. */
@@ -35,7 +36,7 @@ export function parsePrivateKey(pem: string): KeyObject {
   try {
     key = createPrivateKey(pem);
   } catch (error) {
-    throw new Error(`Not a PEM private key: ${(error as Error).message}`);
+    throw new Error(`Not a PEM private key: ${errorMessage(error)}`);
   }
   if (key.asymmetricKeyType !== "ed25519") {
     throw new Error(`Expected an ed25519 private key, got "${key.asymmetricKeyType}"`);

@@ -36,6 +36,7 @@ import { type Artifact, type Manifest, verifyManifest } from "./manifest.ts";
 import { readMarker, readResult, type TrialMarker, writeMarker, writeResult } from "./marker.ts";
 import { compareSemver } from "./semver.ts";
 import { commitTrial, rollbackTrial } from "./trial.ts";
+import { errorMessage } from "../core/errors.ts";
 
 export type UpdateStateName =
   | "idle"
@@ -234,7 +235,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     try {
       raw = await fetchManifest(manifestUrl);
     } catch (error) {
-      return { ok: false, reason: (error as Error).message };
+      return { ok: false, reason: errorMessage(error) };
     }
     const verified = verifyManifest(raw, deps.settings.publicKey);
     if (!verified.ok) return { ok: false, reason: verified.reason };
@@ -257,7 +258,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     try {
       response = await doFetch(url, { signal: AbortSignal.any([abort.signal, AbortSignal.timeout(30_000)]) });
     } catch (error) {
-      throw new Error(`Cannot fetch the manifest ${url}: ${(error as Error).message}`);
+      throw new Error(`Cannot fetch the manifest ${url}: ${errorMessage(error)}`);
     }
     if (!response.ok) {
       await response.body?.cancel();
@@ -291,7 +292,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     try {
       return JSON.parse(text);
     } catch (error) {
-      throw new Error(`The manifest ${url} is not valid JSON: ${(error as Error).message}`);
+      throw new Error(`The manifest ${url} is not valid JSON: ${errorMessage(error)}`);
     }
   }
 
@@ -443,7 +444,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
       renameSync(paths.part, paths.exe);
     } catch (error) {
       removeDurably(paths.marker);
-      throw new Refusal(`Cannot rename the new binary over ${paths.exe}: ${(error as Error).message}`);
+      throw new Refusal(`Cannot rename the new binary over ${paths.exe}: ${errorMessage(error)}`);
     }
     fsyncDir(dirname(paths.exe));
     rmSync(paths.partState, { force: true });
@@ -478,7 +479,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
         return () => rmSync(paths.lock, { force: true });
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
-          throw new Refusal(`Cannot write beside ${paths.exe}: ${(error as Error).message}`);
+          throw new Refusal(`Cannot write beside ${paths.exe}: ${errorMessage(error)}`);
         }
         const holder = Number(readFileSync(paths.lock, "utf8").trim());
         if (holder && holder !== deps.pid && processAlive(holder)) {
@@ -491,7 +492,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
   }
 
   function fail(error: unknown): void {
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     log.error("update.failed", { reason, version: status.version });
     set({ state: "failed", version: status.version, manifestUrl: status.manifestUrl, reason });
     if (status.version) {
@@ -568,7 +569,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
         try {
           why = await healthy();
         } catch (error) {
-          why = (error as Error).message;
+          why = errorMessage(error);
         }
         if (abort.signal.aborted || !trialMarker) return;
         if (why === undefined) {
@@ -576,7 +577,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
             commitTrial(paths, trialMarker, { log, now, by: deps.by });
           } catch (error) {
             // A full disk, say: the trial stays open and is tried again.
-            log.error("update.trial.commit_failed", { error: String(error) });
+            log.error("update.trial.commit_failed", { error: errorMessage(error) });
             trialTimer = setTimeout(tick, 5_000);
             return;
           }

@@ -24,6 +24,7 @@ import type { Outbox, OutboxRecordBytes } from "../outbox/mod.ts";
 import { AUTH_METADATA, type EdgeFrame, hubClientConstructor, type HubFrame } from "../proto/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { classify, codeName } from "./classify.ts";
+import { errorMessage } from "../core/errors.ts";
 
 export interface UplinkConfig {
   url: string;
@@ -200,7 +201,7 @@ export class Uplink {
       try {
         this.call?.write({ frame: "heartbeat", heartbeat: { ts: Date.now() } });
       } catch (error) {
-        this.telemetry.log.warn("uplink.heartbeat_failed", { error: String(error) });
+        this.telemetry.log.warn("uplink.heartbeat_failed", { error: errorMessage(error) });
       }
     }, 15_000);
     this.ackWatch = setInterval(() => this.checkAcks(), Math.max(50, Math.min(5_000, this.ackTimeoutMs / 4)));
@@ -311,7 +312,7 @@ export class Uplink {
                 this.pump();
               } catch (error) {
                 // The records stay in the outbox; the next commit or ack pumps again.
-                this.telemetry.log.error("uplink.pump_failed", { error: String(error) });
+                this.telemetry.log.error("uplink.pump_failed", { error: errorMessage(error) });
               }
             }, wait);
             break;

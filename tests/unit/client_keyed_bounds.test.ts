@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { CommandStore } from "../../src/commands/store.ts";
+import { CommandStore } from "../../src/device_commands/store.ts";
 import { agentMigrations, openDatabase } from "../../src/db/mod.ts";
 import { createRedelivery } from "../../src/transports/mqtt/dedupe.ts";
 import { removeDir, tempDir } from "../helpers/procs.ts";

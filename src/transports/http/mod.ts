@@ -8,7 +8,6 @@ import { Hono } from "hono";
 import { readLimited } from "../../core/http.ts";
 import type { IngestKind } from "../../core/message.ts";
 import { DEVICE_ID, type Ingest, parsePayload, type RejectReason } from "../../ingest/mod.ts";
-import { OutboxFullError } from "../../outbox/mod.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
 
 export interface HttpIngestDeps {
@@ -73,16 +72,14 @@ export function createHttpIngest(deps: HttpIngestDeps): Hono {
       telemetry.rejected(parsed.reason, { device, transport: "http" });
       return c.json({ error: parsed.message }, REJECT_STATUS[parsed.reason] ?? 400);
     }
-    try {
-      const n = await deps.ingest.accept(parsed.messages);
-      return c.json({ accepted: n }, 202);
-    } catch (error) {
-      if (error instanceof OutboxFullError) {
-        telemetry.rejected("outbox-full", { device, transport: "http", count: parsed.messages.length });
-        return c.json({ error: error.message }, 507);
-      }
-      throw error;
-    }
+    const result = await deps.ingest.accept(parsed.messages);
+    if (result.ok) return c.json({ accepted: result.accepted }, 202);
+    telemetry.rejected(result.reason === "stopping" ? "stopping" : "outbox-full", {
+      device,
+      transport: "http",
+      count: parsed.messages.length,
+    });
+    return c.json({ error: result.message }, result.reason === "stopping" ? 503 : 507);
   });
 
   return app;

@@ -51,6 +51,7 @@ import {
 import { payloadDigest, type PublishKey } from "./dedupe.ts";
 import type { InboundPublish, Intake } from "./intake.ts";
 import { routeDeviceTopic, THINGSBOARD_PREFIX, thingsBoardKind } from "./topics.ts";
+import { errorMessage } from "../../core/errors.ts";
 
 export interface BrokerOptions {
   /** `host:port`; port 0 picks a free one. */
@@ -275,7 +276,7 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
     try {
       deps.commands!.answer(device, id, payload, via);
     } catch (error) {
-      log.error("mqtt.command_answer_failed", { device, id, error: (error as Error).message });
+      log.error("mqtt.command_answer_failed", { device, id, error: errorMessage(error) });
       return done(new Error("outpost could not store the answer"));
     }
     unrelayed.add(packet.payload as object);

@@ -24,6 +24,7 @@ import type { Telemetry } from "../../telemetry/mod.ts";
 import { payloadDigest, type PublishKey, type Redelivery } from "./dedupe.ts";
 import type { InboundPublish, Intake } from "./intake.ts";
 import { compileDevicePattern, DEFAULT_DEVICE_PATTERN } from "./topics.ts";
+import { errorMessage } from "../../core/errors.ts";
 
 export interface ExternalOptions {
   url: string;
@@ -204,7 +205,7 @@ export function createExternalClient(options: ExternalOptions, deps: ExternalDep
           try {
             taken = options.intercept(p.topic, payload);
           } catch (error) {
-            log.error("mqtt.external.store_failed", { url: shownUrl, error: (error as Error).message });
+            log.error("mqtt.external.store_failed", { url: shownUrl, error: errorMessage(error) });
             c.stream?.destroy(); // not acknowledged: the broker redelivers
             return;
           }

@@ -14,7 +14,7 @@
  */
 import type { IngestKind, Message } from "../../core/message.ts";
 import { type DeadLetters, type Ingest, parsePayload } from "../../ingest/mod.ts";
-import { OutboxFullError } from "../../outbox/mod.ts";
+import { errorMessage } from "../../core/errors.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
 import type { PublishKey, Redelivery } from "./dedupe.ts";
 
@@ -104,28 +104,30 @@ export function createIntake(deps: IntakeDeps): Intake {
     let delay = firstMs;
     for (;;) {
       if (stopped) return { ok: false, why: "stopped" };
+      let result;
       try {
-        await deps.ingest.accept(messages, { inTransaction });
+        result = await deps.ingest.accept(messages, { inTransaction });
+      } catch (error) {
+        telemetry.log.error("mqtt.store_failed", { source, error: errorMessage(error) });
+        return { ok: false, why: "error" };
+      }
+      if (result.ok) {
         if (fullSince !== undefined) {
           telemetry.log.info("mqtt.backpressure_ended", { waitedMs: now() - fullSince });
           fullSince = undefined;
         }
         return undefined;
-      } catch (error) {
-        if (!(error instanceof OutboxFullError)) {
-          telemetry.log.error("mqtt.store_failed", { source, error: (error as Error).message });
-          return { ok: false, why: "error" };
-        }
-        if (fullSince === undefined) {
-          fullSince = now();
-          telemetry.log.warn("mqtt.backpressure", {
-            source,
-            reason: error.message,
-            action: "acknowledgements withheld until the outbox has room",
-          });
-        }
-        waits.add(1);
       }
+      if (result.reason === "stopping") return { ok: false, why: "stopped" };
+      if (fullSince === undefined) {
+        fullSince = now();
+        telemetry.log.warn("mqtt.backpressure", {
+          source,
+          reason: result.message,
+          action: "acknowledgements withheld until the outbox has room",
+        });
+      }
+      waits.add(1);
       if (!alive()) return { ok: false, why: "gone" };
       await sleep(delay);
       delay = Math.min(maxMs, delay * 2);

@@ -22,6 +22,7 @@ import { BROKER_LIMIT_DEFAULTS } from "../../config/mod.ts";
 import { parseDuration } from "../../core/duration.ts";
 import { RefusalLog } from "../../core/refusal_log.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
+import { errorMessage } from "../../core/errors.ts";
 
 export interface BrokerLimits {
   maxPacketBytes: number;
@@ -251,7 +252,7 @@ export function createBrokerBounds(limits: BrokerLimits, telemetry: Telemetry, n
         const [oldest] = away.keys();
         away.delete(oldest);
         forget(oldest).catch((error) =>
-          telemetry.log.error("mqtt.session_expiry_failed", { error: (error as Error).message })
+          telemetry.log.error("mqtt.session_expiry_failed", { error: errorMessage(error) })
         );
         hit("session-expiry", { clientId: oldest.slice(0, 128), why: "too many sessions away" });
       }
@@ -272,7 +273,7 @@ export function createBrokerBounds(limits: BrokerLimits, telemetry: Telemetry, n
           hit("session-expiry", { clientId: clientId.slice(0, 128) });
         }
       } catch (error) {
-        telemetry.log.error("mqtt.session_expiry_failed", { error: (error as Error).message });
+        telemetry.log.error("mqtt.session_expiry_failed", { error: errorMessage(error) });
       }
     },
   };

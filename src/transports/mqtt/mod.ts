@@ -27,6 +27,7 @@ import {
 import { createRedelivery, type Redelivery } from "./dedupe.ts";
 import { createExternalClient, type ExternalClient, type ExternalStatus } from "./external.ts";
 import { createIntake, type Intake } from "./intake.ts";
+import { errorMessage } from "../../core/errors.ts";
 
 export { authenticate, mayPublish, maySubscribe } from "./auth.ts";
 export type { Credentials, Identity } from "./auth.ts";
@@ -64,7 +65,7 @@ export interface MqttDeps {
   apiToken: string;
   /** The outbox's database: what the transports remember commits in the outbox's transactions. */
   db: LocalDatabase;
-  /** Commands from the hub (src/commands): device answers, and devices that now listen. */
+  /** Commands from the hub (src/device_commands): device answers, and devices that now listen. */
   commands?: CommandHooks;
 }
 
@@ -173,7 +174,7 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
         try {
           redelivery?.prune(REDELIVERY_MAX_AGE_MS);
         } catch (error) {
-          telemetry.log.error("mqtt.prune_failed", { error: String(error) });
+          telemetry.log.error("mqtt.prune_failed", { error: errorMessage(error) });
         }
       }, 3600_000);
       (pruneTimer as { unref?: () => void }).unref?.();

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Message } from "../../../src/core/message.ts";
 import { DeviceRegistry } from "../../../src/devices/mod.ts";
 import { createIngest, passThrough } from "../../../src/ingest/mod.ts";
-import { createOutbox, OutboxFullError } from "../../../src/outbox/mod.ts";
+import { createOutbox } from "../../../src/outbox/mod.ts";
 import { createLogger, createTelemetry } from "../../../src/telemetry/mod.ts";
 import { removeDir, tempDir } from "../../helpers/procs.ts";
 
@@ -33,15 +33,16 @@ Deno.test("inTransaction runs inside the transaction that stores the messages, a
     });
     const seen: boolean[] = [];
     const probe = () => seen.push(outbox.db.raw.inTransaction);
-    await ingest.accept([msg(1)], { inTransaction: probe });
+    assert.deepEqual(await ingest.accept([msg(1)], { inTransaction: probe }), { ok: true, accepted: 1 });
     drop = true;
-    await ingest.accept([msg(2)], { inTransaction: probe });
+    assert.deepEqual(await ingest.accept([msg(2)], { inTransaction: probe }), { ok: true, accepted: 1 });
     assert.deepEqual(seen, [true, true]);
     assert.equal(outbox.stats().depth, 1);
 
     // A batch refused by a full outbox (onFull: "reject") does not run it.
     drop = false;
-    await assert.rejects(ingest.accept([msg(3, 80_000)], { inTransaction: probe }), OutboxFullError);
+    const refused = await ingest.accept([msg(3, 80_000)], { inTransaction: probe });
+    assert.equal(refused.ok ? "stored" : refused.reason, "full");
     assert.equal(seen.length, 2);
     outbox.close();
   } finally {

@@ -31,10 +31,10 @@ async function setup() {
       calls.push([...messages]);
       if (state.fullTimes > 0) {
         state.fullTimes--;
-        throw new OutboxFullError();
+        return { ok: false, reason: "full", message: new OutboxFullError().message };
       }
       if (state.hold) await state.hold.promise;
-      return messages.length;
+      return { ok: true, accepted: messages.length };
     },
     emit: () => Promise.resolve(),
   };

@@ -24,10 +24,10 @@ function fakeIngest(options: { fullTimes?: number; db?: LocalDatabase } = {}) {
       calls.push([...messages]);
       if (full > 0) {
         full--;
-        return Promise.reject(new OutboxFullError());
+        return Promise.resolve({ ok: false, reason: "full", message: new OutboxFullError().message });
       }
       if (accept?.inTransaction) options.db!.transaction(accept.inTransaction);
-      return Promise.resolve(messages.length);
+      return Promise.resolve({ ok: true, accepted: messages.length });
     },
     emit: () => Promise.resolve(),
   };

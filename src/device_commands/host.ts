@@ -28,6 +28,7 @@ import {
   parseCommand,
 } from "./parse.ts";
 import { type CommandRow, CommandStore, MAX_COMMAND_DEVICES } from "./store.ts";
+import { errorMessage } from "../core/errors.ts";
 
 export interface CommandsOptions {
   /** Bytes of a command's params; larger commands are refused. Default 64 KiB. */
@@ -194,7 +195,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
       try {
         store.markSent(row.id, now());
       } catch (error) {
-        log.error("command.store_failed", { id: row.id, error: String(error) });
+        log.error("command.store_failed", { id: row.id, error: errorMessage(error) });
       }
     }
     return sent;
@@ -265,7 +266,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
           payload,
         );
       } catch (error) {
-        log.error("command.store_failed", { id, error: String(error) });
+        log.error("command.store_failed", { id, error: errorMessage(error) });
       }
     }
     sendResult({ id, status: "error", payload });
@@ -319,7 +320,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
     try {
       via = deps.deliver?.(command);
     } catch (error) {
-      log.warn("command.deliver_failed", { id: row.id, device: row.device, error: String(error) });
+      log.warn("command.deliver_failed", { id: row.id, device: row.device, error: errorMessage(error) });
     }
     if (via !== undefined) {
       store.markDelivered(row.id, via, now());
@@ -349,7 +350,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
         for (const d of devices) for (const row of store.pending(d, 100)) tryDeliver(row);
       }
     } catch (error) {
-      log.error("command.store_failed", { error: String(error) });
+      log.error("command.store_failed", { error: errorMessage(error) });
     }
   }
 
@@ -391,7 +392,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
       }
       schedule();
     } catch (error) {
-      log.error("command.store_failed", { error: String(error) });
+      log.error("command.store_failed", { error: errorMessage(error) });
       if (running) deadlineTimer = setTimeout(sweep, 1000);
     }
   }
@@ -411,7 +412,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
         }
       }
     } catch (error) {
-      log.error("command.store_failed", { error: String(error) });
+      log.error("command.store_failed", { error: errorMessage(error) });
     }
   }
 
@@ -443,7 +444,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
       try {
         for (const d of store.knownDevices()) known.add(d);
       } catch (error) {
-        log.error("command.store_failed", { error: String(error) });
+        log.error("command.store_failed", { error: errorMessage(error) });
       }
       sweep();
       tick = setInterval(periodic, Math.min(resendMs, 60_000));
@@ -505,7 +506,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
         tryDeliver(row);
         if (running && row.deadline < scheduledFor) schedule();
       } catch (error) {
-        log.error("command.failed", { id: String(frame.id ?? "").slice(0, 128), error: String(error) });
+        log.error("command.failed", { id: String(frame.id ?? "").slice(0, 128), error: errorMessage(error) });
       }
     },
 
@@ -513,7 +514,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
       try {
         store.markAcked(id);
       } catch (error) {
-        log.error("command.store_failed", { id, error: String(error) });
+        log.error("command.store_failed", { id, error: errorMessage(error) });
       }
     },
 
@@ -521,7 +522,7 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
       try {
         resend(Number.MAX_SAFE_INTEGER);
       } catch (error) {
-        log.error("command.store_failed", { error: String(error) });
+        log.error("command.store_failed", { error: errorMessage(error) });
       }
     },
 

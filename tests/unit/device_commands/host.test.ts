@@ -5,14 +5,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Hono } from "hono";
-import { createDownlink } from "../../../src/agent/downlink.ts";
+import { createDownlink } from "../../../src/downlink/mod.ts";
 import type { RulesHost } from "../../../src/agent/rules_host.ts";
 import {
   type Commands,
   createCommands,
   type DeviceCommand,
   mountCommandRoutes,
-} from "../../../src/commands/mod.ts";
+} from "../../../src/device_commands/mod.ts";
 import { agentMigrations, type LocalDatabase, openDatabase } from "../../../src/db/mod.ts";
 import type { EdgeFrame, HubFrame } from "../../../src/proto/mod.ts";
 import { createLogger, createTelemetry } from "../../../src/telemetry/mod.ts";

@@ -1,6 +1,6 @@
 /** Commands: what a `command` frame must hold, and how a device's answer becomes a result. */
 import assert from "node:assert/strict";
-import { COMMAND_LIMITS, parseAnswer, parseCommand } from "../../../src/commands/mod.ts";
+import { COMMAND_LIMITS, parseAnswer, parseCommand } from "../../../src/device_commands/mod.ts";
 
 const enc = new TextEncoder();
 const frame = (over: Record<string, unknown> = {}) =>

@@ -1,7 +1,7 @@
 /** Command routes on the control API: a device's own token reaches its own poll and answers, nothing more. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createCommands, mountCommandRoutes } from "../../../src/commands/mod.ts";
+import { createCommands, mountCommandRoutes } from "../../../src/device_commands/mod.ts";
 import { createHttpIngest } from "../../../src/transports/http/mod.ts";
 import { createControlApp } from "../../../src/control/mod.ts";
 import { DeviceRegistry } from "../../../src/devices/mod.ts";

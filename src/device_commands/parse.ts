@@ -9,6 +9,7 @@
  * - an empty body: status `ok`, payload `null`.
  */
 import { DEVICE_ID } from "../ingest/mod.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** Command ids stand in an MQTT topic level and a URL path segment, like device ids. */
 export const COMMAND_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -135,7 +136,7 @@ export function parseAnswer(raw: Uint8Array | string, maxBytes: number): AnswerR
   try {
     value = JSON.parse(text);
   } catch (error) {
-    return { ok: false, problem: `Answer is not valid JSON: ${(error as Error).message}` };
+    return { ok: false, problem: `Answer is not valid JSON: ${errorMessage(error)}` };
   }
   if (isEnvelope(value)) return { ok: true, status: value.status, payload: value.payload ?? null };
   if (typeof value === "object" && value !== null && !Array.isArray(value) && "error" in value) {

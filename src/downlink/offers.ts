@@ -7,10 +7,10 @@
  * last final state.
  */
 import { redactUrl } from "../core/redact.ts";
-import { Buffer } from "node:buffer";
 import type { EdgeFrame, UpdateOfferFrame } from "../proto/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import type { Updater, UpdateStatus } from "../update/mod.ts";
+import { report as reportFrame } from "./report.ts";
 
 const FINAL = new Set(["committed", "rolled-back", "failed"]);
 
@@ -31,8 +31,7 @@ export interface OfferHandling {
 
 export function createOfferHandling(deps: OfferDeps): OfferHandling {
   let offered: { version: string; url: string; receivedAt: string; applied: boolean } | null = null;
-  const report = (body: Record<string, unknown>) =>
-    deps.send({ frame: "report", report: { type: "update", body: Buffer.from(JSON.stringify(body)) } });
+  const report = (body: Record<string, unknown>) => deps.send(reportFrame("update", body));
   const outcome = (s: UpdateStatus) => ({
     status: s.state,
     version: s.version ?? s.current,
