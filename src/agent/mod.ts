@@ -1,15 +1,18 @@
 /**
- * The agent: builds every component from the typed config and runs them under one lifecycle.
- * Start order: store → uplink → rules → control API (which also takes HTTP ingest, so the rules
- * must be in force first) → MQTT transports; stop in reverse, draining
- * what is in flight. Start-up and reload share one code path per part.
+ * The agent, the composition root: opens the database, builds every part from the typed config
+ * and runs them under one lifecycle (src/core/component.ts). Start order: store → uplink →
+ * downlink → control API → rules → transports (MQTT, and HTTP ingest, which shares the control
+ * API's listener but answers 503 until the transports start) → update trial; stop in reverse,
+ * draining what is in flight. Start-up and reload share one code path per part.
  */
 import { redactUrl } from "../core/redact.ts";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createCommands, mountCommandRoutes } from "../device_commands/mod.ts";
 import { type Config, DEFAULTS, resolveFromConfig } from "../config/mod.ts";
-import { splitHostPort } from "../core/hostport.ts";
+import { lifecycle } from "../core/component.ts";
+import { joinHostPort, splitHostPort } from "../core/hostport.ts";
+import { agentMigrations, openDatabase } from "../db/mod.ts";
 import { createControlApp, type HubStatus } from "../control/mod.ts";
 import { errorMessage, UsageError } from "../core/errors.ts";
 import { randomToken } from "../core/secret.ts";
@@ -55,9 +58,10 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
   chmodSync(config.dataDir, 0o700); // also when it already existed, whatever the umask
   const startedAt = Date.now();
 
-  // 1. Store.
+  // The store: one database for the outbox and everything kept beside it.
+  const db = openDatabase(join(config.dataDir, "outbox.db"), { migrations: agentMigrations });
   const outbox = createOutbox({
-    path: join(config.dataDir, "outbox.db"),
+    db,
     maxBytes: config.outbox.maxBytes,
     onFull: config.outbox.onFull,
     minFreeBytes: config.outbox.minFreeBytes ?? DEFAULTS.outboxMinFreeBytes,
@@ -68,10 +72,10 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     },
     onError: (event, error) => log.error(event, { error: errorMessage(error) }),
   });
-  const devices = new DeviceRegistry(outbox.db, { max: config.devices.max, telemetry });
+  const devices = new DeviceRegistry(db, { max: config.devices.max, telemetry });
   const deadLetters = new DeadLetters(1000);
 
-  // 2. Uplink.
+  // Uplink.
   let uplink: Uplink | undefined;
   if (config.hub) {
     uplink = createUplink(
@@ -112,7 +116,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     source: typeof config.rules === "string" ? resolveFromConfig(config, config.rules) : config.rules,
     dataDir: config.dataDir,
     telemetry,
-    db: outbox.db,
+    db,
     emit: (produce) => ingest.emitFrom!(produce),
   });
 
@@ -130,7 +134,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
   // over the MQTT transports built below (called only after start) or HTTP polls, their results
   // sent to the hub until it acknowledges them.
   const commands = createCommands({
-    db: outbox.db,
+    db,
     telemetry,
     send: (frame) => uplink?.send(frame) ?? false,
     isKnownDevice: (id) => devices.isKnown(id),
@@ -157,7 +161,12 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     deadLetters,
     telemetry,
     hubStatus,
-    routes: [createHttpIngest({ ingest, telemetry, maxPayloadBytes: config.limits.maxPayloadBytes })],
+    routes: [createHttpIngest({
+      ingest,
+      telemetry,
+      maxPayloadBytes: config.limits.maxPayloadBytes,
+      accepting: () => transportsOpen,
+    })],
     extraStatus: () => ({ update: offers.status(), commands: commands.counts() }),
     extend: (a) => {
       update.mount(a);
@@ -184,7 +193,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     deadLetters,
     telemetry,
     apiToken: token,
-    db: outbox.db,
+    db,
     commands: {
       answer: (device, id, payload, via) => void commands.answer(device, id, payload, via),
       listening: (device) => commands.listening(device),
@@ -192,61 +201,103 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
   });
 
   let server: Server | undefined;
-  let stopping: Promise<void> | undefined;
+  let transportsOpen = false;
+  const { hostname, port } = splitHostPort(config.api.listen);
 
+  const parts = lifecycle([
+    {
+      name: "store",
+      start: () => {},
+      stop: () => {
+        outbox.close();
+        db.close();
+      },
+    },
+    {
+      name: "uplink",
+      start: () => uplink?.start(),
+      stop: async () => {
+        await uplink?.drain(2_000);
+        uplink?.stop();
+      },
+    },
+    {
+      name: "downlink",
+      start: ({ signal }) => {
+        commands.start();
+        // Open long polls answer as soon as stopping begins, so the API server can close.
+        signal.addEventListener("abort", () => commands.stop(), { once: true });
+      },
+      stop: () => commands.stop(),
+    },
+    {
+      name: "control",
+      start: async () => {
+        server = await serve({ hostname, port, fetch: app.fetch });
+      },
+      stop: () => server?.close(),
+    },
+    {
+      name: "rules",
+      start: () => {
+        const rules = rulesHost.start();
+        if (!rules.ok) throw new UsageError(`Rules in ${rules.what} are invalid`, { issues: rules.issues });
+      },
+      stop: () => rulesHost.stop(),
+    },
+    {
+      name: "transports",
+      start: async () => {
+        await transports.start();
+        transportsOpen = true;
+      },
+      stop: async () => {
+        transportsOpen = false;
+        await transports.stop();
+      },
+    },
+    {
+      name: "update",
+      // On trial after a self-update: healthy = API answering, store open, hub connected if configured.
+      start: () => {
+        const local = hostname === "0.0.0.0" || hostname === "::" ? "127.0.0.1" : hostname;
+        const healthz = `http://${joinHostPort(local, server!.port)}/healthz`;
+        update.updater.startTrial(async () => {
+          const health = await fetch(healthz, { signal: AbortSignal.timeout(5_000) }).catch(() => undefined);
+          await health?.body?.cancel();
+          if (health?.status !== 200) return "the API does not answer /healthz";
+          outbox.stats();
+          const hub = hubStatus();
+          if (hub.configured && !hub.connected) {
+            return `the hub is not connected${hub.error ? `: ${hub.error}` : ""}`;
+          }
+          return undefined;
+        });
+      },
+      stop: () => update.updater.stop(),
+    },
+  ], (name, error) => log.error("agent.stop_failed", { part: name, error: errorMessage(error) }));
+
+  let stopped: Promise<void> | undefined;
   return {
     outbox,
     ingest,
     update,
     async start() {
-      commands.start();
-      uplink?.start();
-      const { hostname, port } = splitHostPort(config.api.listen);
-      // Rules load before the API listens: HTTP ingest shares that listener, and no message may
-      // pass before the rules in force are.
-      const rules = rulesHost.start();
-      if (!rules.ok) {
-        throw new UsageError(`Rules in ${rules.what} are invalid`, { issues: rules.issues });
-      }
-      server = await serve({ hostname, port, fetch: app.fetch });
-      await transports.start();
+      await parts.start();
       log.info("agent.started", {
         version: VERSION,
         edgeId: config.edgeId,
-        api: `${hostname}:${server.port}`,
+        api: joinHostPort(hostname, server!.port),
         dataDir: config.dataDir,
         hub: config.hub ? redactUrl(config.hub.url) : null,
         config: config.source ?? "built-in defaults",
       });
-      // On trial after a self-update: healthy = API answering, store open, hub connected if configured.
-      const local = hostname === "0.0.0.0" || hostname === "::" ? "127.0.0.1" : hostname;
-      const healthz = `http://${local.includes(":") ? `[${local}]` : local}:${server.port}/healthz`;
-      update.updater.startTrial(async () => {
-        const health = await fetch(healthz, { signal: AbortSignal.timeout(5_000) }).catch(() => undefined);
-        await health?.body?.cancel();
-        if (health?.status !== 200) return "the API does not answer /healthz";
-        outbox.stats();
-        const hub = hubStatus();
-        if (hub.configured && !hub.connected) {
-          return `the hub is not connected${hub.error ? `: ${hub.error}` : ""}`;
-        }
-        return undefined;
-      });
-      return { apiPort: server.port };
+      return { apiPort: server!.port };
     },
     stop() {
-      stopping ??= (async () => {
-        update.updater.stop();
-        await transports.stop();
-        rulesHost.stop();
-        commands.stop(); // open long polls answer now, so the server can close
-        await server?.close();
-        await uplink?.drain(2_000);
-        uplink?.stop();
-        outbox.close();
-        log.info("agent.stopped", {});
-      })();
-      return stopping;
+      stopped ??= parts.stop().then(() => log.info("agent.stopped", {}));
+      return stopped;
     },
   };
 }

@@ -25,6 +25,8 @@ export interface Statement {
 }
 
 export interface LocalDatabase {
+  /** The file it was opened from (`:memory:` for none). */
+  readonly path: string;
   /** The native handle, for `exec` of fixed SQL. */
   raw: Database.Database;
   /** A drizzle database over the same handle (sync API: `.run()`, `.all()`, `.get()`). */
@@ -156,6 +158,7 @@ export function openDatabase(path: string, options: OpenOptions): LocalDatabase 
       }
     },
     statementCount: () => cache.size,
+    path,
     close() {
       if (closed) return;
       closed = true;

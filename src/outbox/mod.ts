@@ -49,7 +49,10 @@ export interface OutboxStats {
 }
 
 export interface OutboxOptions {
-  path: string;
+  /** The agent's database, opened and migrated by its owner (the agent), who also closes it. */
+  db?: LocalDatabase;
+  /** Without `db`: a database file the outbox opens, migrates and closes itself (tests, tools). */
+  path?: string;
   maxBytes: number;
   onFull: "drop-oldest" | "reject";
   /**
@@ -162,6 +165,7 @@ export function recordBytes(device: string, topic: string | null | undefined, pa
 
 export class Outbox {
   readonly db: LocalDatabase;
+  private readonly ownsDb: boolean;
   readonly epoch: string;
   private readonly options: OutboxOptions;
   private readonly now: () => number;
@@ -189,7 +193,9 @@ export class Outbox {
   constructor(options: OutboxOptions) {
     this.options = options;
     this.now = options.now ?? Date.now;
-    this.db = openDatabase(options.path, { migrations: agentMigrations, synchronous: options.synchronous });
+    this.ownsDb = options.db === undefined;
+    this.db = options.db ??
+      openDatabase(options.path!, { migrations: agentMigrations, synchronous: options.synchronous });
     const orm = this.db.orm;
     const p = sql.placeholder;
     this.q = {
@@ -380,14 +386,14 @@ export class Outbox {
   private capacity(): number {
     const max = this.options.maxBytes;
     const minFree = this.options.minFreeBytes ?? 0;
-    if (this.options.onFull !== "drop-oldest" || minFree <= 0 || this.options.path === ":memory:") return max;
+    if (this.options.onFull !== "drop-oldest" || minFree <= 0 || this.db.path === ":memory:") return max;
     const t = this.now();
     const f = this.free;
     if (t - f.at >= FREE_CHECK_MS || this.totalBytes - f.outboxBytes >= FREE_CHECK_BYTES) {
       f.at = t;
       f.outboxBytes = this.totalBytes;
       try {
-        const s = statfsSync(dirname(this.options.path));
+        const s = statfsSync(dirname(this.db.path));
         f.bytes = Number(s.bavail) * Number(s.bsize);
         f.failed = false;
       } catch (error) {
@@ -550,13 +556,13 @@ export class Outbox {
     return () => this.listeners.delete(listener);
   }
 
-  /** Flushes what is pending and closes the database. Idempotent. */
+  /** Flushes what is pending; closes the database if the outbox opened it. Idempotent. */
   close(): void {
     if (this.closed) return;
     if (this.pending.length > 0 || this.ackFrom.length > 0) this.flush();
     this.closed = true;
     this.listeners.clear();
-    this.db.close();
+    if (this.ownsDb) this.db.close();
   }
 }
 

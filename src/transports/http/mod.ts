@@ -14,6 +14,8 @@ export interface HttpIngestDeps {
   ingest: Ingest;
   telemetry: Telemetry;
   maxPayloadBytes: number;
+  /** False while the agent starts or stops: requests get 503 and may be retried. Default: always. */
+  accepting?: () => boolean;
   now?: () => number;
 }
 
@@ -36,6 +38,10 @@ export function createHttpIngest(deps: HttpIngestDeps): Hono {
   const { telemetry } = deps;
 
   app.post("/api/v1/devices/:device/:kind{telemetry|attributes|events}", async (c) => {
+    if (deps.accepting && !deps.accepting()) {
+      c.header("Retry-After", "1");
+      return c.json({ error: "The agent is starting or stopping; try again" }, 503);
+    }
     const device = c.req.param("device");
     const kind = KINDS[c.req.param("kind")];
     if (!DEVICE_ID.test(device)) {
