@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { createOutbox, type Outbox } from "../../src/outbox/mod.ts";
 import { type EdgeFrame, type HubFrame, hubService } from "../../src/proto/mod.ts";
 import { createLogger, createTelemetry } from "../../src/telemetry/mod.ts";
-import { createUplink, type Uplink, type UplinkOptions } from "../../src/uplink/mod.ts";
+import { createUplink, type UplinkOptions } from "../../src/uplink/mod.ts";
 import { removeDir, tempDir, waitFor } from "../helpers/procs.ts";
 
 interface Received {
