@@ -77,11 +77,7 @@ export function createControlApp(deps: ControlDeps): Hono {
   // Authentication: the API token everywhere; on a device's own ingest and command routes also
   // the device's own token.
   const limiter = new AuthLimiter({ now });
-  const limited = telemetry.metrics.family(
-    "outpost_auth_limited_total",
-    "HTTP requests refused (429) because their address failed authentication too often",
-    "counter",
-  );
+  const limited = telemetry.metrics.family("outpost_auth_limited_total");
   const limitedLog = new RefusalLog(now);
   app.use("*", async (c, next) => {
     if (c.req.path === "/healthz") return await next();
@@ -136,19 +132,19 @@ export function createControlApp(deps: ControlDeps): Hono {
   const gauges = telemetry.metrics;
   gauges.collectors.push(() => {
     const s = deps.outbox.stats();
-    gauges.family("outpost_outbox_depth", "Records waiting in the outbox", "gauge").set(s.depth);
-    gauges.family("outpost_outbox_bytes", "Bytes waiting in the outbox", "gauge").set(s.bytes);
-    gauges.family("outpost_outbox_dropped", "Records dropped from a full outbox, ever", "gauge").set(
+    gauges.family("outpost_outbox_depth").set(s.depth);
+    gauges.family("outpost_outbox_bytes").set(s.bytes);
+    gauges.family("outpost_outbox_dropped").set(
       s.dropped,
     );
-    gauges.family("outpost_hub_connected", "1 when the hub link is up", "gauge").set(
+    gauges.family("outpost_hub_connected").set(
       deps.hubStatus().connected ? 1 : 0,
     );
     const m = process.memoryUsage();
-    gauges.family("outpost_process_resident_memory_bytes", "Resident set size", "gauge").set(m.rss);
-    gauges.family("outpost_js_heap_used_bytes", "JavaScript heap in use", "gauge").set(m.heapUsed);
-    gauges.family("outpost_js_heap_total_bytes", "JavaScript heap reserved", "gauge").set(m.heapTotal);
-    gauges.family("outpost_js_external_bytes", "Memory held by JavaScript objects outside the heap", "gauge")
+    gauges.family("outpost_process_resident_memory_bytes").set(m.rss);
+    gauges.family("outpost_js_heap_used_bytes").set(m.heapUsed);
+    gauges.family("outpost_js_heap_total_bytes").set(m.heapTotal);
+    gauges.family("outpost_js_external_bytes")
       .set(m.external);
   });
 

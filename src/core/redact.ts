@@ -34,13 +34,13 @@ export function redactUrlsIn(text: string): string {
   });
 }
 
-type LogFn = (event: string, fields?: Record<string, unknown>) => void;
+/** Any logging method, whatever event names it takes. */
+type LogFn = (event: never, fields?: Record<string, unknown>) => void;
 
 /** A logger whose string fields have their URLs redacted (for parts that handle secret URLs). */
-export function redactingLogger<L extends { debug: LogFn; info: LogFn; warn: LogFn; error: LogFn }>(
-  log: L,
-): L {
-  const wrap = (fn: LogFn): LogFn => (event, fields) => fn(event, fields && redactFields(fields));
+export function redactingLogger<L extends Record<"debug" | "info" | "warn" | "error", LogFn>>(log: L): L {
+  const wrap = <F extends LogFn>(fn: F): F =>
+    ((event: never, fields?: Record<string, unknown>) => fn(event, fields && redactFields(fields))) as F;
   return {
     ...log,
     debug: wrap(log.debug.bind(log)),

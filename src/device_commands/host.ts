@@ -150,16 +150,8 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
   const resendMs = options.resendMs ?? 30_000;
   const store = new CommandStore(deps.db);
 
-  const results = telemetry.metrics.family(
-    "outpost_commands_total",
-    "Commands finished, by result status",
-    "counter",
-  );
-  const openGauge = telemetry.metrics.family(
-    "outpost_commands_open",
-    "Commands waiting or in progress",
-    "gauge",
-  );
+  const results = telemetry.metrics.family("outpost_commands_total");
+  const openGauge = telemetry.metrics.family("outpost_commands_open");
   telemetry.metrics.collectors.push(() => {
     try {
       const c = store.counts();

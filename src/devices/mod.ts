@@ -66,11 +66,7 @@ export class DeviceRegistry {
     this.max = options.max ?? DEFAULT_MAX_DEVICES;
     this.telemetry = options.telemetry;
     this.refusedLog = new RefusalLog(options.now ?? Date.now);
-    this.refusedCounter = options.telemetry?.metrics.family(
-      "outpost_devices_refused_total",
-      "Messages refused because their device id was new and devices.max ids were already tracked",
-      "counter",
-    );
+    this.refusedCounter = options.telemetry?.metrics.family("outpost_devices_refused_total");
     for (
       const row of db.prepare("SELECT id, token_hash FROM devices").all() as {
         id: string;

@@ -70,7 +70,10 @@ export interface OutboxOptions {
   onCommit?: (added: number) => void;
   onDropped?: (n: number) => void;
   /** Called when a background step fails (the data stays safe; this is for the operator). */
-  onError?: (event: string, error: unknown) => void;
+  onError?: (
+    event: "outbox.listener_failed" | "outbox.statfs_failed" | "outbox.ack_failed",
+    error: unknown,
+  ) => void;
 }
 
 /** The outbox is full and `onFull` is `reject`: the caller answers 507 or withholds its ack. */

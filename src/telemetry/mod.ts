@@ -1,31 +1,48 @@
 /**
- * Observability in one place: each observable event is one function that logs structured fields
- * (one JSON line) and bumps its counter. Errors mean an operator is needed or data was lost; info
- * is lifecycle, never per message. Secrets are never passed in.
+ * Observability in one place: every event is named in ./events.ts (the one list of what outpost
+ * can report), logged as one JSON line of structured fields and counted; the data path's events
+ * are functions of `Telemetry` that also bump their own metrics. Errors mean an operator is
+ * needed or data was lost; info is lifecycle, never per message. Secrets are never passed in.
  */
 
 import { RefusalLog } from "../core/refusal_log.ts";
+import { type EventAt, type Level, type MetricName, METRICS } from "./events.ts";
 
-export type Level = "debug" | "info" | "warn" | "error";
+export { type EventAt, type EventName, EVENTS, type Level, type MetricName, METRICS } from "./events.ts";
+
 const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
+/** Logs the events of ./events.ts, each at a level the catalogue allows it. */
 export interface Logger {
-  debug(event: string, fields?: Record<string, unknown>): void;
-  info(event: string, fields?: Record<string, unknown>): void;
-  warn(event: string, fields?: Record<string, unknown>): void;
-  error(event: string, fields?: Record<string, unknown>): void;
+  debug(event: EventAt<"debug">, fields?: Record<string, unknown>): void;
+  info(event: EventAt<"info">, fields?: Record<string, unknown>): void;
+  warn(event: EventAt<"warn">, fields?: Record<string, unknown>): void;
+  error(event: EventAt<"error">, fields?: Record<string, unknown>): void;
 }
 
 export function createLogger(
   level: Level = "info",
   write: (line: string) => void = (l) => console.log(l),
+  /** Called for every event written (the telemetry counts them). */
+  onEvent?: (event: string, level: Level) => void,
 ): Logger {
   const min = LEVELS[level];
   const emit = (lvl: Level) => (event: string, fields?: Record<string, unknown>) => {
+    onEvent?.(event, lvl);
     if (LEVELS[lvl] < min) return;
     write(JSON.stringify({ ts: new Date().toISOString(), level: lvl, event, ...fields }));
   };
   return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
+}
+
+/** A logger that also counts each event in `outpost_events_total{event, level}`. */
+function countingLogger(inner: Logger, metrics: Metrics): Logger {
+  const events = metrics.family("outpost_events_total");
+  const counted = <L extends Level>(level: L) => (event: EventAt<L>, fields?: Record<string, unknown>) => {
+    events.add(1, labels({ event, level }));
+    (inner[level] as (e: string, f?: Record<string, unknown>) => void)(event, fields);
+  };
+  return { debug: counted("debug"), info: counted("info"), warn: counted("warn"), error: counted("error") };
 }
 
 /** A counter or gauge family with optional labels, rendered in Prometheus text format. */
@@ -58,9 +75,11 @@ export class Metrics {
   /** Gauges computed on scrape (outbox depth and the like). */
   readonly collectors: (() => void)[] = [];
 
-  family(name: string, help: string, type: "counter" | "gauge"): Family {
+  /** The family of a catalogued metric (./events.ts), made on first use. */
+  family(name: MetricName): Family {
     let f = this.families.get(name);
     if (!f) {
+      const [type, help] = METRICS[name];
       f = new Family(name, help, type);
       this.families.set(name, f);
     }
@@ -97,41 +116,18 @@ export interface Telemetry {
   counts(): { accepted: number; rejected: number; delivered: number; dropped: number; ruleErrors: number };
 }
 
-export function createTelemetry(log: Logger): Telemetry {
+export function createTelemetry(inner: Logger): Telemetry {
   const metrics = new Metrics();
-  const accepted = metrics.family(
-    "outpost_ingest_accepted_total",
-    "Messages accepted (durable in the outbox)",
-    "counter",
-  );
-  const rejected = metrics.family(
-    "outpost_ingest_rejected_total",
-    "Messages rejected (bad input, too large, full)",
-    "counter",
-  );
-  const stored = metrics.family("outpost_outbox_stored_total", "Records written to the outbox", "counter");
-  const commits = metrics.family(
-    "outpost_outbox_commits_total",
-    "Outbox transactions committed (each one fsync; group commit shares them)",
-    "counter",
-  );
-  const delivered = metrics.family(
-    "outpost_hub_delivered_total",
-    "Records acknowledged by the hub",
-    "counter",
-  );
-  const dropped = metrics.family(
-    "outpost_outbox_dropped_total",
-    "Records dropped from a full outbox",
-    "counter",
-  );
-  const connects = metrics.family("outpost_hub_connects_total", "Hub connections established", "counter");
-  const authRefused = metrics.family(
-    "outpost_auth_refused_total",
-    "Device connections or requests refused",
-    "counter",
-  );
-  const ruleErrors = metrics.family("outpost_rules_errors_total", "Rule evaluation errors", "counter");
+  const log = countingLogger(inner, metrics);
+  const accepted = metrics.family("outpost_ingest_accepted_total");
+  const rejected = metrics.family("outpost_ingest_rejected_total");
+  const stored = metrics.family("outpost_outbox_stored_total");
+  const commits = metrics.family("outpost_outbox_commits_total");
+  const delivered = metrics.family("outpost_hub_delivered_total");
+  const dropped = metrics.family("outpost_outbox_dropped_total");
+  const connects = metrics.family("outpost_hub_connects_total");
+  const authRefused = metrics.family("outpost_auth_refused_total");
+  const ruleErrors = metrics.family("outpost_rules_errors_total");
   /** Per reason (a fixed set of names). */
   const rejectedLog = new Map<string, RefusalLog>();
   const droppedLog = new RefusalLog();

@@ -40,7 +40,10 @@ export interface DownloadOptions extends DownloadTarget {
   idleTimeoutMs?: number;
   /** First retry delay; doubles each time (default 500 ms). */
   backoffMs?: number;
-  onEvent?: (event: string, fields: Record<string, unknown>) => void;
+  onEvent?: (
+    event: "update.download.resume" | "update.download.interrupted",
+    fields: Record<string, unknown>,
+  ) => void;
   fetch?: typeof fetch;
 }
 

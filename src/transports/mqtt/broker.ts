@@ -144,11 +144,7 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
   const authLimiter = options.authLimiter ?? new AuthLimiter();
   const authLimited = new RefusalLog();
 
-  const clientsGauge = telemetry.metrics.family(
-    "outpost_mqtt_clients",
-    "Clients connected to the embedded broker",
-    "gauge",
-  );
+  const clientsGauge = telemetry.metrics.family("outpost_mqtt_clients");
   telemetry.metrics.collectors.push(() => clientsGauge.set(aedes?.connectedClients ?? 0));
 
   function describe(client: Client | null, identity?: Identity): Record<string, unknown> {

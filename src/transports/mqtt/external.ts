@@ -83,11 +83,7 @@ export function createExternalClient(options: ExternalOptions, deps: ExternalDep
   /** QoS 0 messages taken but not yet stored; bounded (MAX_QOS0_WAITING). */
   let qos0Waiting = 0;
   const qos0DropLog = new RefusalLog();
-  const qos0Dropped = telemetry.metrics.family(
-    "outpost_mqtt_external_qos0_dropped_total",
-    "QoS 0 messages from external brokers dropped while too many waited for the store",
-    "counter",
-  );
+  const qos0Dropped = telemetry.metrics.family("outpost_mqtt_external_qos0_dropped_total");
   const mapTopic = compileDevicePattern(
     options.devicePattern ?? DEFAULT_DEVICE_PATTERN,
     options.kind ?? "telemetry",

@@ -65,16 +65,8 @@ export function createIntake(deps: IntakeDeps): Intake {
   const now = deps.now ?? Date.now;
   const firstMs = deps.retry?.firstMs ?? 100;
   const maxMs = deps.retry?.maxMs ?? 2000;
-  const resends = telemetry.metrics.family(
-    "outpost_mqtt_resends_total",
-    "MQTT publishes recognised as resends of committed ones (acknowledged, not stored again)",
-    "counter",
-  );
-  const waits = telemetry.metrics.family(
-    "outpost_mqtt_backpressure_total",
-    "Times an MQTT batch waited for room in a full outbox",
-    "counter",
-  );
+  const resends = telemetry.metrics.family("outpost_mqtt_resends_total");
+  const waits = telemetry.metrics.family("outpost_mqtt_backpressure_total");
   /** Publishes being stored now, by session and packet id: a resend arriving meanwhile waits. */
   const pending = new Map<string, { digest: string; stored: Promise<boolean> }>();
   let busy = 0;

@@ -126,11 +126,7 @@ export interface BrokerBounds {
 }
 
 export function createBrokerBounds(limits: BrokerLimits, telemetry: Telemetry, now = Date.now): BrokerBounds {
-  const limited = telemetry.metrics.family(
-    "outpost_mqtt_limited_total",
-    "What the embedded broker refused or dropped at a bound of mqtt.broker.limits, by limit",
-    "counter",
-  );
+  const limited = telemetry.metrics.family("outpost_mqtt_limited_total");
   const logs = new Map<LimitName, RefusalLog>();
   function hit(limit: LimitName, fields: Record<string, unknown> = {}, n = 1): void {
     limited.add(n, `{limit="${limit}"}`);
