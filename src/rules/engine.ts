@@ -1,7 +1,10 @@
 /**
  * The rule engine: runs messages through compiled rules, in order, and keeps the per-device state
- * that deadband, throttle, aggregate and alarm need. Pure: time is passed in (`now`), nothing
- * here reads a clock, the environment or the network.
+ * that deadband, throttle, aggregate and alarm need: each of those in its own file under
+ * ./actions/ (how it is built, how it runs, how its state is stored and restored); the engine
+ * holds the transactions, the undo log and the batch journal they share (./runtime.ts,
+ * `ActionContext`). Pure: time is passed in (`now`), nothing here reads a clock, the
+ * environment or the network.
  *
  * Invariants:
  *  - the caller's message is never mutated: the first action that changes a payload makes a
@@ -14,15 +17,60 @@
  */
 import type { JsonObject, MessageKind, RoutedMessage } from "../core/message.ts";
 import type { Message } from "../core/message.ts";
-import type { Evaluator, MessageFields } from "./jsonlogic.ts";
 import { truthy } from "./jsonlogic.ts";
 import type { ActionSpec, CompiledRule, CompiledRules } from "./compile.ts";
 import { programOf } from "./compile.ts";
-import { cloneJson, getField, setField, shallowCopy, toJsonValue, withoutField } from "./_fields.ts";
-import type { Predicate } from "./match.ts";
+import { getField, setField, shallowCopy, toJsonValue, withoutField } from "./_fields.ts";
 import type { ActiveAlarm, OpenWindow, RuleState } from "./state.ts";
-import type { AggregateFunction, AlarmSeverity } from "./schema.ts";
 import { errorMessage } from "../core/errors.ts";
+import {
+  ABSENT,
+  type ActionContext,
+  AGGREGATE,
+  ALARM,
+  CODES,
+  CONSUMED,
+  CONTINUE,
+  DEADBAND,
+  DROP,
+  DROPPED,
+  FAILED,
+  type Flight,
+  isRecord,
+  KEEP,
+  REMOVE,
+  RENAME,
+  ROUTE,
+  type RtAction,
+  type RtRule,
+  SET,
+  type Spawn,
+  type StateGroup,
+  THROTTLE,
+  type Window,
+} from "./runtime.ts";
+import { deadbandGroup, exportDeadband, importDeadband, runDeadband } from "./actions/deadband.ts";
+import { exportThrottle, importThrottle, runThrottle, throttleGroup } from "./actions/throttle.ts";
+import {
+  aggregateGroup,
+  aggregateOutputs,
+  closeDue,
+  exportAggregate,
+  importAggregate,
+  nextEnd,
+  openWindow,
+  recountEnds,
+  runAggregate,
+} from "./actions/aggregate.ts";
+import {
+  alarmGroup,
+  clearAlarm,
+  clearsWhenUnmatched,
+  exportAlarms,
+  hasActive,
+  importAlarms,
+  runAlarm,
+} from "./actions/alarm.ts";
 
 /** What one rule did with one message (`POST /api/v1/rules/test`, `outpost rules test`). */
 export interface TraceEntry {
@@ -145,114 +193,6 @@ export function ruleStateFromRows(rows: readonly StateRow[]): RuleState {
 }
 
 /** Where a state map's entries are stored: the key prefix (a JSON array) and how values read. */
-interface StateGroup {
-  prefix: readonly unknown[];
-  kind: "last" | "window" | "alarm";
-  action?: RtAction;
-}
-
-// --- runtime structures -----------------------------------------------------------------------
-
-interface Flight extends MessageFields {
-  device: string;
-  kind: MessageKind;
-  ts: number;
-  topic: string | undefined;
-  source: string;
-  payload: JsonObject;
-  /** The payload is the engine's own copy (may be changed in place). */
-  owned: boolean;
-  /** The transaction that made the copy. */
-  ownerTx: number;
-  route: readonly string[] | undefined;
-  origin: string | undefined;
-}
-
-const SET = 0,
-  RENAME = 1,
-  REMOVE = 2,
-  KEEP = 3,
-  DROP = 4,
-  DEADBAND = 5,
-  THROTTLE = 6,
-  AGGREGATE = 7,
-  ALARM = 8,
-  ROUTE = 9;
-
-const CODES: Record<ActionSpec["type"], number> = {
-  set: SET,
-  rename: RENAME,
-  remove: REMOVE,
-  keep: KEEP,
-  drop: DROP,
-  deadband: DEADBAND,
-  throttle: THROTTLE,
-  aggregate: AGGREGATE,
-  alarm: ALARM,
-  route: ROUTE,
-};
-
-interface FieldAcc {
-  count: number;
-  sum: number;
-  min: number;
-  max: number;
-  last: unknown;
-  hasLast: boolean;
-}
-
-interface Window {
-  start: number;
-  kind: MessageKind;
-  topic: string | undefined;
-  acc: FieldAcc[];
-  /** The journal segment in which it was last copied for undo (see `#journalWindow`). */
-  seg: number;
-}
-
-interface RtAction {
-  readonly code: number;
-  readonly name: string;
-  readonly spec: ActionSpec;
-  readonly index: number;
-  /** set: scratch space for values (evaluate all, then assign). */
-  readonly values: unknown[];
-  /** deadband: last forwarded value; throttle: last time let through. */
-  readonly last: Map<string, number>;
-  /** aggregate: open window per device, and how many windows end at each time. */
-  readonly windows: Map<string, Window>;
-  readonly ends: Map<number, number>;
-  /** aggregate: output path per (field, function). */
-  readonly outputs: { field: number; fn: AggregateFunction; segments: readonly string[] }[];
-  /** alarm: the active alarms of this type, shared by every action naming it. */
-  readonly active: Map<string, ActiveAlarm>;
-}
-
-interface RtRule {
-  readonly id: string;
-  readonly index: number;
-  readonly seesAlarms: boolean;
-  /** The kind/device part of `match` (decided once per device and kind, see #plan). */
-  readonly kindDevice: Predicate | undefined;
-  /** The topic part of `match` (decided per message). */
-  readonly topic: ((topic: string) => boolean) | undefined;
-  readonly condition: Evaluator | undefined;
-  readonly actions: readonly RtAction[];
-  readonly alarms: readonly RtAction[];
-  readonly stop: boolean;
-  /** A payload change is followed by an action that can throw: copy per transaction. */
-  readonly snapshot: boolean;
-}
-
-const CONTINUE = 0, DROPPED = 1, CONSUMED = 2, FAILED = 3;
-const ABSENT = Symbol("absent");
-
-interface Spawn {
-  flight: Flight;
-  rule: number;
-  action: number;
-}
-
 function errorText(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   try {
@@ -260,14 +200,6 @@ function errorText(error: unknown): string {
   } catch {
     return "unknown error";
   }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function windowStart(now: number, length: number): number {
-  return now - (((now % length) + length) % length);
 }
 
 // --- the engine -------------------------------------------------------------------------------
@@ -322,6 +254,8 @@ class Engine implements RuleEngine {
   /** State maps → where their entries are stored; and the keys changed since `takeDirty()`. */
   #groups = new Map<Map<string, unknown>, StateGroup>();
   #dirty = new Map<Map<string, unknown>, Set<string>>();
+  /** What the stateful actions (./actions/) may do while they run. */
+  readonly #ctx: ActionContext = this.#context();
 
   constructor(rules: CompiledRules, state: RuleState | undefined) {
     this.#build(rules);
@@ -362,14 +296,7 @@ class Engine implements RuleEngine {
     this.#outputs = outputs;
     this.#trace = null;
     this.#errors = 0;
-    for (const { rule, action } of this.#aggregates) {
-      if (action.windows.size === 0) continue;
-      const length = (action.spec as { window: number }).window;
-      if (minKey(action.ends)! > now) continue;
-      for (const [device, window] of action.windows) {
-        if (window.start + length <= now) this.#queue.push(this.#closeWindow(rule, action, device, window));
-      }
-    }
+    for (const { rule, action } of this.#aggregates) closeDue(this.#ctx, rule, action, this.#queue);
     if (this.#queue.length > 0) this.#drain();
     return outputs;
   }
@@ -377,29 +304,25 @@ class Engine implements RuleEngine {
   nextDeadline(): number | undefined {
     let next: number | undefined;
     for (const { action } of this.#aggregates) {
-      const m = minKey(action.ends);
+      const m = nextEnd(action);
       if (m !== undefined && (next === undefined || m < next)) next = m;
     }
     return next;
   }
 
   exportState(): RuleState {
-    const state: RuleState = { format: 1, alarms: [], deadband: [], throttle: [], windows: [] };
-    for (const active of this.#alarmTypes.values()) {
-      for (const alarm of active.values()) state.alarms.push({ ...alarm });
-    }
+    const state: RuleState = {
+      format: 1,
+      alarms: exportAlarms(this.#alarmTypes),
+      deadband: [],
+      throttle: [],
+      windows: [],
+    };
     for (const rule of this.#rules) {
       for (const a of rule.actions) {
-        const spec = a.spec;
-        if (spec.type === "deadband" && a.last.size > 0) {
-          state.deadband.push({ rule: rule.id, action: a.index, field: spec.field, last: [...a.last] });
-        } else if (spec.type === "throttle" && a.last.size > 0) {
-          state.throttle.push({ rule: rule.id, action: a.index, interval: spec.interval, last: [...a.last] });
-        } else if (spec.type === "aggregate" && a.windows.size > 0) {
-          const open: OpenWindow[] = [];
-          for (const [device, w] of a.windows) open.push(this.#openWindow(a, device, w));
-          state.windows.push({ rule: rule.id, action: a.index, signature: spec.signature, open });
-        }
+        if (a.code === DEADBAND) push(state.deadband, exportDeadband(rule.id, a));
+        else if (a.code === THROTTLE) push(state.throttle, exportThrottle(rule.id, a));
+        else if (a.code === AGGREGATE) push(state.windows, exportAggregate(rule.id, a));
       }
     }
     return state;
@@ -447,11 +370,7 @@ class Engine implements RuleEngine {
     if (mark < this.#jCount) this.#jCount = mark;
     // Window ends are counts derived from the open windows: recount where windows were restored.
     if (windows !== undefined) {
-      for (const a of windows) {
-        a.ends.clear();
-        const length = (a.spec as { window: number }).window;
-        for (const w of a.windows.values()) increment(a.ends, w.start + length);
-      }
+      for (const a of windows) recountEnds(a);
     }
     this.#jSegment++;
     this.release();
@@ -492,28 +411,9 @@ class Engine implements RuleEngine {
     const key = JSON.stringify([...group.prefix, device]);
     if (value === undefined) return { key, value: null };
     if (group.kind === "window") {
-      return { key, value: JSON.stringify(this.#openWindow(group.action!, device, value as Window)) };
+      return { key, value: JSON.stringify(openWindow(group.action!, device, value as Window)) };
     }
     return { key, value: JSON.stringify(value) };
-  }
-
-  #openWindow(a: RtAction, device: string, w: Window): OpenWindow {
-    const spec = a.spec as Extract<ActionSpec, { type: "aggregate" }>;
-    const fields: OpenWindow["fields"] = {};
-    spec.fields.forEach((field, i) => {
-      const acc = w.acc[i];
-      const entry: OpenWindow["fields"][string] = {
-        count: acc.count,
-        sum: acc.sum,
-        min: acc.count > 0 ? acc.min : null,
-        max: acc.count > 0 ? acc.max : null,
-      };
-      if (acc.hasLast) entry.last = cloneJson(acc.last);
-      fields[field.name] = entry;
-    });
-    const ow: OpenWindow = { device, start: w.start, kind: w.kind, fields };
-    if (w.topic !== undefined) ow.topic = w.topic;
-    return ow;
   }
 
   #markDirty(map: Map<string, unknown>, key: string): void {
@@ -541,6 +441,28 @@ class Engine implements RuleEngine {
     this.#journal(a.windows as Map<string, unknown>, device, copy);
   }
 
+  #context(): ActionContext {
+    // deno-lint-ignore no-this-alias
+    const engine = this;
+    return {
+      get now() {
+        return engine.#now;
+      },
+      get segment() {
+        return engine.#jSegment;
+      },
+      change: (map, key, previous) => {
+        this.#remember(map, key, previous);
+        this.#journal(map, key, previous);
+      },
+      journal: (map, key, previous) => this.#journal(map, key, previous),
+      journalWindow: (a, device, w) => this.#journalWindow(a, device, w),
+      spawn: (spawned) => {
+        this.#pending.push(spawned);
+      },
+    };
+  }
+
   // --- building -------------------------------------------------------------------------------
 
   #build(compiled: CompiledRules): void {
@@ -551,24 +473,12 @@ class Engine implements RuleEngine {
     this.#groups = new Map();
     for (const rule of this.#rules) {
       for (const action of rule.actions) {
-        const spec = action.spec;
-        if (action.code === AGGREGATE) this.#aggregates.push({ rule, action });
-        if (spec.type === "deadband") {
-          this.#groups.set(action.last as Map<string, unknown>, {
-            prefix: ["d", rule.id, action.index, spec.field],
-            kind: "last",
-          });
-        } else if (spec.type === "throttle") {
-          this.#groups.set(action.last as Map<string, unknown>, {
-            prefix: ["t", rule.id, action.index, spec.interval],
-            kind: "last",
-          });
-        } else if (spec.type === "aggregate") {
-          this.#groups.set(action.windows as Map<string, unknown>, {
-            prefix: ["w", rule.id, action.index, spec.signature],
-            kind: "window",
-            action,
-          });
+        const map = (action.code === AGGREGATE ? action.windows : action.last) as Map<string, unknown>;
+        if (action.code === DEADBAND) this.#groups.set(map, deadbandGroup(rule.id, action));
+        else if (action.code === THROTTLE) this.#groups.set(map, throttleGroup(rule.id, action));
+        else if (action.code === AGGREGATE) {
+          this.#aggregates.push({ rule, action });
+          this.#groups.set(map, aggregateGroup(rule.id, action));
         }
       }
     }
@@ -577,7 +487,7 @@ class Engine implements RuleEngine {
   /** Registers every alarm type's map for the store (types of the rules and of imported alarms). */
   #registerAlarms(): void {
     for (const [type, active] of this.#alarmTypes) {
-      this.#groups.set(active as Map<string, unknown>, { prefix: ["a", type, 0, ""], kind: "alarm" });
+      this.#groups.set(active as Map<string, unknown>, alarmGroup(type));
     }
   }
 
@@ -588,16 +498,7 @@ class Engine implements RuleEngine {
         active = this.#alarmTypes.get(spec.alarmType) ?? new Map();
         this.#alarmTypes.set(spec.alarmType, active);
       }
-      const outputs: RtAction["outputs"] = [];
-      if (spec.type === "aggregate") {
-        spec.fields.forEach((field, fi) => {
-          for (const fn of field.fns) {
-            const segments = [...field.segments];
-            segments[segments.length - 1] += `_${fn}`;
-            outputs.push({ field: fi, fn, segments });
-          }
-        });
-      }
+      const outputs = spec.type === "aggregate" ? aggregateOutputs(spec) : [];
       return {
         code: CODES[spec.type],
         name: spec.type,
@@ -631,80 +532,27 @@ class Engine implements RuleEngine {
 
   #import(state: RuleState): void {
     if (!isRecord(state)) return;
-    if (Array.isArray(state.alarms)) {
-      for (const a of state.alarms) {
-        if (!isRecord(a) || typeof a.device !== "string" || typeof a.type !== "string") continue;
-        const active = this.#alarmTypes.get(a.type) ?? new Map<string, ActiveAlarm>();
-        this.#alarmTypes.set(a.type, active);
-        active.set(a.device, {
-          device: a.device,
-          type: a.type,
-          severity: (typeof a.severity === "string" ? a.severity : "indeterminate") as AlarmSeverity,
-          rule: typeof a.rule === "string" ? a.rule : "",
-          raisedAt: typeof a.raisedAt === "number" ? a.raisedAt : 0,
-        });
-      }
-    }
-    const find = (entry: unknown, type: ActionSpec["type"]): RtAction | undefined => {
+    importAlarms(this.#alarmTypes, state.alarms);
+    const find = (entry: unknown, code: number): [RtAction, Record<string, unknown>] | undefined => {
       if (!isRecord(entry) || typeof entry.rule !== "string" || typeof entry.action !== "number") {
         return undefined;
       }
       const rule = this.#rules.find((r) => r.id === entry.rule);
       const action = rule?.actions[entry.action];
-      return action?.spec.type === type ? action : undefined;
+      return action?.code === code ? [action, entry] : undefined;
     };
-    const pairs = (list: unknown): [string, number][] =>
-      Array.isArray(list)
-        ? list.filter((p): p is [string, number] =>
-          Array.isArray(p) && typeof p[0] === "string" && typeof p[1] === "number"
-        )
-        : [];
-    for (const entry of Array.isArray(state.deadband) ? state.deadband : []) {
-      const a = find(entry, "deadband");
-      if (a === undefined || (a.spec as { field: string }).field !== entry.field) continue;
-      for (const [device, value] of pairs(entry.last)) a.last.set(device, value);
+    const list = (v: unknown): unknown[] => Array.isArray(v) ? v : [];
+    for (const e of list(state.deadband)) {
+      const found = find(e, DEADBAND);
+      if (found) importDeadband(...found);
     }
-    for (const entry of Array.isArray(state.throttle) ? state.throttle : []) {
-      const a = find(entry, "throttle");
-      if (a === undefined || (a.spec as { interval: number }).interval !== entry.interval) continue;
-      for (const [device, at] of pairs(entry.last)) a.last.set(device, at);
+    for (const e of list(state.throttle)) {
+      const found = find(e, THROTTLE);
+      if (found) importThrottle(...found);
     }
-    for (const entry of Array.isArray(state.windows) ? state.windows : []) {
-      const a = find(entry, "aggregate");
-      if (a === undefined || a.spec.type !== "aggregate" || a.spec.signature !== entry.signature) continue;
-      const spec = a.spec;
-      for (const ow of Array.isArray(entry.open) ? entry.open : []) {
-        if (!isRecord(ow) || typeof ow.device !== "string" || typeof ow.start !== "number") continue;
-        const fields = isRecord(ow.fields) ? ow.fields : {};
-        const window: Window = {
-          start: ow.start,
-          kind: (typeof ow.kind === "string" ? ow.kind : "telemetry") as MessageKind,
-          topic: typeof ow.topic === "string" ? ow.topic : undefined,
-          seg: 0,
-          acc: spec.fields.map((field) => {
-            const f = Object.hasOwn(fields, field.name) && isRecord(fields[field.name])
-              ? fields[field.name]
-              : {};
-            const acc = newAcc();
-            const { count, sum, min, max } = f as Record<string, unknown>;
-            if (typeof count === "number" && count > 0 && typeof sum === "number") {
-              acc.count = count;
-              acc.sum = sum;
-              acc.min = typeof min === "number" ? min : Infinity;
-              acc.max = typeof max === "number" ? max : -Infinity;
-            }
-            if (Object.hasOwn(f as object, "last")) {
-              acc.last = (f as Record<string, unknown>).last;
-              acc.hasLast = true;
-            }
-            return acc;
-          }),
-        };
-        const previous = a.windows.get(ow.device);
-        if (previous !== undefined) decrement(a.ends, previous.start + spec.window);
-        a.windows.set(ow.device, window);
-        increment(a.ends, window.start + spec.window);
-      }
+    for (const e of list(state.windows)) {
+      const found = find(e, AGGREGATE);
+      if (found) importAggregate(...found);
     }
   }
 
@@ -914,82 +762,14 @@ class Engine implements RuleEngine {
     switch (code) {
       case DROP:
         return DROPPED;
-      case DEADBAND: {
-        const d = spec as Extract<ActionSpec, { type: "deadband" }>;
-        const value = getField(f.payload, d.segments);
-        // Not a number: nothing to compare, the message passes and the state is unchanged.
-        if (typeof value !== "number" || !Number.isFinite(value)) return CONTINUE;
-        const last = a.last.get(f.device);
-        if (last !== undefined && Math.abs(value - last) < d.delta) return DROPPED;
-        this.#remember(a.last as Map<string, unknown>, f.device, last ?? ABSENT);
-        this.#journal(a.last as Map<string, unknown>, f.device, last ?? ABSENT);
-        a.last.set(f.device, value);
-        return CONTINUE;
-      }
-      case THROTTLE: {
-        const interval = (spec as Extract<ActionSpec, { type: "throttle" }>).interval;
-        const now = this.#now;
-        const last = a.last.get(f.device);
-        // A clock that went backwards reopens the throttle rather than closing it for long.
-        if (last !== undefined && now >= last && now - last < interval) return DROPPED;
-        this.#remember(a.last as Map<string, unknown>, f.device, last ?? ABSENT);
-        this.#journal(a.last as Map<string, unknown>, f.device, last ?? ABSENT);
-        a.last.set(f.device, now);
-        return CONTINUE;
-      }
-      case AGGREGATE: {
-        const g = spec as Extract<ActionSpec, { type: "aggregate" }>;
-        const start = windowStart(this.#now, g.window);
-        let window = a.windows.get(f.device);
-        if (window !== undefined && start > window.start) {
-          this.#pending.push(this.#closeWindow(rule, a, f.device, window));
-          window = undefined;
-        }
-        if (window === undefined) {
-          window = { start, kind: f.kind, topic: f.topic, acc: g.fields.map(newAcc), seg: this.#jSegment };
-          this.#journal(a.windows as Map<string, unknown>, f.device, ABSENT);
-          a.windows.set(f.device, window);
-          increment(a.ends, start + g.window);
-        } else {
-          this.#journalWindow(a, f.device, window);
-        }
-        const fields = g.fields;
-        for (let i = 0; i < fields.length; i++) {
-          const value = getField(f.payload, fields[i].segments);
-          if (value === undefined || value === null) continue;
-          const acc = window.acc[i];
-          if (typeof value === "number" && Number.isFinite(value)) {
-            acc.count++;
-            acc.sum += value;
-            if (value < acc.min) acc.min = value;
-            if (value > acc.max) acc.max = value;
-          }
-          acc.last = value; // shared, never changed in place
-          acc.hasLast = true;
-        }
-        return CONSUMED;
-      }
-      case ALARM: {
-        const al = spec as Extract<ActionSpec, { type: "alarm" }>;
-        const active = a.active.get(f.device);
-        // Clearing wins; a message without the fields a condition reads says nothing about it.
-        if (al.clear !== undefined && carries(f.payload, al.clearNeeds) && truthy(al.clear(f.payload, f))) {
-          if (active !== undefined) this.#clear(rule, a, f, active);
-        } else if (active === undefined && carries(f.payload, al.raiseNeeds)) {
-          const alarm: ActiveAlarm = {
-            device: f.device,
-            type: al.alarmType,
-            severity: al.severity,
-            rule: rule.id,
-            raisedAt: f.ts,
-          };
-          this.#remember(a.active as Map<string, unknown>, f.device, ABSENT);
-          this.#journal(a.active as Map<string, unknown>, f.device, ABSENT);
-          a.active.set(f.device, alarm);
-          this.#pending.push(this.#alarmMessage(rule, f, alarm, "active"));
-        }
-        return CONTINUE;
-      }
+      case DEADBAND:
+        return runDeadband(this.#ctx, a, f);
+      case THROTTLE:
+        return runThrottle(this.#ctx, a, f);
+      case AGGREGATE:
+        return runAggregate(this.#ctx, rule, a, f);
+      case ALARM:
+        return runAlarm(this.#ctx, rule, a, f);
       case ROUTE:
         f.route = (spec as Extract<ActionSpec, { type: "route" }>).route;
         return CONTINUE;
@@ -1051,28 +831,16 @@ class Engine implements RuleEngine {
     return CONTINUE;
   }
 
-  #clear(rule: RtRule, a: RtAction, f: Flight, active: ActiveAlarm): void {
-    this.#remember(a.active as Map<string, unknown>, f.device, active);
-    this.#journal(a.active as Map<string, unknown>, f.device, active);
-    a.active.delete(f.device);
-    this.#pending.push(this.#alarmMessage(rule, f, active, "cleared"));
-  }
-
   /** The rule's condition does not hold: clear its active alarms whose `clear` holds (or that have none). */
   #clearAlarms(rule: RtRule, f: Flight): void {
     const names: string[] | undefined = this.#trace !== null ? [] : undefined;
     this.#begin(rule);
     try {
       for (const a of rule.alarms) {
-        const active = a.active.get(f.device);
+        const active = clearsWhenUnmatched(a, f);
         if (active === undefined) continue;
-        const { clear, clearNeeds } = a.spec as Extract<ActionSpec, { type: "alarm" }>;
-        // A message without the fields that decide says nothing about the alarm.
-        if (!carries(f.payload, clearNeeds)) continue;
-        if (clear === undefined || truthy(clear(f.payload, f))) {
-          names?.push(a.name);
-          this.#clear(rule, a, f, active);
-        }
+        names?.push(a.name);
+        clearAlarm(this.#ctx, rule, a, f, active);
       }
     } catch (error) {
       this.#rollback();
@@ -1081,80 +849,6 @@ class Engine implements RuleEngine {
     }
     this.#commit();
     if (this.#trace !== null) this.#note(rule, f, false, names);
-  }
-
-  #alarmMessage(rule: RtRule, f: Flight, alarm: ActiveAlarm, status: "active" | "cleared"): Spawn {
-    const payload: JsonObject = {
-      type: alarm.type,
-      severity: alarm.severity,
-      status,
-      rule: alarm.rule,
-      raisedAt: alarm.raisedAt,
-    };
-    if (status === "cleared") {
-      payload.clearedAt = f.ts;
-      payload.clearedBy = rule.id;
-    }
-    payload.trigger = isRecord(f.payload) ? shallowCopy(f.payload) : {};
-    const flight: Flight = {
-      device: f.device,
-      kind: "alarm",
-      ts: f.ts,
-      topic: undefined,
-      source: "rules",
-      payload,
-      owned: true,
-      ownerTx: 0,
-      route: undefined,
-      origin: `alarm ${alarm.type} ${status}`,
-    };
-    return { flight, rule: rule.index + 1, action: 0 };
-  }
-
-  #closeWindow(rule: RtRule, a: RtAction, device: string, window: Window): Spawn {
-    const spec = a.spec as Extract<ActionSpec, { type: "aggregate" }>;
-    this.#journal(a.windows as Map<string, unknown>, device, window);
-    a.windows.delete(device);
-    decrement(a.ends, window.start + spec.window);
-    const payload: JsonObject = {};
-    for (const out of a.outputs) {
-      const acc = window.acc[out.field];
-      let value: unknown;
-      switch (out.fn) {
-        case "avg":
-          value = acc.count > 0 ? acc.sum / acc.count : null;
-          break;
-        case "min":
-          value = acc.count > 0 ? acc.min : null;
-          break;
-        case "max":
-          value = acc.count > 0 ? acc.max : null;
-          break;
-        case "sum":
-          value = acc.sum;
-          break;
-        case "count":
-          value = acc.count;
-          break;
-        case "last":
-          value = acc.hasLast ? acc.last : null;
-          break;
-      }
-      setField(payload, out.segments, value);
-    }
-    const flight: Flight = {
-      device,
-      kind: window.kind,
-      ts: window.start,
-      topic: window.topic,
-      source: "rules",
-      payload,
-      owned: true,
-      ownerTx: 0,
-      route: undefined,
-      origin: `aggregate ${rule.id}`,
-    };
-    return { flight, rule: rule.index, action: a.index + 1 };
   }
 }
 
@@ -1181,42 +875,8 @@ function kindIndex(kind: MessageKind): number {
 /** The trace of a call made with `{trace: false}`: always empty. */
 const NO_TRACE: TraceEntry[] = Object.freeze([]) as unknown as TraceEntry[];
 
-/** Whether any of these alarm actions has an active alarm for the device (cheap when none). */
-function hasActive(alarms: readonly RtAction[], device: string): boolean {
-  for (let i = 0; i < alarms.length; i++) {
-    const active = alarms[i].active;
-    if (active.size !== 0 && active.has(device)) return true;
-  }
-  return false;
-}
-
-/** Whether the payload has a non-null value at every one of the paths. */
-function carries(payload: JsonObject, paths: readonly (readonly string[])[]): boolean {
-  for (let i = 0; i < paths.length; i++) {
-    const v = getField(payload, paths[i]);
-    if (v === undefined || v === null) return false;
-  }
-  return true;
-}
-
-function newAcc(): FieldAcc {
-  return { count: 0, sum: 0, min: Infinity, max: -Infinity, last: undefined, hasLast: false };
-}
-
-function minKey(map: Map<number, number>): number | undefined {
-  let min: number | undefined;
-  for (const k of map.keys()) if (min === undefined || k < min) min = k;
-  return min;
-}
-
-function increment(map: Map<number, number>, key: number): void {
-  map.set(key, (map.get(key) ?? 0) + 1);
-}
-
-function decrement(map: Map<number, number>, key: number): void {
-  const n = (map.get(key) ?? 0) - 1;
-  if (n <= 0) map.delete(key);
-  else map.set(key, n);
+function push<T>(list: T[], item: T | undefined): void {
+  if (item !== undefined) list.push(item);
 }
 
 /**
