@@ -12,63 +12,20 @@
  *
  * Any refusal ends in `failed` with a reason and leaves the executable untouched.
  */
-import { bootTime } from "../core/clock.ts";
 import { performance } from "node:perf_hooks";
-import { Buffer } from "node:buffer";
 import { redactingLogger, redactUrl, redactUrlsIn } from "../core/redact.ts";
-import { execFile } from "node:child_process";
-import {
-  chmodSync,
-  closeSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from "node:fs";
-import { dirname } from "node:path";
-import { processAlive } from "../runtime/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
-import { fsyncDir, keepCopy, removeDurably, sha256File, type UpdatePaths } from "./_files.ts";
-import { downloadArtifact } from "./download.ts";
+import type { UpdatePaths } from "./_files.ts";
 import { type Artifact, type Manifest, verifyManifest } from "./manifest.ts";
-import { readMarker, readResult, type TrialMarker, writeMarker, writeResult } from "./marker.ts";
+import { fetchManifest } from "./manifest_fetch.ts";
+import { acquireLock, install, type InstallContext, Refusal } from "./install.ts";
+import type { UpdateStateName, UpdateStatus } from "./status.ts";
+import { readMarker, readResult, type TrialMarker, writeResult } from "./marker.ts";
 import { compareSemver } from "./semver.ts";
 import { commitTrial, rollbackTrial } from "./trial.ts";
 import { errorMessage } from "../core/errors.ts";
 
-export type UpdateStateName =
-  | "idle"
-  | "checking"
-  | "downloading"
-  | "verifying"
-  | "swapping"
-  | "restarting"
-  | "trial"
-  | "committed"
-  | "rolled-back"
-  | "failed";
-
-/** What `GET /api/v1/update` answers. */
-export interface UpdateStatus {
-  state: UpdateStateName;
-  /** The running version. */
-  current: string;
-  /** The version being installed, on trial, or that the last update was about. */
-  version?: string;
-  previous?: string;
-  manifestUrl?: string;
-  progress?: { bytes: number; total: number };
-  /** Why it failed or was rolled back. */
-  reason?: string;
-  /** A note on a non-failure (e.g. already up to date). */
-  message?: string;
-  trial?: { deadline: string; starts: number; boots: number; maxStarts: number };
-  /** When the state last changed (ISO 8601). */
-  at: string;
-  pid: number;
-}
+export type { UpdateStateName, UpdateStatus } from "./status.ts";
 
 export interface UpdateSettings {
   manifestUrl?: string;
@@ -145,14 +102,7 @@ export interface Updater {
   stop(): void;
 }
 
-const MANIFEST_MAX_BYTES = 1024 * 1024;
 const BUSY: UpdateStateName[] = ["checking", "downloading", "verifying", "swapping", "restarting"];
-
-class Refusal extends Error {
-  constructor(message: string, readonly usage = false) {
-    super(message);
-  }
-}
 
 export function createUpdater(deps: UpdaterDeps): Updater {
   const { paths } = deps;
@@ -164,7 +114,6 @@ export function createUpdater(deps: UpdaterDeps): Updater {
   const abort = new AbortController();
   let trialTimer: ReturnType<typeof setTimeout> | undefined;
   let trialMarker: TrialMarker | undefined;
-  let lastProgressLog = 0;
 
   let status: UpdateStatus = initialStatus();
 
@@ -233,7 +182,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     }
     let raw: unknown;
     try {
-      raw = await fetchManifest(manifestUrl);
+      raw = await fetchManifest(manifestUrl, doFetch, abort.signal);
     } catch (error) {
       return { ok: false, reason: errorMessage(error) };
     }
@@ -251,49 +200,6 @@ export function createUpdater(deps: UpdaterDeps): Updater {
       order,
       artifact: artifact ? { ...artifact, url: new URL(artifact.url, manifestUrl).href } : undefined,
     };
-  }
-
-  async function fetchManifest(url: string): Promise<unknown> {
-    let response: Response;
-    try {
-      response = await doFetch(url, { signal: AbortSignal.any([abort.signal, AbortSignal.timeout(30_000)]) });
-    } catch (error) {
-      throw new Error(`Cannot fetch the manifest ${url}: ${errorMessage(error)}`);
-    }
-    if (!response.ok) {
-      await response.body?.cancel();
-      throw new Error(
-        `Cannot fetch the manifest ${url}: HTTP ${response.status} ${response.statusText}`.trim(),
-      );
-    }
-    // Read as a stream and stop past the limit: a hostile or broken server cannot make the agent
-    // hold more than MANIFEST_MAX_BYTES (plus one chunk).
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    const declared = Number(response.headers.get("content-length") ?? NaN);
-    if (declared > MANIFEST_MAX_BYTES) {
-      await response.body?.cancel();
-      throw new Error(`The manifest ${url} is over ${MANIFEST_MAX_BYTES} bytes (it declares ${declared})`);
-    }
-    if (response.body) {
-      const reader = response.body.getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        size += value.byteLength;
-        if (size > MANIFEST_MAX_BYTES) {
-          await reader.cancel().catch(() => {});
-          throw new Error(`The manifest ${url} is over ${MANIFEST_MAX_BYTES} bytes`);
-        }
-        chunks.push(value);
-      }
-    }
-    const text = new TextDecoder().decode(Buffer.concat(chunks));
-    try {
-      return JSON.parse(text);
-    } catch (error) {
-      throw new Error(`The manifest ${url} is not valid JSON: ${errorMessage(error)}`);
-    }
   }
 
   /** Preconditions that need no network: answered at once by start(). */
@@ -357,139 +263,27 @@ export function createUpdater(deps: UpdaterDeps): Updater {
         })`,
       );
     }
-    const release = acquireLock();
+    const release = acquireLock(paths, deps.pid);
     try {
-      await install(offered, artifact, manifestUrl);
+      await install(installContext, offered, artifact, manifestUrl);
     } finally {
       release();
     }
   }
 
-  async function install(version: string, artifact: Artifact & { url: string }, manifestUrl: string) {
-    // The trial marker goes in the data folder, which the CLI may find not made yet.
-    mkdirSync(dirname(paths.marker), { recursive: true, mode: 0o700 });
-    log.info("update.downloading", { version, url: artifact.url, size: artifact.size });
-    set({ state: "downloading", version, manifestUrl, progress: { bytes: 0, total: artifact.size } });
-    const downloaded = await downloadArtifact({
-      url: artifact.url,
-      sha256: artifact.sha256,
-      size: artifact.size,
-      version,
-      part: paths.part,
-      partState: paths.partState,
-      signal: abort.signal,
-      fetch: doFetch,
-      onEvent: (event, fields) => log.info(event, fields),
-      onProgress: (bytes, total) => {
-        status.progress = { bytes, total };
-        if (now() - lastProgressLog > 250 || bytes === total) {
-          lastProgressLog = now();
-          set({ state: "downloading", progress: { bytes, total } }, true);
-        }
-      },
-    });
-    if (!downloaded.ok) {
-      if (!downloaded.resumable) discardPart();
-      throw new Refusal(downloaded.reason);
-    }
-    if (downloaded.resumedFrom > 0) {
-      log.info("update.download.resumed", {
-        from: downloaded.resumedFrom,
-        rangeRequests: downloaded.rangeRequests,
-      });
-    }
-
-    set({ state: "verifying", version, manifestUrl }, true);
-    await pause("verifying");
-    const sha = await sha256File(paths.part);
-    if (sha !== artifact.sha256) {
-      discardPart();
-      throw new Refusal(
-        `SHA-256 mismatch: the artifact from ${artifact.url} hashes to ${sha}, the manifest says ${artifact.sha256}`,
-      );
-    }
-    chmodSync(paths.part, 0o755);
-    const printed = await candidateVersion(paths.part);
-    if (printed !== `outpost ${version}`) {
-      discardPart();
-      throw new Refusal(
-        `The downloaded binary does not run here or is another version: its --version printed ` +
-          `${JSON.stringify(printed)}, expected "outpost ${version}"`,
-      );
-    }
-
-    set({ state: "swapping", version, manifestUrl }, true);
-    log.info("update.swapping", { version, exe: paths.exe });
-    // 1. Keep the running binary as <exe>.prev (atomic: link or copy to a temporary, rename).
-    keepCopy(paths.exe, paths.prevTmp, paths.prev);
-    await pause("swapping-prev");
-    // 2. The trial marker, before the swap: whatever starts from the executable next knows.
-    const seconds = Math.floor(now() / 1000);
-    const boot = bootTime();
-    writeMarker(paths.marker, {
-      version,
-      previous: deps.version,
-      exe: paths.exe,
-      starts: 0,
-      boots: 0,
-      maxStarts: deps.settings.maxStarts,
-      deadline: seconds + deps.settings.trialSeconds,
-      trialSeconds: deps.settings.trialSeconds,
-      swappedAt: seconds,
-      ...(boot ? { bootId: boot.bootId, uptimeDeadline: boot.uptime + deps.settings.trialSeconds } : {}),
-    });
-    await pause("swapping-marker");
-    // 3. The swap itself: one rename in one folder, then the folder is fsynced.
-    try {
-      renameSync(paths.part, paths.exe);
-    } catch (error) {
-      removeDurably(paths.marker);
-      throw new Refusal(`Cannot rename the new binary over ${paths.exe}: ${errorMessage(error)}`);
-    }
-    fsyncDir(dirname(paths.exe));
-    rmSync(paths.partState, { force: true });
-    log.info("update.swapped", { version, previous: deps.version, exe: paths.exe, prev: paths.prev });
-    await pause("swapped");
-    set({ state: "restarting", version, previous: deps.version, manifestUrl }, true);
-    deps.onSwapped?.(version);
-  }
-
-  function discardPart(): void {
-    rmSync(paths.part, { force: true });
-    rmSync(paths.partState, { force: true });
-  }
-
-  function candidateVersion(file: string): Promise<string> {
-    return new Promise((resolve) => {
-      execFile(file, ["--version"], { timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
-        const first = String(stdout ?? "").split("\n")[0].trim();
-        if (error && !first) resolve(`(failed: ${String(stderr || error.message).trim().slice(0, 200)})`);
-        else resolve(first);
-      });
-    });
-  }
-
-  /** An exclusive lock beside the executable (pid inside); a dead holder's lock is taken over. */
-  function acquireLock(): () => void {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        const fd = openSync(paths.lock, "wx", 0o600);
-        writeSync(fd, `${deps.pid}\n`);
-        closeSync(fd);
-        return () => rmSync(paths.lock, { force: true });
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
-          throw new Refusal(`Cannot write beside ${paths.exe}: ${errorMessage(error)}`);
-        }
-        const holder = Number(readFileSync(paths.lock, "utf8").trim());
-        if (holder && holder !== deps.pid && processAlive(holder)) {
-          throw new Refusal(`Another update (pid ${holder}) is running on ${paths.exe}`);
-        }
-        rmSync(paths.lock, { force: true });
-      }
-    }
-    throw new Refusal(`Cannot take the update lock ${paths.lock}`);
-  }
+  const installContext: InstallContext = {
+    paths,
+    log,
+    now,
+    deps,
+    set,
+    progress: (bytes, total) => {
+      status.progress = { bytes, total };
+    },
+    pause,
+    signal: abort.signal,
+    fetch: doFetch,
+  };
 
   function fail(error: unknown): void {
     const reason = errorMessage(error);
