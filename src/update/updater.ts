@@ -12,7 +12,6 @@
  *
  * Any refusal ends in `failed` with a reason and leaves the executable untouched.
  */
-import { performance } from "node:perf_hooks";
 import { redactingLogger, redactUrl, redactUrlsIn } from "../core/redact.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import type { UpdatePaths } from "./_files.ts";
@@ -20,9 +19,9 @@ import { type Artifact, type Manifest, verifyManifest } from "./manifest.ts";
 import { fetchManifest } from "./manifest_fetch.ts";
 import { acquireLock, install, type InstallContext, Refusal } from "./install.ts";
 import type { UpdateStateName, UpdateStatus } from "./status.ts";
-import { readMarker, readResult, type TrialMarker, writeResult } from "./marker.ts";
+import { readMarker, readResult, writeResult } from "./marker.ts";
 import { compareSemver } from "./semver.ts";
-import { commitTrial, rollbackTrial } from "./trial.ts";
+import { trialInfo, TrialWatch } from "./trial_watch.ts";
 import { errorMessage } from "../core/errors.ts";
 
 export type { UpdateStateName, UpdateStatus } from "./status.ts";
@@ -112,8 +111,6 @@ export function createUpdater(deps: UpdaterDeps): Updater {
   const doFetch = deps.fetch ?? fetch;
   const listeners = new Set<(s: UpdateStatus) => void>();
   const abort = new AbortController();
-  let trialTimer: ReturnType<typeof setTimeout> | undefined;
-  let trialMarker: TrialMarker | undefined;
 
   let status: UpdateStatus = initialStatus();
 
@@ -271,6 +268,18 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     }
   }
 
+  const trial = new TrialWatch({
+    paths,
+    log,
+    now,
+    by: deps.by,
+    compiled: deps.compiled,
+    version: deps.version,
+    set,
+    onRolledBack: deps.onRolledBack,
+    signal: abort.signal,
+  });
+
   const installContext: InstallContext = {
     paths,
     log,
@@ -302,15 +311,6 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     }
   }
 
-  function trialInfo(m: TrialMarker) {
-    return {
-      deadline: new Date(m.deadline * 1000).toISOString(),
-      starts: m.starts,
-      boots: m.boots,
-      maxStarts: m.maxStarts,
-    };
-  }
-
   const updater: Updater = {
     status: () => status,
     check,
@@ -337,77 +337,11 @@ export function createUpdater(deps: UpdaterDeps): Updater {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    startTrial(healthy) {
-      // From source the "executable" is the runtime (deno, bun): it never is on trial.
-      if (!deps.compiled) return;
-      const marker = readMarker(paths.marker);
-      if (!marker || marker === "corrupt" || marker.version !== deps.version) return;
-      trialMarker = marker;
-      set({ state: "trial", version: marker.version, previous: marker.previous, trial: trialInfo(marker) });
-      const deadlineMs = Math.min(marker.deadline * 1000, now() + marker.trialSeconds * 1000);
-      // Judged on the monotonic clock from here: a wall clock jumping during the trial (NTP at
-      // boot) neither ends it at once nor stretches it.
-      const monoDeadline = performance.now() + Math.max(0, deadlineMs - now());
-      log.info("update.trial.started", {
-        version: marker.version,
-        previous: marker.previous,
-        deadline: new Date(deadlineMs).toISOString(),
-        starts: marker.starts,
-        boots: marker.boots,
-      });
-      let lastWhy = "";
-      const tick = async () => {
-        trialTimer = undefined;
-        if (abort.signal.aborted || !trialMarker) return;
-        let why: string | undefined;
-        try {
-          why = await healthy();
-        } catch (error) {
-          why = errorMessage(error);
-        }
-        if (abort.signal.aborted || !trialMarker) return;
-        if (why === undefined) {
-          try {
-            commitTrial(paths, trialMarker, { log, now, by: deps.by });
-          } catch (error) {
-            // A full disk, say: the trial stays open and is tried again.
-            log.error("update.trial.commit_failed", { error: errorMessage(error) });
-            trialTimer = setTimeout(tick, 5_000);
-            return;
-          }
-          set({ state: "committed", version: trialMarker.version, previous: trialMarker.previous });
-          trialMarker = undefined;
-          return;
-        }
-        lastWhy = why;
-        if (performance.now() >= monoDeadline) {
-          updater.failTrial(`Not healthy within the ${marker.trialSeconds} s trial: ${lastWhy}`);
-          return;
-        }
-        trialTimer = setTimeout(tick, 500);
-      };
-      trialTimer = setTimeout(tick, 0);
-    },
-    failTrial(reason) {
-      if (!deps.compiled) return false;
-      const marker = trialMarker ?? readMarker(paths.marker);
-      if (!marker || marker === "corrupt" || marker.version !== deps.version) return false;
-      trialMarker = undefined;
-      if (trialTimer) clearTimeout(trialTimer);
-      const rolled = rollbackTrial(paths, marker, reason, { log, now, by: deps.by });
-      set({
-        state: rolled ? "rolled-back" : "failed",
-        version: marker.version,
-        previous: marker.previous,
-        reason,
-      });
-      if (rolled) deps.onRolledBack?.();
-      return rolled;
-    },
+    startTrial: (healthy) => trial.start(healthy),
+    failTrial: (reason) => trial.fail(reason),
     stop() {
       abort.abort();
-      if (trialTimer) clearTimeout(trialTimer);
-      trialTimer = undefined;
+      trial.stop();
     },
   };
   return updater;
