@@ -1,4 +1,4 @@
--- Commands from the hub to devices (see src/commands/ and docs/commands.md). A row is written
+-- Commands from the hub to devices (see src/device_commands/ and docs/commands.md). A row is written
 -- when the command arrives and lives until its result has been acknowledged by the hub (and a
 -- while after, for GET /api/v1/commands).
 -- state: pending (waiting for the device), delivered (handed to the device, waiting for its
