@@ -112,33 +112,8 @@ export function createUpdater(deps: UpdaterDeps): Updater {
   const listeners = new Set<(s: UpdateStatus) => void>();
   const abort = new AbortController();
 
-  let status: UpdateStatus = initialStatus();
-
-  function initialStatus(): UpdateStatus {
-    const base = { current: deps.version, at: new Date(now()).toISOString(), pid: deps.pid };
-    const marker = readMarker(paths.marker);
-    if (deps.compiled && marker && marker !== "corrupt" && marker.version === deps.version) {
-      return {
-        ...base,
-        state: "trial",
-        version: marker.version,
-        previous: marker.previous,
-        trial: trialInfo(marker),
-      };
-    }
-    const result = readResult(paths.result);
-    if (result) {
-      return {
-        ...base,
-        state: result.status,
-        version: result.version,
-        previous: result.previous,
-        reason: result.reason,
-        at: new Date(result.at * 1000).toISOString(),
-      };
-    }
-    return { ...base, state: "idle" };
-  }
+  let status: UpdateStatus = initialStatus(deps, now());
+  const check = (options: UpdateOptions = {}) => checkManifest(deps, doFetch, abort.signal, options);
 
   function set(next: Partial<UpdateStatus> & { state: UpdateStateName }, keep = false): void {
     const base = keep ? status : { current: deps.version, pid: deps.pid };
@@ -158,76 +133,6 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     if (deps.pauseAt !== step) return;
     log.warn("update.paused", { at: step });
     await new Promise(() => {});
-  }
-
-  async function check(options: UpdateOptions = {}): Promise<CheckResult> {
-    const manifestUrl = options.manifestUrl ?? deps.settings.manifestUrl;
-    if (!manifestUrl) {
-      return {
-        ok: false,
-        usage: true,
-        reason: "No manifest URL: pass --manifest URL or set update.manifestUrl",
-      };
-    }
-    if (!deps.settings.publicKey) {
-      return {
-        ok: false,
-        usage: true,
-        reason: "No update.publicKey configured: outpost installs only signed updates " +
-          "(outpost update keygen makes a key pair; docs/update.md)",
-      };
-    }
-    let raw: unknown;
-    try {
-      raw = await fetchManifest(manifestUrl, doFetch, abort.signal);
-    } catch (error) {
-      return { ok: false, reason: errorMessage(error) };
-    }
-    const verified = verifyManifest(raw, deps.settings.publicKey);
-    if (!verified.ok) return { ok: false, reason: verified.reason };
-    const manifest = verified.manifest;
-    const order = compareSemver(manifest.version, deps.version);
-    const artifact = manifest.artifacts[deps.target];
-    return {
-      ok: true,
-      manifestUrl,
-      manifest,
-      current: deps.version,
-      offered: manifest.version,
-      order,
-      artifact: artifact ? { ...artifact, url: new URL(artifact.url, manifestUrl).href } : undefined,
-    };
-  }
-
-  /** Preconditions that need no network: answered at once by start(). */
-  function precondition(options: UpdateOptions): { status: 400 | 409; reason: string } | undefined {
-    if (BUSY.includes(status.state)) {
-      return { status: 409, reason: `An update is already running (state: ${status.state})` };
-    }
-    if (status.state === "trial") {
-      return {
-        status: 409,
-        reason: `Version ${status.version} is on trial: wait until it commits or rolls back`,
-      };
-    }
-    if (!deps.compiled) {
-      return {
-        status: 409,
-        reason:
-          "Self-update needs the compiled binary: this outpost runs from source (update the checkout instead)",
-      };
-    }
-    if (!options.manifestUrl && !deps.settings.manifestUrl) {
-      return { status: 400, reason: "No manifest URL: pass manifestUrl or set update.manifestUrl" };
-    }
-    if (!deps.settings.publicKey) {
-      return {
-        status: 409,
-        reason:
-          "No update.publicKey configured: outpost installs only signed updates (see outpost update keygen)",
-      };
-    }
-    return undefined;
   }
 
   async function perform(options: UpdateOptions): Promise<void> {
@@ -315,13 +220,13 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     status: () => status,
     check,
     start(options = {}) {
-      const problem = precondition(options);
+      const problem = precondition(status, deps, options);
       if (problem) return { ok: false, ...problem };
       perform(options).catch((error) => fail(error));
       return { ok: true };
     },
     async run(options = {}) {
-      const problem = precondition(options);
+      const problem = precondition(status, deps, options);
       if (problem) {
         fail(new Refusal(problem.reason, problem.status === 400));
         return status;
@@ -345,4 +250,112 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     },
   };
   return updater;
+}
+
+/** The status at start: on trial, the last update's outcome, or idle. */
+function initialStatus(deps: UpdaterDeps, now: number): UpdateStatus {
+  const { paths } = deps;
+  const base = { current: deps.version, at: new Date(now).toISOString(), pid: deps.pid };
+  const marker = readMarker(paths.marker);
+  if (deps.compiled && marker && marker !== "corrupt" && marker.version === deps.version) {
+    return {
+      ...base,
+      state: "trial",
+      version: marker.version,
+      previous: marker.previous,
+      trial: trialInfo(marker),
+    };
+  }
+  const result = readResult(paths.result);
+  if (result) {
+    return {
+      ...base,
+      state: result.status,
+      version: result.version,
+      previous: result.previous,
+      reason: result.reason,
+      at: new Date(result.at * 1000).toISOString(),
+    };
+  }
+  return { ...base, state: "idle" };
+}
+
+/** Fetches and verifies the manifest; changes nothing. */
+async function checkManifest(
+  deps: UpdaterDeps,
+  doFetch: typeof fetch,
+  signal: AbortSignal,
+  options: UpdateOptions,
+): Promise<CheckResult> {
+  const manifestUrl = options.manifestUrl ?? deps.settings.manifestUrl;
+  if (!manifestUrl) {
+    return {
+      ok: false,
+      usage: true,
+      reason: "No manifest URL: pass --manifest URL or set update.manifestUrl",
+    };
+  }
+  if (!deps.settings.publicKey) {
+    return {
+      ok: false,
+      usage: true,
+      reason: "No update.publicKey configured: outpost installs only signed updates " +
+        "(outpost update keygen makes a key pair; docs/update.md)",
+    };
+  }
+  let raw: unknown;
+  try {
+    raw = await fetchManifest(manifestUrl, doFetch, signal);
+  } catch (error) {
+    return { ok: false, reason: errorMessage(error) };
+  }
+  const verified = verifyManifest(raw, deps.settings.publicKey);
+  if (!verified.ok) return { ok: false, reason: verified.reason };
+  const manifest = verified.manifest;
+  const order = compareSemver(manifest.version, deps.version);
+  const artifact = manifest.artifacts[deps.target];
+  return {
+    ok: true,
+    manifestUrl,
+    manifest,
+    current: deps.version,
+    offered: manifest.version,
+    order,
+    artifact: artifact ? { ...artifact, url: new URL(artifact.url, manifestUrl).href } : undefined,
+  };
+}
+
+/** Preconditions that need no network: answered at once by start(). */
+function precondition(
+  status: UpdateStatus,
+  deps: UpdaterDeps,
+  options: UpdateOptions,
+): { status: 400 | 409; reason: string } | undefined {
+  if (BUSY.includes(status.state)) {
+    return { status: 409, reason: `An update is already running (state: ${status.state})` };
+  }
+  if (status.state === "trial") {
+    return {
+      status: 409,
+      reason: `Version ${status.version} is on trial: wait until it commits or rolls back`,
+    };
+  }
+  if (!deps.compiled) {
+    return {
+      status: 409,
+      reason:
+        "Self-update needs the compiled binary: this outpost runs from source (update the checkout instead)",
+    };
+  }
+  if (!options.manifestUrl && !deps.settings.manifestUrl) {
+    return { status: 400, reason: "No manifest URL: pass manifestUrl or set update.manifestUrl" };
+  }
+  if (!deps.settings.publicKey) {
+    return {
+      status: 409,
+      reason:
+        "No update.publicKey configured: outpost installs only signed updates (see outpost update keygen)",
+    };
+  }
+  return undefined;
 }
