@@ -52,8 +52,11 @@ export function resolveApiToken(config: Config): string {
   return token;
 }
 
-export function createAgent(config: Config, telemetry: Telemetry): Agent {
+/** Every part of the agent, built from the config and wired together, nothing started yet. */
+function buildParts(config: Config, telemetry: Telemetry) {
   const log = telemetry.log;
+  /** Open while the transports run: HTTP ingest answers 503 outside that time. */
+  const gate = { open: false };
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   chmodSync(config.dataDir, 0o700); // also when it already existed, whatever the umask
   const startedAt = Date.now();
@@ -165,7 +168,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
       ingest,
       telemetry,
       maxPayloadBytes: config.limits.maxPayloadBytes,
-      accepting: () => transportsOpen,
+      accepting: () => gate.open,
     })],
     extraStatus: () => ({ update: offers.status(), commands: commands.counts() }),
     extend: (a) => {
@@ -200,8 +203,17 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     },
   });
 
+  return { db, outbox, ingest, uplink, hubStatus, rulesHost, update, commands, app, transports, gate };
+}
+
+export function createAgent(config: Config, telemetry: Telemetry): Agent {
+  const log = telemetry.log;
+  const { db, outbox, ingest, uplink, hubStatus, rulesHost, update, commands, app, transports, gate } =
+    buildParts(
+      config,
+      telemetry,
+    );
   let server: Server | undefined;
-  let transportsOpen = false;
   const { hostname, port } = splitHostPort(config.api.listen);
 
   const parts = lifecycle([
@@ -249,10 +261,10 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
       name: "transports",
       start: async () => {
         await transports.start();
-        transportsOpen = true;
+        gate.open = true;
       },
       stop: async () => {
-        transportsOpen = false;
+        gate.open = false;
         await transports.stop();
       },
     },
