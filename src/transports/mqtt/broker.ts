@@ -18,40 +18,29 @@
  * retained messages) lives in memory: it survives a client reconnecting, not an agent restart.
  * Device data does not depend on it: it is in the outbox before the device hears back.
  */
-import { AUTH_MAX_FAILURES, AuthLimiter } from "../../core/auth_limiter.ts";
-import { RefusalLog } from "../../core/refusal_log.ts";
+import { AuthLimiter } from "../../core/auth_limiter.ts";
 import { type BrokerLimits, brokerLimits, createBrokerBounds } from "./limits.ts";
 import { Aedes } from "aedes";
 import type { AedesPublishPacket, Client, PublishPacket, Subscription } from "aedes";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import { createServer, type Server, type Socket } from "node:net";
+import type { Server, Socket } from "node:net";
 import type { Telemetry } from "../../telemetry/mod.ts";
-import {
-  authenticate,
-  type Credentials,
-  type Identity,
-  mayPublish,
-  maySubscribe,
-  thingsBoardDevice,
-} from "./auth.ts";
-import {
-  type CommandHooks,
-  commandPayload,
-  commandTopic,
-  filterDevice,
-  listensForCommand,
-  listensForRpc,
-  type OutgoingCommand,
-  parseResponseTopic,
-  parseRpcResponseTopic,
-  RPC_REQUEST_PREFIX,
-  rpcRequestPayload,
-} from "./commands.ts";
-import { payloadDigest, type PublishKey } from "./dedupe.ts";
+import { type Credentials, type Identity, mayPublish, maySubscribe, thingsBoardDevice } from "./auth.ts";
+import { type CommandHooks, filterDevice, listensForRpc, type OutgoingCommand } from "./commands.ts";
+import { payloadDigest } from "./dedupe.ts";
 import type { InboundPublish, Intake } from "./intake.ts";
-import { routeDeviceTopic, THINGSBOARD_PREFIX, thingsBoardKind } from "./topics.ts";
+import { THINGSBOARD_PREFIX } from "./topics.ts";
 import { errorMessage } from "../../core/errors.ts";
+import { splitHostPort } from "../../core/hostport.ts";
+import {
+  authenticator,
+  clientSubscriptions,
+  deliverToDevices,
+  listen,
+  publishQueue,
+  routePublish,
+} from "./broker_parts.ts";
 
 export interface BrokerOptions {
   /** `host:port`; port 0 picks a free one. */
@@ -97,34 +86,11 @@ export interface EmbeddedBroker {
   stop(): Promise<void>;
 }
 
-interface Waiting {
-  publish: InboundPublish;
-  packet: PublishPacket;
-  done: (error?: Error | null) => void;
-}
-
-interface SessionQueue {
-  items: Waiting[];
-  scheduled: boolean;
-  tail: Promise<void>;
-}
-
-/** A client's current subscriptions (filter → options), as aedes keeps them. */
-function clientSubscriptions(client: Client): Record<string, unknown> {
-  return (client as unknown as { subscriptions?: Record<string, unknown> }).subscriptions ?? {};
-}
-
-function splitListen(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(":");
-  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(listen.slice(i + 1)) };
-}
-
 export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): EmbeddedBroker {
   const { telemetry, intake, credentials } = deps;
   const log = telemetry.log;
   const identities = new WeakMap<Client, Identity>();
   const connections = new WeakMap<Client, string>();
-  const queues = new WeakMap<Client, SessionQueue>();
   /** Payloads acknowledged but not to be relayed (bad input, resends, command answers). */
   const unrelayed = new WeakSet<object>();
   /** ThingsBoard RPC requests (by payload), forwarded only to their device's connections. */
@@ -142,8 +108,8 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
   const bounds = createBrokerBounds(limits, telemetry);
   let expiryTimer: ReturnType<typeof setInterval> | undefined;
   const authLimiter = options.authLimiter ?? new AuthLimiter();
-  const authLimited = new RefusalLog();
 
+  const enqueue = publishQueue(intake, unrelayed);
   const clientsGauge = telemetry.metrics.family("outpost_mqtt_clients");
   telemetry.metrics.collectors.push(() => clientsGauge.set(aedes?.connectedClients ?? 0));
 
@@ -153,46 +119,6 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
       clientId: client?.id,
       device: identity?.type === "device" ? identity.device : undefined,
     };
-  }
-
-  function enqueue(client: Client, item: Waiting): void {
-    let q = queues.get(client);
-    if (!q) {
-      q = { items: [], scheduled: false, tail: Promise.resolve() };
-      queues.set(client, q);
-    }
-    q.items.push(item);
-    if (q.scheduled) return;
-    q.scheduled = true;
-    const queue = q;
-    // Every publish of the chunk aedes is parsing now joins this batch.
-    setImmediate(() => {
-      queue.scheduled = false;
-      const items = queue.items;
-      queue.items = [];
-      queue.tail = queue.tail.then(() => settle(client, items));
-    });
-  }
-
-  async function settle(client: Client, items: Waiting[]): Promise<void> {
-    const result = await intake.submit(items.map((i) => i.publish), "mqtt", () => !client.closed);
-    if (!result.ok) {
-      // Not stored: no acknowledgement. A store failure drops the connection so that the client
-      // resends; when stopping or gone, the client resends after reconnecting anyway.
-      if (result.why === "error") items[0].done(new Error("outpost could not store the message"));
-      return;
-    }
-    const acked: PublishKey[] = [];
-    for (let i = 0; i < items.length; i++) {
-      const { packet, done, publish } = items[i];
-      if (result.outcomes[i] !== "accepted") {
-        unrelayed.add(packet.payload as object);
-        packet.retain = false;
-      } else if (publish.key !== undefined) acked.push(publish.key);
-      done(null);
-    }
-    // aedes writes each PUBACK in done() while the connection is open.
-    if (!client.closed) intake.acked(acked);
   }
 
   function authorizePublish(
@@ -215,32 +141,10 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
     const payload = packet.payload as Uint8Array;
     // An empty retained publish clears a retained message: plain MQTT, not device data.
     if (packet.retain && payload.byteLength === 0) return done(null);
-    let target: InboundPublish["target"];
-    const tbKind = thingsBoardKind(topic);
-    if (tbKind !== undefined) {
-      const device = thingsBoardDevice(identity);
-      target = device === undefined
-        ? {
-          type: "invalid",
-          reason: "no-device-identity",
-          message: "A ThingsBoard-style publish needs a device token as the MQTT username",
-        }
-        : { type: "device", device, kind: tbKind };
-    } else if (topic.startsWith(THINGSBOARD_PREFIX)) {
-      // RPC answers go to the commands; other ThingsBoard API topics are not served.
-      const id = deps.commands && parseRpcResponseTopic(topic);
-      const device = id ? thingsBoardDevice(identity) : undefined;
-      if (id && device) return answer(device, id, payload, "thingsboard", packet, done);
-      return done(null);
-    } else {
-      const route = routeDeviceTopic(topic);
-      if (route.type === "bus") {
-        const response = deps.commands && parseResponseTopic(topic);
-        if (response) return answer(response.device, response.id, payload, "mqtt", packet, done);
-        return done(null);
-      }
-      target = route;
-    }
+    const route = routePublish(identity, topic, deps.commands !== undefined);
+    if (route.type === "ignore") return done(null);
+    if (route.type === "answer") return answer(route.device, route.id, payload, route.via, packet, done);
+    const target = route.target;
     if (!client) {
       // A stale last will with no connection behind it: store it, nothing to acknowledge.
       void intake.submit([{ topic, payload, target }], "mqtt", () => true).then(() => done(null));
@@ -326,42 +230,18 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
 
   return {
     async start() {
-      const { host, port } = splitListen(options.listen);
+      const { hostname: host, port } = splitHostPort(options.listen);
       const broker = new Aedes({
-        authenticate(client, username, password, done) {
-          const remote = (client.conn as { remoteAddress?: string } | undefined)?.remoteAddress ?? "unknown";
-          if (options.auth === "token" && authLimiter.blocked(remote)) {
-            // Refused without checking, for the rest of the minute (SPEC §14).
-            const n = authLimited.note();
-            if (n !== undefined) {
-              log.warn("auth.limited", {
-                transport: "mqtt",
-                address: remote,
-                refused: n,
-                rule: `${AUTH_MAX_FAILURES} failed authentications in a minute`,
-              });
-            }
-            const error = new Error("too many failed authentications") as Error & { returnCode: number };
-            error.returnCode = 5;
-            return done(error as any, false);
-          }
-          const result = authenticate(options.auth, username, password?.toString("utf8"), credentials);
-          if (!result.ok) {
-            authLimiter.fail(remote);
-            telemetry.authRefused(result.reason, {
-              transport: "mqtt",
-              clientId: client.id,
-              // A username may be a ThingsBoard token: name it only when it is a known device id.
-              username: username && credentials.isProvisioned(username) ? username : undefined,
-            });
-            const error = new Error(result.reason) as Error & { returnCode: number };
-            error.returnCode = result.returnCode;
-            return done(error as any, false);
-          }
-          identities.set(client, result.identity);
-          connections.set(client, `${boot}-${++connCounter}`);
-          done(null, true);
-        },
+        authenticate: authenticator({
+          auth: options.auth,
+          credentials,
+          telemetry,
+          limiter: authLimiter,
+          onAuthenticated: (client, identity) => {
+            identities.set(client, identity);
+            connections.set(client, `${boot}-${++connCounter}`);
+          },
+        }),
         authorizePublish,
         authorizeSubscribe,
         authorizeForward,
@@ -398,25 +278,11 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
           if (!client.clean) listenersChanged(client, Object.keys(clientSubscriptions(client)));
         });
       }
-      const srv = createServer((socket) => {
-        if (!bounds.admit(socket, sockets.size)) return;
+      const srv = await listen(broker, { host, port, listen: options.listen }, (socket) => {
+        if (!bounds.admit(socket, sockets.size)) return false;
         sockets.add(socket);
         socket.on("close", () => sockets.delete(socket));
-        broker.handle(socket);
-      });
-      await new Promise<void>((resolve, reject) => {
-        srv.once("error", reject);
-        srv.listen(port, host, () => {
-          srv.off("error", reject);
-          resolve();
-        });
-      }).catch((error: NodeJS.ErrnoException) => {
-        broker.close();
-        const why = error.code === "EADDRINUSE" ? "the address is in use" : error.message;
-        throw new Error(
-          `MQTT broker cannot listen on ${options.listen}: ${why} (set mqtt.broker.listen, or mqtt.broker: false)`,
-          { cause: error },
-        );
+        return true;
       });
       srv.on("error", (error) => log.error("mqtt.broker.error", { error: error.message }));
       const bound = srv.address();
@@ -454,33 +320,7 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
     deliverCommand(command) {
       const broker = aedes;
       if (!broker || broker.closed) return undefined;
-      const topic = commandTopic(command.device, command.id);
-      let plain = false;
-      let rpc = false;
-      for (
-        const client of Object.values((broker as unknown as { clients: Record<string, Client> }).clients)
-      ) {
-        if (!client.connected || client.closed) continue;
-        const filters = Object.keys(clientSubscriptions(client));
-        if (!plain && filters.some((f) => listensForCommand(f, command.device, command.id))) plain = true;
-        if (!rpc && filters.some((f) => listensForRpc(f, command.id))) {
-          const identity = identities.get(client);
-          rpc = identity !== undefined && thingsBoardDevice(identity) === command.device;
-        }
-        if (plain && rpc) break;
-      }
-      const send = (to: string, payload: Buffer) =>
-        broker.publish({ cmd: "publish", topic: to, payload, qos: 1, retain: false, dup: false }, (error) => {
-          if (error) log.warn("mqtt.publish_failed", { topic: to, error: error.message });
-        });
-      if (plain) send(topic, Buffer.from(commandPayload(command)));
-      if (rpc) {
-        // aedes forwards this very Buffer, which is how authorizeForward knows whose it is.
-        const payload = Buffer.from(rpcRequestPayload(command));
-        rpcFor.set(payload, command.device);
-        send(RPC_REQUEST_PREFIX + command.id, payload);
-      }
-      return plain ? "mqtt" : rpc ? "thingsboard" : undefined;
+      return deliverToDevices(broker, command, { identities, rpcFor, log });
     },
     status() {
       const shown = address
