@@ -15,11 +15,11 @@
 import { AUTH_MAX_FAILURES, AuthLimiter, peerAddress } from "../core/auth_limiter.ts";
 import { RefusalLog } from "../core/refusal_log.ts";
 import * as grpc from "@grpc/grpc-js";
-import { randomBytes, randomUUID } from "node:crypto";
-import { matchesHash, sha256Hex } from "../core/secret.ts";
+import { randomUUID } from "node:crypto";
 import type { Batch, CommandResultFrame, EdgeFrame, HubFrame, ReportFrame } from "../proto/mod.ts";
 import { AUTH_METADATA } from "../proto/mod.ts";
 import type { HubEdgeConfig } from "./config.ts";
+import { edgeAuthenticator } from "./edge_auth.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { errorMessage } from "../core/errors.ts";
 import { type CommandStatus, type HubStore, payloadText, type PushKind } from "./store.ts";
@@ -84,12 +84,6 @@ interface Session {
   detached: boolean;
 }
 
-/** SHA-256 hex digests: the hub keeps no edge secret in the clear after start. */
-interface Credentials {
-  routingKey: string;
-  secret: string;
-}
-
 interface Waiter {
   edge: string;
   settle(status: CommandOutcomeStatus, payload: unknown): void;
@@ -106,38 +100,12 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   const limiter = options.limiter ?? new AuthLimiter({ now });
   const refusals = new RefusalLog(now);
   const conflictLog = new RefusalLog(now);
-  const credentials = new Map<string, Credentials>();
-  for (const e of options.edges) {
-    credentials.set(e.id, { routingKey: sha256Hex(e.routingKey), secret: sha256Hex(e.secret) });
-  }
-  // Compared against when the edge id is unknown, so that an unknown id costs the same time.
-  const nobody: Credentials = {
-    routingKey: randomBytes(32).toString("hex"),
-    secret: randomBytes(32).toString("hex"),
-  };
+  const authenticate = edgeAuthenticator(options.edges);
   const sessions = new Map<string, Session[]>();
   const queues = new Map<string, Promise<void>>();
   const waiters = new Map<string, Waiter>();
   let closing = false;
   let closed: Promise<void> | undefined;
-
-  function authenticate(metadata: grpc.Metadata): string | undefined {
-    const one = (key: string) => {
-      const values = metadata.get(key);
-      return values.length === 1 && typeof values[0] === "string" ? values[0] : undefined;
-    };
-    const id = one(AUTH_METADATA.edgeId);
-    const routingKey = one(AUTH_METADATA.routingKey);
-    const secret = one(AUTH_METADATA.secret);
-    const known = id === undefined ? undefined : credentials.get(id);
-    const expected = known ?? nobody;
-    // Both comparisons always run: no early exit tells which part was wrong.
-    const keyOk = matchesHash(routingKey ?? "", expected.routingKey);
-    const secretOk = matchesHash(secret ?? "", expected.secret);
-    return known !== undefined && routingKey !== undefined && secret !== undefined && keyOk && secretOk
-      ? id
-      : undefined;
-  }
 
   /** Runs `task` after every earlier task of the same edge. */
   function serially(edge: string, task: () => void): Promise<void> {
