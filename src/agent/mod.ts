@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { createCommands, mountCommandRoutes } from "../device_commands/mod.ts";
 import { type Config, DEFAULTS, resolveFromConfig } from "../config/mod.ts";
 import { lifecycle } from "../core/component.ts";
-import { joinHostPort, splitHostPort } from "../core/hostport.ts";
+import { joinHostPort, localUrl, splitHostPort } from "../core/hostport.ts";
 import { agentMigrations, openDatabase } from "../db/mod.ts";
 import { createControlApp, type HubStatus } from "../control/mod.ts";
 import { errorMessage, UsageError } from "../core/errors.ts";
@@ -272,8 +272,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
       name: "update",
       // On trial after a self-update: healthy = API answering, store open, hub connected if configured.
       start: () => {
-        const local = hostname === "0.0.0.0" || hostname === "::" ? "127.0.0.1" : hostname;
-        const healthz = `http://${joinHostPort(local, server!.port)}/healthz`;
+        const healthz = localUrl(joinHostPort(hostname, server!.port), "/healthz");
         update.updater.startTrial(async () => {
           const health = await fetch(healthz, { signal: AbortSignal.timeout(5_000) }).catch(() => undefined);
           await health?.body?.cancel();

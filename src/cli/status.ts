@@ -1,18 +1,11 @@
 /** `outpost status`: asks the running agent's control API and prints a summary (or JSON). */
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { splitHostPort } from "../core/hostport.ts";
+import { agentEndpoint } from "./agent_api.ts";
 import { loadConfig } from "../config/mod.ts";
 import type { Io } from "./io.ts";
 
 export async function statusCommand(options: { config?: string; json?: boolean }, io: Io): Promise<number> {
   const config = loadConfig(options.config);
-  const tokenFile = join(config.dataDir, "api-token");
-  const token = config.api.token ??
-    (existsSync(tokenFile) ? readFileSync(tokenFile, "utf8").trim() : undefined);
-  let { hostname, port } = splitHostPort(config.api.listen);
-  if (hostname === "0.0.0.0" || hostname === "::") hostname = "127.0.0.1";
-  const url = `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/api/v1/status`;
+  const { url, token } = agentEndpoint(config, "/api/v1/status");
   let response: Response;
   try {
     response = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });

@@ -8,10 +8,9 @@
  * and judges its own trial. When no agent answers, this process applies the update itself
  * (download, verify, swap) and the next `outpost run` starts the new binary on trial.
  */
-import { chmodSync, closeSync, existsSync, openSync, readFileSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, closeSync, existsSync, openSync, writeSync } from "node:fs";
 import process from "node:process";
-import { splitHostPort } from "../core/hostport.ts";
+import { agentEndpoint } from "./agent_api.ts";
 import type { Io } from "./io.ts";
 import { type Config, loadConfig } from "../config/mod.ts";
 import { type Issue, UsageError } from "../core/errors.ts";
@@ -119,12 +118,7 @@ interface AgentApi {
 }
 
 function agentApi(config: Config): AgentApi {
-  const tokenFile = join(config.dataDir, "api-token");
-  const token = config.api.token ??
-    (existsSync(tokenFile) ? readFileSync(tokenFile, "utf8").trim() : undefined);
-  let { hostname, port } = splitHostPort(config.api.listen);
-  if (hostname === "0.0.0.0" || hostname === "::") hostname = "127.0.0.1";
-  const url = `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/api/v1/update`;
+  const { url, token } = agentEndpoint(config, "/api/v1/update");
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (token) headers.authorization = `Bearer ${token}`;
   return {

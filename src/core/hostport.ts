@@ -21,3 +21,10 @@ export function splitHostPort(address: string): { hostname: string; port: number
 export function joinHostPort(hostname: string, port: number): string {
   return `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
 }
+
+/** An `http://` URL on this machine for a listen address (a wildcard address is reached on loopback). */
+export function localUrl(listen: string, path: string): string {
+  const { hostname, port } = splitHostPort(listen);
+  const local = hostname === "0.0.0.0" || hostname === "::" ? "127.0.0.1" : hostname;
+  return `http://${joinHostPort(local, port)}${path}`;
+}
