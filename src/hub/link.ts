@@ -16,13 +16,15 @@ import { AUTH_MAX_FAILURES, AuthLimiter, peerAddress } from "../core/auth_limite
 import { RefusalLog } from "../core/refusal_log.ts";
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
-import type { Batch, CommandResultFrame, EdgeFrame, HubFrame, ReportFrame } from "../proto/mod.ts";
+import type { CommandResultFrame, EdgeFrame, HubFrame, ReportFrame } from "../proto/mod.ts";
 import { AUTH_METADATA } from "../proto/mod.ts";
 import type { HubEdgeConfig } from "./config.ts";
 import { edgeAuthenticator } from "./edge_auth.ts";
+import { createEdgeWork } from "./link_batches.ts";
+import { type CommandOutcome, type CommandOutcomeStatus, CommandWaiters } from "./link_commands.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { errorMessage } from "../core/errors.ts";
-import { type CommandStatus, type HubStore, payloadText, type PushKind } from "./store.ts";
+import { type HubStore, payloadText, type PushKind } from "./store.ts";
 
 export const AUTH_FAILED = "unknown edge or wrong routing key/secret";
 export const AUTH_LIMITED = "too many failed authentications from this address; try again in a minute";
@@ -38,13 +40,7 @@ export interface CommandRequest {
   timeoutMs: number;
 }
 
-export type CommandOutcomeStatus = Exclude<CommandStatus, "pending">;
-
-export interface CommandOutcome {
-  id: string;
-  status: CommandOutcomeStatus;
-  payload: unknown;
-}
+export type { CommandOutcome, CommandOutcomeStatus } from "./link_commands.ts";
 
 export interface EdgeLink {
   /** The grpc-js handler for `outpost.v1.Hub/Connect`. */
@@ -84,11 +80,6 @@ interface Session {
   detached: boolean;
 }
 
-interface Waiter {
-  edge: string;
-  settle(status: CommandOutcomeStatus, payload: unknown): void;
-}
-
 const COMMAND_STATUSES: ReadonlySet<string> = new Set(["ok", "error", "timeout", "device-offline"]);
 const REPORT_TYPE = /^[A-Za-z0-9._-]{1,64}$/;
 const utf8 = new TextEncoder();
@@ -99,25 +90,11 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   const graceMs = options.commandGraceMs ?? 1000;
   const limiter = options.limiter ?? new AuthLimiter({ now });
   const refusals = new RefusalLog(now);
-  const conflictLog = new RefusalLog(now);
   const authenticate = edgeAuthenticator(options.edges);
   const sessions = new Map<string, Session[]>();
-  const queues = new Map<string, Promise<void>>();
-  const waiters = new Map<string, Waiter>();
+  const waiters = new CommandWaiters();
   let closing = false;
   let closed: Promise<void> | undefined;
-
-  /** Runs `task` after every earlier task of the same edge. */
-  function serially(edge: string, task: () => void): Promise<void> {
-    const tail = (queues.get(edge) ?? Promise.resolve()).then(task).catch((error) => {
-      log.error("hub.internal_error", { edge, error: errorMessage(error) });
-    });
-    queues.set(edge, tail);
-    void tail.then(() => {
-      if (queues.get(edge) === tail) queues.delete(edge);
-    });
-    return tail;
-  }
 
   function endCall(call: Call, code: grpc.status, details: string): void {
     if (call.writableEnded) return;
@@ -169,56 +146,14 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     detach(session, details);
   }
 
-  /** Batches received and not yet stored, per edge: stored together by the next `storeWaiting`. */
-  const waiting = new Map<string, { session: Session; batch: Batch }[]>();
-
-  function takeBatch(session: Session, batch: Batch): void {
-    const edge = session.edge;
-    let list = waiting.get(edge);
-    if (list === undefined) {
-      list = [];
-      waiting.set(edge, list);
-      // After the frames read with this one: they join the same transaction.
-      setImmediate(() => void serially(edge, () => storeWaiting(edge)));
-    }
-    list.push({ session, batch });
-  }
-
-  function storeWaiting(edge: string): void {
-    const list = waiting.get(edge) ?? [];
-    waiting.delete(edge);
-    // Nobody to acknowledge to on a closed stream: the edge resends on its next one.
-    const live = list.filter((w) => w.session.open);
-    if (live.length === 0) return;
-    const records = live.length === 1
-      ? live[0].batch.records ?? []
-      : live.flatMap((w) => w.batch.records ?? []);
-    let added: number;
-    try {
-      added = store.storeBatch(edge, records, now(), (ids) => {
-        const n = conflictLog.note(ids.length);
-        if (n === undefined) return;
-        log.warn("hub.record_conflict", {
-          edge,
-          conflicts: n,
-          example: ids[0].slice(0, 128),
-          note: "record ids the hub holds with other content: a cloned or restored edge (docs/hub.md)",
-        });
-      });
-    } catch (error) {
-      log.error("hub.store_failed", {
-        edge,
-        seq: live.map((w) => w.batch.seq),
-        error: errorMessage(error),
-      });
-      for (const session of new Set(live.map((w) => w.session))) {
-        fail(session, grpc.status.UNAVAILABLE, STORE_FAILED);
-      }
-      return;
-    }
-    for (const w of live) write(w.session, { ack: { seq: w.batch.seq } });
-    log.debug("batch.stored", { edge, batches: live.length, records: records.length, added });
-  }
+  const work = createEdgeWork<Session>({
+    store,
+    log,
+    now,
+    ack: (session, seq) => write(session, { ack: { seq } }),
+    fail: (session) => fail(session, grpc.status.UNAVAILABLE, STORE_FAILED),
+  });
+  const serially = work.serially;
 
   function saveReport(session: Session, report: ReportFrame): void {
     if (!REPORT_TYPE.test(report.type)) {
@@ -247,8 +182,7 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       log.warn("command.unknown_result", { edge: session.edge, id: result.id });
       return;
     }
-    const waiter = waiters.get(result.id);
-    if (waiter?.edge === session.edge) waiter.settle(status, text === null ? null : JSON.parse(text));
+    waiters.settle(result.id, session.edge, status, text === null ? null : JSON.parse(text));
   }
 
   function onFrame(session: Session, raw: unknown): void {
@@ -263,7 +197,7 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       switch (frame.frame) {
         case "batch":
           // A batch arriving while the hub shuts down is not taken; the edge resends it.
-          if (!closing) takeBatch(session, frame.batch);
+          if (!closing) work.take(session, frame.batch);
           return;
         case "heartbeat":
           store.touch(edge, now());
@@ -362,18 +296,12 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       store.settleCommand(id, edge, "device-offline", null, now());
       return { id, status: "device-offline", payload: null };
     }
-    const outcome = new Promise<CommandOutcome>((resolve) => {
-      const settle = (status: CommandOutcomeStatus, payload: unknown) => {
-        clearTimeout(timer);
-        waiters.delete(id);
-        resolve({ id, status, payload });
-      };
-      const timer = setTimeout(() => {
-        store.settleCommand(id, edge, "timeout", null, now());
-        settle("timeout", null);
-      }, request.timeoutMs + graceMs);
-      waiters.set(id, { edge, settle });
-    });
+    const outcome = waiters.wait(
+      id,
+      edge,
+      request.timeoutMs + graceMs,
+      () => store.settleCommand(id, edge, "timeout", null, now()),
+    );
     write(session, {
       command: {
         id,
@@ -398,15 +326,9 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   function close(): Promise<void> {
     closed ??= (async () => {
       closing = true;
-      for (const [id, waiter] of waiters) {
-        try {
-          store.settleCommand(id, waiter.edge, "timeout", null, now());
-        } catch { /* the answer below still goes out */ }
-        waiter.settle("timeout", null);
-      }
+      waiters.timeoutAll((id, edge) => store.settleCommand(id, edge, "timeout", null, now()));
       // Batches received and not yet queued for storing are stored (and acknowledged) now.
-      for (const edge of [...waiting.keys()]) void serially(edge, () => storeWaiting(edge));
-      await Promise.all(queues.values());
+      await work.flush();
       for (const list of [...sessions.values()]) {
         for (const session of [...list]) fail(session, grpc.status.UNAVAILABLE, SHUTTING_DOWN);
       }
