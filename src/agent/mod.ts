@@ -26,8 +26,7 @@ import type { Telemetry } from "../telemetry/mod.ts";
 import { createUplink, type Uplink } from "../uplink/mod.ts";
 import { type AgentUpdate, createAgentUpdate } from "../update/mod.ts";
 import { VERSION } from "../version.ts";
-import { createDownlink } from "../downlink/mod.ts";
-import { createOfferHandling } from "../downlink/mod.ts";
+import { createDownlink, createOfferHandling } from "../downlink/mod.ts";
 import { RulesHost } from "./rules_host.ts";
 
 export interface Agent {
