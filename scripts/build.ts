@@ -99,13 +99,24 @@ export const TARGETS: Record<string, Target> = {
   },
 };
 
+/**
+ * Targets that are not Bun executables: `node` is the JavaScript bundle `dist/outpost.mjs` (Node
+ * ≥ 20, libSQL's addon from node_modules or from `libsql/` beside it); `linux-armv7` is the
+ * archive `dist/outpost-linux-armv7.tar.gz` (that bundle, the armhf addon and a launcher).
+ */
+export const BUNDLE_TARGETS = ["node", "linux-armv7"] as const;
+type BundleTarget = (typeof BUNDLE_TARGETS)[number];
+
+/** The armhf addon package the armv7 archive carries. */
+const ARMV7_ADDON = "@libsql/linux-arm-gnueabihf";
+
 /** `--target all`: the published release set. */
-export const RELEASE_TARGETS = ["linux-x64", "linux-arm64"];
+export const RELEASE_TARGETS = ["linux-x64", "linux-arm64", "node", "linux-armv7"];
 
 const USAGE = `Usage: npm run build -- [options]
 
   --version X     version to stamp (default: package.json's)
-  --target T      ${Object.keys(TARGETS).join(", ")}, all (= ${RELEASE_TARGETS.join(" + ")}),
+  --target T      ${[...Object.keys(TARGETS), ...BUNDLE_TARGETS].join(", ")}, all (= ${RELEASE_TARGETS.join(" + ")}),
                   or a comma-separated list; default: this machine's glibc target
   --outdir DIR    output folder (default: dist)
   --no-smoke      do not run the built binaries' --version
@@ -115,6 +126,7 @@ const USAGE = `Usage: npm run build -- [options]
 interface Options {
   version: string;
   targets: Target[];
+  bundles: BundleTarget[];
   outdir: string;
   smoke: boolean;
   deno: boolean;
@@ -147,11 +159,15 @@ function parseOptions(argv: string[]): Options | undefined {
   const names = (values.target ?? hostTarget).split(",").flatMap((t) =>
     t === "all" ? RELEASE_TARGETS : [t.trim()]
   );
-  const targets = [...new Set(names)].map((name) => {
+  const unique = [...new Set(names)];
+  const bundles = BUNDLE_TARGETS.filter((b) => unique.includes(b));
+  const targets = unique.filter((n) => !(BUNDLE_TARGETS as readonly string[]).includes(n)).map((name) => {
     const target = TARGETS[name];
     if (!target) {
       throw new BuildError(
-        `Unknown target "${name}": expected one of ${Object.keys(TARGETS).join(", ")} or all`,
+        `Unknown target "${name}": expected one of ${
+          [...Object.keys(TARGETS), ...BUNDLE_TARGETS].join(", ")
+        } or all`,
       );
     }
     return target;
@@ -162,6 +178,7 @@ function parseOptions(argv: string[]): Options | undefined {
   return {
     version,
     targets,
+    bundles,
     outdir: resolve(values.outdir ?? join(ROOT, "dist")),
     smoke: !values["no-smoke"],
     deno: Boolean(values.deno),
@@ -180,7 +197,7 @@ function libsqlAddonVersion(pkgName: string): string {
  * The absolute path of the target's libSQL addon: from node_modules when npm installed it (the
  * host's own), else from `.cache/npm/<pkg>-<version>/`, fetched once with `npm pack`.
  */
-function libsqlAddon(target: Target): string {
+function libsqlAddon(target: { libsqlPackage: string }): string {
   const version = libsqlAddonVersion(target.libsqlPackage);
   const installed = join(ROOT, "node_modules", target.libsqlPackage);
   if (existsSync(join(installed, "index.node"))) {
@@ -270,6 +287,147 @@ function libsqlAddonPlugin(addonPath: string) {
       });
     },
   };
+}
+
+/**
+ * The Node bundle's libSQL loader: the addon in `libsql/index.node` beside the bundle when there
+ * is one (the armv7 archive's layout), else libSQL's own pick from node_modules. The path is
+ * computed so that the bundler leaves it to run time; `require` is the bundle's
+ * `createRequire(import.meta.url)`, so a relative path is taken from the bundle's folder.
+ */
+const NODE_ADDON_LOADER = "let beside;" +
+  ' try { beside = require.resolve(["./libsql", "index.node"].join("/")); } catch { beside = undefined; }' +
+  " if (beside) return require(beside);" +
+  " return require(`@libsql/${target}`);";
+
+/** A Bun plugin that lets the Node bundle take libSQL's addon from beside it. */
+function libsqlBesidePlugin() {
+  return {
+    name: "libsql-addon-beside",
+    setup(build: any) {
+      build.onLoad({ filter: /[\\/]node_modules[\\/]libsql[\\/]index\.js$/ }, (args: { path: string }) => {
+        const source = readFileSync(args.path, "utf8");
+        if (!source.includes(LIBSQL_DYNAMIC_REQUIRE)) {
+          throw new BuildError(
+            `${args.path} no longer contains ${LIBSQL_DYNAMIC_REQUIRE}: update the libsql plugin in scripts/build.ts`,
+          );
+        }
+        return { contents: source.replace(LIBSQL_DYNAMIC_REQUIRE, NODE_ADDON_LOADER), loader: "js" };
+      });
+    },
+  };
+}
+
+/**
+ * `dist/outpost.mjs`: one ES module for Node ≥ 20 with every dependency in it but libSQL's native
+ * addon. Bun's bundler (`target: "node"`) is the one the binaries are built with already.
+ * Returns what the smoke run printed.
+ */
+async function buildNodeBundle(version: string, outfile: string, smokeRun: boolean): Promise<string> {
+  const Bun = (globalThis as any).Bun;
+  if (!Bun) {
+    throw new BuildError("Run the build with Bun: npm run build (package.json runs bun scripts/build.ts)");
+  }
+  const outdir = mkdtempSync(join(dirname(outfile), ".bundle-"));
+  try {
+    const result = await Bun.build({
+      entrypoints: [ENTRY],
+      target: "node",
+      format: "esm",
+      outdir,
+      naming: "outpost.mjs",
+      define: { OUTPOST_BUILD_VERSION: JSON.stringify(version) },
+      minify: { whitespace: true, syntax: true, identifiers: false },
+      plugins: [libsqlBesidePlugin()],
+      throw: false,
+    });
+    if (!result.success) {
+      const logs = result.logs.map((l: unknown) => String(l)).join("\n");
+      throw new BuildError(`bun build --target=node failed:\n${logs}`);
+    }
+    const built = join(outdir, "outpost.mjs");
+    const smoked = smokeRun ? smokeNode(built, version) : "smoke skipped";
+    renameSync(built, outfile);
+    return smoked;
+  } finally {
+    rmSync(outdir, { recursive: true, force: true });
+  }
+}
+
+/** Runs `node <bundle> version` from an empty folder; throws unless it prints the version. */
+function smokeNode(bundle: string, version: string): string {
+  const cwd = mkdtempSync(join(tmpdir(), "outpost-smoke-"));
+  try {
+    const run = spawnSync("node", [bundle, "version"], { cwd, encoding: "utf8", timeout: 60_000 });
+    if (run.error && (run.error as NodeJS.ErrnoException).code === "ENOENT") return "node not found: not run";
+    const first = run.stdout?.split("\n")[0];
+    if (run.status !== 0 || first !== `outpost ${version}`) {
+      throw new BuildError(
+        `Smoke test of node ${bundle} failed (exit ${run.status}): expected "outpost ${version}", got:\n` +
+          `${run.stdout}${run.stderr}${run.error ?? ""}`,
+      );
+    }
+    return `node version: ${run.stdout.trim().split("\n").join(" / ")}`;
+  } finally {
+    rmSync(cwd, { recursive: true, force: true });
+  }
+}
+
+/** The armv7 archive's launcher: runs the bundle beside it (through symlinks) with node ≥ 20. */
+export const LAUNCHER = `#!/bin/sh
+# outpost: runs the agent's JavaScript bundle (outpost.mjs, beside this script) with Node >= 20.
+# OUTPOST_NODE names the node executable (default: node on PATH).
+set -eu
+self=$0
+while [ -L "$self" ]; do
+  link=$(readlink "$self")
+  case $link in
+    /*) self=$link ;;
+    *) self=$(dirname "$self")/$link ;;
+  esac
+done
+dir=$(CDPATH='' cd -- "$(dirname -- "$self")" && pwd)
+node=\${OUTPOST_NODE:-node}
+if ! command -v "$node" >/dev/null 2>&1; then
+  echo "outpost: $node not found: install Node.js 20 or newer (https://nodejs.org/en/download, or" >&2
+  echo "  your distribution's nodejs package if it is >= 20) or set OUTPOST_NODE" >&2
+  exit 127
+fi
+exec "$node" "$dir/outpost.mjs" "$@"
+`;
+
+/**
+ * `dist/outpost-linux-armv7.tar.gz`: a folder `outpost-<version>-linux-armv7/` holding
+ * `outpost.mjs`, `libsql/index.node` (the armhf addon libsql pins, integrity-checked against
+ * package-lock.json) and the `outpost` launcher. Written to a temporary name and renamed.
+ */
+async function buildArmv7Archive(version: string, outfile: string, smokeRun: boolean): Promise<string> {
+  const addon = libsqlAddon({ libsqlPackage: ARMV7_ADDON });
+  const stage = mkdtempSync(join(dirname(outfile), ".armv7-"));
+  try {
+    const top = `outpost-${version}-linux-armv7`;
+    const folder = join(stage, top);
+    mkdirSync(join(folder, "libsql"), { recursive: true });
+    const bundle = join(folder, "outpost.mjs");
+    await buildNodeBundle(version, bundle, false);
+    // This host's node cannot load the armhf addon: the bundle is run here before it goes in.
+    const smoked = smokeRun ? `${smokeNode(bundle, version)} (host addon)` : "smoke skipped";
+    writeFileSync(join(folder, "libsql/index.node"), readFileSync(addon));
+    writeFileSync(join(folder, "outpost"), LAUNCHER, { mode: 0o755 });
+    chmodSync(join(folder, "outpost"), 0o755);
+    const elf = readFileSync(join(folder, "libsql/index.node")).subarray(0, 20);
+    // ELF magic, 32-bit class (1), little-endian (1), e_machine 40 = ARM.
+    if (elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 1 || elf[5] !== 1 || elf.readUInt16LE(18) !== 40) {
+      throw new BuildError(`${addon} is not a 32-bit ARM ELF file`);
+    }
+    const tmp = join(stage, "archive.tar.gz");
+    const tar = spawnSync("tar", ["--owner=0", "--group=0", "-czf", tmp, "-C", stage, top], { encoding: "utf8" });
+    if (tar.status !== 0) throw new BuildError(`tar for ${outfile} failed: ${tar.stderr.trim()}`);
+    renameSync(tmp, outfile);
+    return `${ARMV7_ADDON}@${libsqlAddonVersion(ARMV7_ADDON)} (ARM ELF); ${smoked}`;
+  } finally {
+    rmSync(stage, { recursive: true, force: true });
+  }
 }
 
 async function buildWithBun(target: Target, version: string, outfile: string): Promise<void> {
@@ -376,11 +534,22 @@ function readBuildInfo(outdir: string): BuildInfo | undefined {
   }
 }
 
-/** The release binaries in `outdir` (`outpost-<target>`, no temporary files). */
+/**
+ * The release artifacts in `outdir`: binaries `outpost-<target>`, the bundle `outpost.mjs` and
+ * archives `outpost-<target>.tar.gz` (no temporary files).
+ */
 function binariesIn(outdir: string): string[] {
   return readdirSync(outdir).filter((f) =>
-    /^outpost-[a-z0-9-]+$/.test(f) && statSync(join(outdir, f)).isFile()
+    (/^outpost-[a-z0-9-]+(?:\.tar\.gz)?$/.test(f) || f === "outpost.mjs") &&
+    statSync(join(outdir, f)).isFile()
   ).sort();
+}
+
+/** The file a target's build writes in the output folder. */
+function artifactName(target: string): string {
+  if (target === "node") return "outpost.mjs";
+  if (target === "linux-armv7") return "outpost-linux-armv7.tar.gz";
+  return `outpost-${target}`;
 }
 
 /** Writes SHA256SUMS (the `sha256sum` format: hash, two spaces, file name) atomically. */
@@ -423,9 +592,20 @@ export async function build(options: Options): Promise<void> {
       }); --version: ${smoked}`,
     );
   }
+  for (const bundle of options.bundles) {
+    const started = performance.now();
+    const outfile = join(options.outdir, artifactName(bundle));
+    const smoked = bundle === "node"
+      ? await buildNodeBundle(options.version, outfile, options.smoke)
+      : await buildArmv7Archive(options.version, outfile, options.smoke);
+    const size = statSync(outfile).size;
+    info.targets[bundle] = { sha256: sha256File(outfile), size, builder: "bun build --target=node" };
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    console.log(`built ${outfile} (${(size / 1048576).toFixed(1)} MiB, ${seconds}s); ${smoked}`);
+  }
   // Forget targets whose binary is gone (removed by hand).
   for (const name of Object.keys(info.targets)) {
-    if (!existsSync(join(options.outdir, `outpost-${name}`))) delete info.targets[name];
+    if (!existsSync(join(options.outdir, artifactName(name)))) delete info.targets[name];
   }
   writeFileSync(join(options.outdir, "build.json"), JSON.stringify(info, null, 2) + "\n");
   const sums = writeSums(options.outdir);

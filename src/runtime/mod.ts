@@ -39,7 +39,8 @@ declare const OUTPOST_BUILD_TARGET: string | undefined;
  */
 export function target(): string {
   if (typeof OUTPOST_BUILD_TARGET === "string") return OUTPOST_BUILD_TARGET;
-  return `${process.platform}-${process.arch}`;
+  // 32-bit ARM (Node's "arm") ships as the armv7 archive.
+  return `${process.platform}-${process.arch === "arm" ? "armv7" : process.arch}`;
 }
 
 /** True when running as a compiled single-file executable rather than from source. */
