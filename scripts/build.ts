@@ -116,7 +116,9 @@ export const RELEASE_TARGETS = ["linux-x64", "linux-arm64", "node", "linux-armv7
 const USAGE = `Usage: npm run build -- [options]
 
   --version X     version to stamp (default: package.json's)
-  --target T      ${[...Object.keys(TARGETS), ...BUNDLE_TARGETS].join(", ")}, all (= ${RELEASE_TARGETS.join(" + ")}),
+  --target T      ${[...Object.keys(TARGETS), ...BUNDLE_TARGETS].join(", ")}, all (= ${
+  RELEASE_TARGETS.join(" + ")
+}),
                   or a comma-separated list; default: this machine's glibc target
   --outdir DIR    output folder (default: dist)
   --no-smoke      do not run the built binaries' --version
@@ -358,7 +360,9 @@ async function buildNodeBundle(version: string, outfile: string, smokeRun: boole
 function smokeNode(bundle: string, version: string): string {
   const cwd = mkdtempSync(join(tmpdir(), "outpost-smoke-"));
   try {
-    const run = spawnSync("node", [bundle, "version"], { cwd, encoding: "utf8", timeout: 60_000 });
+    // The host's addon from this checkout's node_modules, wherever the output folder is.
+    const env = { ...process.env, NODE_PATH: join(ROOT, "node_modules") };
+    const run = spawnSync("node", [bundle, "version"], { cwd, env, encoding: "utf8", timeout: 60_000 });
     if (run.error && (run.error as NodeJS.ErrnoException).code === "ENOENT") return "node not found: not run";
     const first = run.stdout?.split("\n")[0];
     if (run.status !== 0 || first !== `outpost ${version}`) {
@@ -421,7 +425,9 @@ async function buildArmv7Archive(version: string, outfile: string, smokeRun: boo
       throw new BuildError(`${addon} is not a 32-bit ARM ELF file`);
     }
     const tmp = join(stage, "archive.tar.gz");
-    const tar = spawnSync("tar", ["--owner=0", "--group=0", "-czf", tmp, "-C", stage, top], { encoding: "utf8" });
+    const tar = spawnSync("tar", ["--owner=0", "--group=0", "-czf", tmp, "-C", stage, top], {
+      encoding: "utf8",
+    });
     if (tar.status !== 0) throw new BuildError(`tar for ${outfile} failed: ${tar.stderr.trim()}`);
     renameSync(tmp, outfile);
     return `${ARMV7_ADDON}@${libsqlAddonVersion(ARMV7_ADDON)} (ARM ELF); ${smoked}`;

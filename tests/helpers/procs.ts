@@ -11,7 +11,10 @@ export const ROOT = resolve(new URL("../..", import.meta.url).pathname);
 const DENO = join(ROOT, "node_modules/.bin/deno");
 const BUN = join(ROOT, "node_modules/.bin/bun");
 
-/** How to start outpost: `deno` (default), `bun`, or a path to a compiled binary. */
+/**
+ * How to start outpost: `deno` (default), `bun`, a path to a compiled binary, or a path to the
+ * Node bundle (`….mjs`, run with `node`).
+ */
 export type Runner = string;
 
 export function defaultRunner(): Runner {
@@ -21,6 +24,7 @@ export function defaultRunner(): Runner {
 export function outpostCommand(runner: Runner = defaultRunner()): string[] {
   if (runner === "deno") return [DENO, "run", "-A", join(ROOT, "src/main.ts")];
   if (runner === "bun") return [BUN, join(ROOT, "src/main.ts")];
+  if (runner.endsWith(".mjs")) return ["node", resolve(runner)];
   return [resolve(runner)];
 }
 

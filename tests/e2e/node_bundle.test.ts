@@ -1,0 +1,231 @@
+/**
+ * The Node bundle (`npm run build -- --target node` → `dist/outpost.mjs`) runs the whole agent and
+ * hub with `node`: every command, the spine's delivery scenario (agent SIGKILLed twice, hub
+ * stopped by SIGTERM) and a shorter MQTT fault run, all as real `node` processes.
+ *
+ * The bundle is built once into a temporary folder (`OUTPOST_TEST_REUSE_DIST=1`: dist/ as it is).
+ */
+import assert from "node:assert/strict";
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { builtinModules } from "node:module";
+import { join } from "node:path";
+import {
+  type AgentHandle,
+  freePort,
+  type HubHandle,
+  hubRecords,
+  removeDir,
+  ROOT,
+  startAgent,
+  startHub,
+  tempDir,
+  TEST_TOKEN,
+  waitFor,
+  writeAgentConfig,
+} from "../helpers/procs.ts";
+import { deliveryScenario } from "../integration/delivery_scenario.ts";
+import { checkExactlyOnce, type Publisher, startPublisher } from "../integration/mqtt_helpers.ts";
+import { runBuild } from "./build_dist.ts";
+
+const outdir = Deno.env.get("OUTPOST_TEST_REUSE_DIST") === "1"
+  ? join(ROOT, "dist")
+  : tempDir("outpost-node-");
+const BUNDLE = join(outdir, "outpost.mjs");
+const VERSION = outdir === join(ROOT, "dist")
+  ? JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version
+  : "0.0.0-node.1";
+
+const HOST_ADDON = join(
+  ROOT,
+  `node_modules/@libsql/linux-${Deno.build.arch === "x86_64" ? "x64" : "arm64"}-gnu/index.node`,
+);
+
+let built: Promise<string> | undefined;
+
+/** Builds the bundle once; outside the checkout, the host's addon goes into libsql/ beside it. */
+function bundle(): Promise<string> {
+  built ??= (async () => {
+    if (existsSync(BUNDLE) && outdir === join(ROOT, "dist")) return BUNDLE;
+    const b = await runBuild(["--target", "node", "--version", VERSION, "--outdir", outdir]);
+    assert.equal(b.code, 0, b.stdout + b.stderr);
+    mkdirSync(join(outdir, "libsql"), { recursive: true });
+    copyFileSync(HOST_ADDON, join(outdir, "libsql/index.node"));
+    return BUNDLE;
+  })();
+  return built;
+}
+
+async function node(args: string[], cwd: string): Promise<{ code: number; out: string; err: string }> {
+  const o = await new Deno.Command("node", { args, cwd, stdout: "piped", stderr: "piped" }).output();
+  return { code: o.code, out: new TextDecoder().decode(o.stdout), err: new TextDecoder().decode(o.stderr) };
+}
+
+Deno.test({
+  name: "node dist/outpost.mjs: version, init, config schema, rules check/test, status, update --check; " +
+    "the addon is taken from libsql/ beside the bundle outside any node_modules",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const file = await bundle();
+    // One ES module: no import of anything but Node's built-ins (some dependencies name them
+    // without the node: prefix, e.g. "util", which Node resolves to the built-in all the same).
+    const text = readFileSync(file, "utf8");
+    const imports = [...text.matchAll(/(?:^|;)import(?:[\w{}$,\s*]+from)?\s*["']([^"']+)["']/gm)].map((m) =>
+      m[1]
+    );
+    assert.ok(imports.length > 0 && imports.includes("node:module"), `imports: ${imports}`);
+    assert.deepEqual(
+      imports.filter((i) => !i.startsWith("node:") && !builtinModules.includes(i)),
+      [],
+      "imports only Node built-ins",
+    );
+
+    const dir = tempDir("outpost-node-cmds-");
+    try {
+      // Outside the repository: no node_modules above; the host's addon in libsql/ beside it.
+      mkdirSync(join(dir, "libsql"));
+      copyFileSync(file, join(dir, "outpost.mjs"));
+      const v0 = await node(["outpost.mjs", "version"], dir);
+      assert.notEqual(v0.code, 0, "without an addon it cannot start");
+      copyFileSync(HOST_ADDON, join(dir, "libsql/index.node"));
+      const v = await node(["outpost.mjs", "version"], dir);
+      assert.equal(v.code, 0, v.err);
+      const nodeVersion = (await node(["--version"], dir)).out.trim();
+      const arch = Deno.build.arch === "x86_64" ? "x64" : "arm64";
+      assert.equal(v.out, `outpost ${VERSION}\nnode ${nodeVersion} linux-${arch}\n`);
+
+      const init = await node(["outpost.mjs", "init", "--config", "o.json", "--edge-id", "gw-n"], dir);
+      assert.equal(init.code, 0, init.err);
+      const config = JSON.parse(readFileSync(join(dir, "o.json"), "utf8"));
+      assert.equal(config.edgeId, "gw-n");
+
+      const schema = await node(["outpost.mjs", "config", "schema"], dir);
+      assert.equal(schema.code, 0, schema.err);
+      assert.equal(JSON.parse(schema.out).type, "object");
+
+      Deno.writeTextFileSync(
+        join(dir, "rules.json"),
+        JSON.stringify({
+          rules: [{ name: "hot", when: { ">": [{ var: "payload.t" }, 50] }, then: [{ drop: true }] }],
+        }),
+      );
+      const check = await node(["outpost.mjs", "rules", "check", "rules.json"], dir);
+      const bad = await node(["outpost.mjs", "rules", "check", "missing.json"], dir);
+      assert.notEqual(bad.code, 0);
+      assert.ok(!bad.err.includes("    at "), `no stack trace: ${bad.err}`);
+      console.log(`rules check: exit ${check.code}: ${(check.out + check.err).trim().split("\n")[0]}`);
+
+      // status against no running agent: a clear failure, not a crash.
+      const status = await node(["outpost.mjs", "status", "--config", "o.json"], dir);
+      assert.equal(status.code, 1, status.out + status.err);
+      assert.ok(!status.err.includes("    at "), `no stack trace: ${status.err}`);
+
+      const update = await node(["outpost.mjs", "update", "--help"], dir);
+      assert.equal(update.code, 0, update.err);
+
+      const usage = await node(["outpost.mjs", "nonsense"], dir);
+      assert.equal(usage.code, 2, usage.out + usage.err);
+    } finally {
+      removeDir(dir);
+    }
+  },
+});
+
+Deno.test({
+  name: "node dist/outpost.mjs (agent and hub): 6,000 messages from 4 clients for 8 devices over HTTP, " +
+    "agent SIGKILLed twice, hub stopped by SIGTERM for 2 s: every 202 at the hub exactly once, in order",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const file = await bundle();
+    const r = await deliveryScenario({
+      runner: file,
+      total: 6_000,
+      devices: 8,
+      clients: 4,
+      perRequest: 1,
+      killsAt: [1_500, 3_000],
+      hubDownAt: 4_000,
+      hubDownMs: 2_000,
+      hubStopSignal: "SIGTERM",
+    });
+    assert.ok(r.accepted >= 5_900, `accepted ${r.accepted}`);
+    assert.ok(r.atHub >= r.accepted && r.atHub <= r.accepted + r.unanswered);
+    console.log(`node: accepted ${r.accepted}, unanswered ${r.unanswered}, at hub ${r.atHub}`);
+  },
+});
+
+Deno.test({
+  name: "node dist/outpost.mjs, MQTT: 4 devices, 4,000 QoS 1 messages, agent SIGKILLed once: " +
+    "every PUBACKed message at the hub exactly once, in order",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const file = await bundle();
+    const dir = tempDir("outpost-node-mqtt-");
+    const edge = { id: "gw-nm", routingKey: "rk-gw-nm", secret: "secret-gw-nm-abcdef" };
+    let hub: HubHandle | undefined;
+    let agent: AgentHandle | undefined;
+    const publishers: Publisher[] = [];
+    try {
+      hub = await startHub({ dir: join(dir, "hub"), edges: [edge], runner: file });
+      const brokerPort = await freePort();
+      const configPath = writeAgentConfig(join(dir, "agent"), {
+        edgeId: edge.id,
+        dataDir: "data",
+        api: { listen: `127.0.0.1:${await freePort()}`, token: TEST_TOKEN },
+        mqtt: { broker: { listen: `127.0.0.1:${brokerPort}` } },
+        hub: { url: `grpc://127.0.0.1:${hub.grpcPort}`, routingKey: edge.routingKey, secret: edge.secret },
+      });
+      agent = await startAgent(configPath, { runner: file });
+      const devices = Array.from({ length: 4 }, (_, i) => `keep-${i}`);
+      const perDevice = 1_000;
+      publishers.push(startPublisher({
+        url: `mqtt://127.0.0.1:${brokerPort}`,
+        devices,
+        perDevice,
+        window: 50,
+        progressEvery: 250,
+        clientPrefix: "keep",
+      }));
+      await waitFor(() => publishers[0].acked() >= 1_500, 60_000, "1,500 PUBACKs");
+      await agent.stop("SIGKILL");
+      await new Promise((r) => setTimeout(r, 300));
+      agent = await startAgent(configPath, { runner: file });
+      const report = await publishers[0].done(120_000);
+      assert.equal(report.errors, 0);
+      const a = agent;
+      await waitFor(
+        async () => {
+          const s = await (await a.api("/api/v1/status")).json();
+          return s.outbox.depth === 0 && s.hub.connected;
+        },
+        120_000,
+        "the outbox to drain to the hub",
+      );
+      const byDevice = new Map<string, number[]>();
+      for (const r of await hubRecords(hub, edge.id)) {
+        if (!byDevice.has(r.device)) byDevice.set(r.device, []);
+        byDevice.get(r.device)!.push(r.payload.n);
+      }
+      const problems: string[] = [];
+      for (const d of devices) {
+        assert.equal(report.acked[d].length, perDevice, `${d}: every message PUBACKed`);
+        problems.push(...checkExactlyOnce(d, byDevice.get(d) ?? [], report.acked[d]));
+      }
+      assert.deepEqual(problems, []);
+      console.log(
+        `node MQTT: ${devices.length * perDevice} PUBACKed, each exactly once at the hub, in order`,
+      );
+    } finally {
+      for (const p of publishers) await p.proc.kill("SIGKILL");
+      await agent?.stop("SIGKILL").catch(() => {});
+      await hub?.stop().catch(() => {});
+      removeDir(dir);
+    }
+  },
+});
+
+globalThis.addEventListener("unload", () => {
+  if (outdir !== join(ROOT, "dist")) removeDir(outdir);
+});
