@@ -110,8 +110,11 @@ type BundleTarget = (typeof BUNDLE_TARGETS)[number];
 /** The armhf addon package the armv7 archive carries. */
 const ARMV7_ADDON = "@libsql/linux-arm-gnueabihf";
 
-/** `--target all`: the published release set. */
-export const RELEASE_TARGETS = ["linux-x64", "linux-arm64", "node", "linux-armv7"];
+/**
+ * `--target all`: the published release set. The Node bundle and the armv7 archive are built on
+ * request only until install.sh installs the archive and self-update swaps it.
+ */
+export const RELEASE_TARGETS = ["linux-x64", "linux-arm64"];
 
 const USAGE = `Usage: npm run build -- [options]
 
@@ -396,6 +399,11 @@ if ! command -v "$node" >/dev/null 2>&1; then
   echo "outpost: $node not found: install Node.js 20 or newer (https://nodejs.org/en/download, or" >&2
   echo "  your distribution's nodejs package if it is >= 20) or set OUTPOST_NODE" >&2
   exit 127
+fi
+major=$("$node" -e 'process.stdout.write(process.versions.node.split(".")[0])' 2>/dev/null || echo 0)
+if [ "$major" -lt 20 ] 2>/dev/null; then
+  echo "outpost: $node is Node.js $("$node" --version 2>/dev/null || echo "of unknown version"): outpost needs 20 or newer" >&2
+  exit 1
 fi
 exec "$node" "$dir/outpost.mjs" "$@"
 `;

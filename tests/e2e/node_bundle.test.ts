@@ -229,3 +229,68 @@ Deno.test({
 globalThis.addEventListener("unload", () => {
   if (outdir !== join(ROOT, "dist")) removeDir(outdir);
 });
+
+Deno.test({
+  name: "the armv7 archive: the bundle, a 32-bit ARM libSQL addon and a launcher that runs the bundle with " +
+    "node >= 20 through a symlink, and says clearly when node is missing or too old",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const out = tempDir("outpost-armv7-");
+    try {
+      const b = await runBuild(["--target", "linux-armv7", "--version", VERSION, "--outdir", out]);
+      assert.equal(b.code, 0, b.stdout + b.stderr);
+      const archive = join(out, "outpost-linux-armv7.tar.gz");
+      const sums = readFileSync(join(out, "SHA256SUMS"), "utf8");
+      assert.match(sums, /^[0-9a-f]{64} {2}outpost-linux-armv7\.tar\.gz$/m);
+      const x = await new Deno.Command("tar", { args: ["-xzf", archive, "-C", out] }).output();
+      assert.equal(x.code, 0);
+      const top = join(out, `outpost-${VERSION}-linux-armv7`);
+      // ELF, 32-bit (class 1), little-endian, machine 40 (ARM).
+      const elf = readFileSync(join(top, "libsql/index.node")).subarray(0, 20);
+      assert.deepEqual([elf[0], elf[1], elf[2], elf[3], elf[4], elf[5], elf[18]], [
+        0x7f,
+        0x45,
+        0x4c,
+        0x46,
+        1,
+        1,
+        40,
+      ]);
+      // This machine cannot load the ARM addon: put its own in place to run the launcher here.
+      copyFileSync(HOST_ADDON, join(top, "libsql/index.node"));
+      mkdirSync(join(out, "bin"));
+      Deno.symlinkSync(join(top, "outpost"), join(out, "bin/outpost"));
+      const run = (env: Record<string, string> = {}) =>
+        new Deno.Command(join(out, "bin/outpost"), {
+          args: ["version"],
+          env,
+          stdout: "piped",
+          stderr: "piped",
+        })
+          .output();
+      const ok = await run();
+      const text = new TextDecoder().decode(ok.stdout);
+      assert.equal(ok.code, 0, new TextDecoder().decode(ok.stderr));
+      assert.match(
+        text,
+        new RegExp(`^outpost ${VERSION.replaceAll(".", "\\.")}\nnode v\\d+\\.\\d+\\.\\d+ linux-`),
+      );
+      // A node that is too old, and none at all.
+      const old = join(out, "node18");
+      Deno.writeTextFileSync(
+        old,
+        '#!/bin/sh\ncase "$1" in -e) printf 18 ;; --version) echo v18.19.0 ;; esac\n',
+      );
+      Deno.chmodSync(old, 0o755);
+      const tooOld = await run({ OUTPOST_NODE: old });
+      assert.equal(tooOld.code, 1);
+      assert.match(new TextDecoder().decode(tooOld.stderr), /Node\.js v18\.19\.0: outpost needs 20 or newer/);
+      const none = await run({ OUTPOST_NODE: join(out, "no-such-node") });
+      assert.equal(none.code, 127);
+      assert.match(new TextDecoder().decode(none.stderr), /not found: install Node\.js 20 or newer/);
+    } finally {
+      removeDir(out);
+    }
+  },
+});
