@@ -272,10 +272,10 @@ function verifyLockedIntegrity(pkgName: string, version: string, tarball: string
 /** The line of node_modules/libsql/index.js that picks the addon at run time. */
 const LIBSQL_DYNAMIC_REQUIRE = "return require(`@libsql/${target}`);";
 
-/** A Bun plugin that makes libSQL's addon require static, for the build target. */
-function libsqlAddonPlugin(addonPath: string) {
+/** A Bun plugin that replaces libSQL's run-time pick of its addon with `replacement`. */
+function libsqlPlugin(name: string, replacement: string) {
   return {
-    name: "libsql-static-addon",
+    name,
     setup(build: any) {
       build.onLoad({ filter: /[\\/]node_modules[\\/]libsql[\\/]index\.js$/ }, (args: { path: string }) => {
         const source = readFileSync(args.path, "utf8");
@@ -284,14 +284,15 @@ function libsqlAddonPlugin(addonPath: string) {
             `${args.path} no longer contains ${LIBSQL_DYNAMIC_REQUIRE}: update the libsql plugin in scripts/build.ts`,
           );
         }
-        const contents = source.replace(
-          LIBSQL_DYNAMIC_REQUIRE,
-          `return require(${JSON.stringify(addonPath)});`,
-        );
-        return { contents, loader: "js" };
+        return { contents: source.replace(LIBSQL_DYNAMIC_REQUIRE, replacement), loader: "js" };
       });
     },
   };
+}
+
+/** A Bun plugin that makes libSQL's addon require static, for the build target. */
+function libsqlAddonPlugin(addonPath: string) {
+  return libsqlPlugin("libsql-static-addon", `return require(${JSON.stringify(addonPath)});`);
 }
 
 /**
@@ -307,20 +308,7 @@ const NODE_ADDON_LOADER = "let beside;" +
 
 /** A Bun plugin that lets the Node bundle take libSQL's addon from beside it. */
 function libsqlBesidePlugin() {
-  return {
-    name: "libsql-addon-beside",
-    setup(build: any) {
-      build.onLoad({ filter: /[\\/]node_modules[\\/]libsql[\\/]index\.js$/ }, (args: { path: string }) => {
-        const source = readFileSync(args.path, "utf8");
-        if (!source.includes(LIBSQL_DYNAMIC_REQUIRE)) {
-          throw new BuildError(
-            `${args.path} no longer contains ${LIBSQL_DYNAMIC_REQUIRE}: update the libsql plugin in scripts/build.ts`,
-          );
-        }
-        return { contents: source.replace(LIBSQL_DYNAMIC_REQUIRE, NODE_ADDON_LOADER), loader: "js" };
-      });
-    },
-  };
+  return libsqlPlugin("libsql-addon-beside", NODE_ADDON_LOADER);
 }
 
 /**
