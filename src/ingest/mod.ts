@@ -67,7 +67,7 @@ export interface AcceptOptions {
 export type Accepted = { ok: true; accepted: number } | Refused<"full" | "storage" | "stopping">;
 
 /** The refusal an outbox error stands for, or undefined for an unexpected failure. */
-export function refusalOf(error: unknown): Refused<"full" | "storage" | "stopping"> | undefined {
+function refusalOf(error: unknown): Refused<"full" | "storage" | "stopping"> | undefined {
   if (error instanceof StorageFullError) return { ok: false, reason: "storage", message: error.message };
   if (error instanceof OutboxFullError) return { ok: false, reason: "full", message: error.message };
   if (error instanceof OutboxClosedError) return { ok: false, reason: "stopping", message: error.message };

@@ -7,8 +7,6 @@ import { depthOverBytes, MAX_DEPTH } from "../core/json_depth.ts";
 import type { IngestKind, JsonObject, Message } from "../core/message.ts";
 import { errorMessage } from "../core/errors.ts";
 
-export { depthOverBytes, MAX_DEPTH } from "../core/json_depth.ts";
-
 export type RejectReason =
   | "invalid-json"
   | "not-object"

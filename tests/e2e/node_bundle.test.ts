@@ -16,10 +16,12 @@ import {
   hubRecords,
   removeDir,
   ROOT,
+  sequencesByDevice,
   startAgent,
   startHub,
   tempDir,
   TEST_TOKEN,
+  waitDrained,
   waitFor,
   writeAgentConfig,
 } from "../helpers/procs.ts";
@@ -194,20 +196,8 @@ Deno.test({
       agent = await startAgent(configPath, { runner: file });
       const report = await publishers[0].done(120_000);
       assert.equal(report.errors, 0);
-      const a = agent;
-      await waitFor(
-        async () => {
-          const s = await (await a.api("/api/v1/status")).json();
-          return s.outbox.depth === 0 && s.hub.connected;
-        },
-        120_000,
-        "the outbox to drain to the hub",
-      );
-      const byDevice = new Map<string, number[]>();
-      for (const r of await hubRecords(hub, edge.id)) {
-        if (!byDevice.has(r.device)) byDevice.set(r.device, []);
-        byDevice.get(r.device)!.push(r.payload.n);
-      }
+      await waitDrained(agent);
+      const byDevice = sequencesByDevice(await hubRecords(hub, edge.id));
       const problems: string[] = [];
       for (const d of devices) {
         assert.equal(report.acked[d].length, perDevice, `${d}: every message PUBACKed`);

@@ -309,3 +309,26 @@ export async function hubRecords(hub: HubHandle, edge: string): Promise<Record<s
   }
   return all;
 }
+
+/** Waits until the agent's outbox is empty with the hub link up: everything accepted is at the hub. */
+export function waitDrained(agent: AgentHandle, timeoutMs = 120_000): Promise<boolean> {
+  return waitFor(
+    async () => {
+      const s = await (await agent.api("/api/v1/status")).json();
+      return s.outbox.depth === 0 && s.hub.connected;
+    },
+    timeoutMs,
+    "the outbox to drain to the hub",
+  );
+}
+
+/** Each device's `payload.n` in the order the records are listed (see `hubRecords`). */
+export function sequencesByDevice(records: readonly Record<string, any>[]): Map<string, number[]> {
+  const byDevice = new Map<string, number[]>();
+  for (const r of records) {
+    let list = byDevice.get(r.device);
+    if (list === undefined) byDevice.set(r.device, list = []);
+    list.push(r.payload.n);
+  }
+  return byDevice;
+}

@@ -15,11 +15,12 @@ import {
   hubRecords,
   removeDir,
   type Runner,
+  sequencesByDevice,
   startAgent,
   startHub,
   tempDir,
   TEST_TOKEN,
-  waitFor,
+  waitDrained,
   writeAgentConfig,
 } from "../helpers/procs.ts";
 
@@ -155,14 +156,7 @@ export async function deliveryScenario(o: ScenarioOptions): Promise<ScenarioResu
 
     // Everything accepted must reach the hub; wait for the outbox to empty.
     try {
-      await waitFor(
-        async () => {
-          const s = await (await agent!.api("/api/v1/status")).json();
-          return s.outbox.depth === 0 && s.hub.connected;
-        },
-        120_000,
-        "the outbox to drain to the hub",
-      );
+      await waitDrained(agent!);
     } catch (error) {
       const state = await Promise.race([agent!.proc.exited, Promise.resolve("running")]);
       throw new Error(
@@ -172,14 +166,12 @@ export async function deliveryScenario(o: ScenarioOptions): Promise<ScenarioResu
     }
 
     const records = await hubRecords(hub!, edge.id);
-    const byDevice = new Map<string, number[]>();
     const ids = new Set<string>();
     for (const r of records) {
       assert.ok(!ids.has(r.id), `record id ${r.id} stored twice`);
       ids.add(r.id);
-      if (!byDevice.has(r.device)) byDevice.set(r.device, []);
-      byDevice.get(r.device)!.push(r.payload.n);
     }
+    const byDevice = sequencesByDevice(records);
     for (const [device, acc] of accepted) {
       const got = byDevice.get(device) ?? [];
       for (let i = 1; i < got.length; i++) {

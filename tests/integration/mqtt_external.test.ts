@@ -13,6 +13,7 @@ import {
   type HubHandle,
   hubRecords,
   removeDir,
+  sequencesByDevice,
   startAgent,
   startHub,
   tempDir,
@@ -100,12 +101,8 @@ Deno.test({
       );
       await new Promise((r) => setTimeout(r, 500)); // anything extra would show now
       const records = await hubRecords(hub, edge.id);
-      const byDevice = new Map<string, number[]>();
-      for (const r of records) {
-        if (!byDevice.has(r.device)) byDevice.set(r.device, []);
-        byDevice.get(r.device)!.push(r.payload.n);
-        assert.equal(r.kind, "telemetry");
-      }
+      for (const r of records) assert.equal(r.kind, "telemetry");
+      const byDevice = sequencesByDevice(records);
       const problems = devices.flatMap((d) => checkExactlyOnce(d, byDevice.get(d) ?? [], report.acked[d]));
       assert.deepEqual(problems, []);
       assert.equal(records.length, ackedTotal);

@@ -15,10 +15,12 @@ import {
   type HubHandle,
   hubRecords,
   removeDir,
+  sequencesByDevice,
   startAgent,
   startHub,
   tempDir,
   TEST_TOKEN,
+  waitDrained,
   waitFor,
   writeAgentConfig,
 } from "../helpers/procs.ts";
@@ -87,22 +89,9 @@ Deno.test({
         "the publishers saw no publish errors",
       );
 
-      const a = agent;
-      await waitFor(
-        async () => {
-          const s = await (await a.api("/api/v1/status")).json();
-          return s.outbox.depth === 0 && s.hub.connected;
-        },
-        120_000,
-        "the outbox to drain to the hub",
-      );
+      await waitDrained(agent);
 
-      const records = await hubRecords(hub, edge.id);
-      const byDevice = new Map<string, number[]>();
-      for (const r of records) {
-        if (!byDevice.has(r.device)) byDevice.set(r.device, []);
-        byDevice.get(r.device)!.push(r.payload.n);
-      }
+      const byDevice = sequencesByDevice(await hubRecords(hub, edge.id));
       const problems: string[] = [];
       let ackedOnce = 0;
       let unanswered = 0;

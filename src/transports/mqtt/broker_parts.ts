@@ -81,7 +81,7 @@ export function authenticator(o: {
 }
 
 /** A device publish waiting for its commit, and aedes' callback that writes its PUBACK. */
-export interface Waiting {
+interface Waiting {
   publish: InboundPublish;
   packet: PublishPacket;
   done: (error?: Error | null) => void;

@@ -13,7 +13,7 @@
  *   what is stored is remembered in the same outbox transaction.
  */
 import type { IngestKind, Message } from "../../core/message.ts";
-import { type DeadLetters, type Ingest, parsePayload } from "../../ingest/mod.ts";
+import { type Accepted, type DeadLetters, type Ingest, parsePayload } from "../../ingest/mod.ts";
 import { errorMessage } from "../../core/errors.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
 import type { PublishKey, Redelivery } from "./dedupe.ts";
@@ -96,7 +96,7 @@ export function createIntake(deps: IntakeDeps): Intake {
     let delay = firstMs;
     for (;;) {
       if (stopped) return { ok: false, why: "stopped" };
-      let result;
+      let result: Accepted;
       try {
         result = await deps.ingest.accept(messages, { inTransaction });
       } catch (error) {
