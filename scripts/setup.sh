@@ -23,7 +23,9 @@ if [ -n "$need" ]; then
   $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 
-# The arm64 sysroot for running the arm64 binary under qemu (made once, kept in .cache/).
-if [ -f scripts/arm64-sysroot.sh ]; then
-  sh scripts/arm64-sysroot.sh
+# The sysroots for running the arm64 binary and the armv7 archive under qemu (made once, kept in
+# .cache/).
+if [ -f scripts/sysroot.sh ]; then
+  sh scripts/sysroot.sh arm64
+  sh scripts/sysroot.sh armhf
 fi

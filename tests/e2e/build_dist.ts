@@ -1,7 +1,7 @@
 /**
  * Helpers for the tests of the release binaries and the installer: building them with the real
  * build script, and running the arm64 one under qemu with the sysroot that
- * scripts/arm64-sysroot.sh makes. Not a test file itself.
+ * scripts/sysroot.sh makes. Not a test file itself.
  *
  * Each test file builds fresh into its own temporary folder (what CI does). For speed while
  * developing, `OUTPOST_TEST_REUSE_DIST=1` uses `dist/` as it is (building only what is missing).
@@ -102,7 +102,7 @@ export function qemuPrefix(): string[] {
   );
   if (!existsSync(join(SYSROOT, "lib/ld-linux-aarch64.so.1"))) {
     throw new Error(
-      `The arm64 sysroot ${SYSROOT} is missing: run sh scripts/arm64-sysroot.sh (as root, once)`,
+      `The arm64 sysroot ${SYSROOT} is missing: run sh scripts/sysroot.sh arm64 (as root, once)`,
     );
   }
   return [qemu, "-L", SYSROOT];
@@ -137,4 +137,27 @@ export function elfMachine(path: string): string {
 export async function sha256Hex(path: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(path));
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export const ARMHF_SYSROOT = join(ROOT, ".cache/armhf-sysroot");
+
+/**
+ * Writes `<dir>/node-armv7l`: a `node` that is the armv7l Node.js 20 of the armhf sysroot run
+ * under `qemu-arm-static` (for the armv7 archive's launcher, as OUTPOST_NODE). Throws with what
+ * to run when either is missing.
+ */
+export function armhfNode(dir: string): string {
+  const qemu = requireTool(
+    "qemu-arm-static",
+    "install qemu-user-static (sh scripts/setup.sh does) to run the armv7 archive",
+  );
+  const node = join(ARMHF_SYSROOT, "opt/node/bin/node");
+  if (!existsSync(join(ARMHF_SYSROOT, "lib/ld-linux-armhf.so.3")) || !existsSync(node)) {
+    throw new Error(
+      `The armhf sysroot ${ARMHF_SYSROOT} with its Node.js is missing: run sh scripts/sysroot.sh armhf (as root, once)`,
+    );
+  }
+  const wrapper = join(dir, "node-armv7l");
+  writeFileSync(wrapper, `#!/bin/sh\nexec ${qemu} -L ${ARMHF_SYSROOT} ${node} "$@"\n`, { mode: 0o755 });
+  return wrapper;
 }

@@ -27,7 +27,7 @@ import {
 } from "../helpers/procs.ts";
 import { deliveryScenario } from "../integration/delivery_scenario.ts";
 import { checkExactlyOnce, type Publisher, startPublisher } from "../integration/mqtt_helpers.ts";
-import { runBuild } from "./build_dist.ts";
+import { armhfNode, runBuild } from "./build_dist.ts";
 
 const outdir = Deno.env.get("OUTPOST_TEST_REUSE_DIST") === "1"
   ? join(ROOT, "dist")
@@ -221,8 +221,9 @@ globalThis.addEventListener("unload", () => {
 });
 
 Deno.test({
-  name: "the armv7 archive: the bundle, a 32-bit ARM libSQL addon and a launcher that runs the bundle with " +
-    "node >= 20 through a symlink, and says clearly when node is missing or too old",
+  name: "the armv7 archive: the bundle, a 32-bit ARM libSQL addon and a launcher; as shipped, under " +
+    "qemu-arm-static with an armv7l Node.js 20, it prints its version, writes a config and delivers " +
+    "messages over HTTP to a hub; the launcher runs through a symlink and says clearly when node is missing or too old",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -247,7 +248,9 @@ Deno.test({
         1,
         40,
       ]);
-      // This machine cannot load the ARM addon: put its own in place to run the launcher here.
+      await runArmv7UnderQemu(top, out);
+
+      // The launcher's checks with the host's node: put its addon in place to run the bundle here.
       copyFileSync(HOST_ADDON, join(top, "libsql/index.node"));
       mkdirSync(join(out, "bin"));
       Deno.symlinkSync(join(top, "outpost"), join(out, "bin/outpost"));
@@ -284,3 +287,61 @@ Deno.test({
     }
   },
 });
+
+/**
+ * The unpacked armv7 archive, unchanged, run by an armv7l Node.js 20 under qemu-arm-static (its
+ * armhf libSQL addon loaded by it): `--version`, `init`, and `run` taking messages over HTTP into
+ * its outbox and delivering them to a hub (the hub runs on this machine's runtime).
+ */
+async function runArmv7UnderQemu(top: string, out: string): Promise<void> {
+  const env = { OUTPOST_NODE: armhfNode(out) };
+  const launcher = join(top, "outpost");
+  const cmd = async (args: string[], cwd: string) => {
+    const o = await new Deno.Command(launcher, { args, cwd, env, stdout: "piped", stderr: "piped" }).output();
+    return { code: o.code, out: new TextDecoder().decode(o.stdout), err: new TextDecoder().decode(o.stderr) };
+  };
+  const v = await cmd(["--version"], out);
+  assert.equal(v.code, 0, v.err);
+  assert.match(
+    v.out,
+    new RegExp(`^outpost ${VERSION.replaceAll(".", "\\.")}\nnode v2\\d\\.\\d+\\.\\d+ linux-armv7\n$`),
+  );
+
+  const dir = join(out, "armv7-run");
+  mkdirSync(dir);
+  const init = await cmd(["init", "--config", "init.json", "--edge-id", "gw-arm"], dir);
+  assert.equal(init.code, 0, init.err);
+  assert.equal(JSON.parse(readFileSync(join(dir, "init.json"), "utf8")).edgeId, "gw-arm");
+
+  const edge = { id: "gw-arm", routingKey: "rk-gw-arm", secret: "secret-gw-arm-abcdef" };
+  let hub: HubHandle | undefined;
+  let agent: AgentHandle | undefined;
+  try {
+    hub = await startHub({ dir: join(dir, "hub"), edges: [edge] });
+    const configPath = writeAgentConfig(join(dir, "agent"), {
+      edgeId: edge.id,
+      dataDir: "data",
+      api: { listen: `127.0.0.1:${await freePort()}`, token: TEST_TOKEN },
+      mqtt: { broker: { listen: `127.0.0.1:${await freePort()}` } },
+      hub: { url: `grpc://127.0.0.1:${hub.grpcPort}`, routingKey: edge.routingKey, secret: edge.secret },
+    });
+    const armAgent = agent = await startAgent(configPath, { runner: launcher, env });
+    const sent: number[] = [];
+    for (let n = 1; n <= 20; n++) {
+      const res: Response = await armAgent.api("/api/v1/devices/arm-1/telemetry", {
+        method: "POST",
+        body: JSON.stringify({ n, t: 20 + n / 10 }),
+      });
+      const body = await res.text();
+      assert.equal(res.status, 202, body);
+      sent.push(n);
+    }
+    await waitDrained(armAgent, 60_000);
+    const byDevice = sequencesByDevice(await hubRecords(hub, edge.id));
+    assert.deepEqual(byDevice.get("arm-1"), sent);
+    console.log(`armv7 under qemu: ${v.out.trim().replace("\n", ", ")}; 20 messages at the hub, in order`);
+  } finally {
+    await agent?.stop("SIGTERM").catch(() => {});
+    await hub?.stop().catch(() => {});
+  }
+}
