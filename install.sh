@@ -1,7 +1,8 @@
 #!/bin/sh
-# outpost installer: downloads the outpost binary for this machine, checks it against the
-# release's SHA256SUMS, installs it atomically, writes a config once, creates the data folder
-# and, as root on a systemd machine, installs and starts the outpost service.
+# outpost installer: downloads the outpost binary for this machine (on armv7: the Node.js bundle
+# archive), checks it against the release's SHA256SUMS, installs it atomically, writes a config
+# once, creates the data folder and, as root on a systemd machine, installs and starts the
+# outpost service.
 #
 #   curl -fsSL https://releases.outpost.dev/install.sh | sh
 #   curl -fsSL https://releases.outpost.dev/install.sh | sh -s -- --version 0.2.0
@@ -37,16 +38,20 @@ Options:
   --help         this text
 
 Environment:
-  OUTPOST_BASE_URL    where releases are: <base>/<version>/outpost-linux-<arch> and
-                      <base>/<version>/SHA256SUMS (default: https://releases.outpost.dev)
+  OUTPOST_BASE_URL    where releases are: <base>/<version>/outpost-linux-<arch> (armv7:
+                      outpost-linux-armv7.tar.gz) and <base>/<version>/SHA256SUMS
+                      (default: https://releases.outpost.dev)
   OUTPOST_VERSION     version to install (--version wins)
-  OUTPOST_ARCH        skip architecture detection (x86_64, amd64, aarch64, arm64)
+  OUTPOST_ARCH        skip architecture detection (x86_64, amd64, aarch64, arm64, armv7l, armhf)
+  OUTPOST_NODE        armv7 only: the Node.js (20 or newer) to run outpost with (default: node
+                      on PATH); its absolute path goes into the service
   OUTPOST_OS          skip OS detection (only Linux is supported)
   OUTPOST_LIBC        skip libc detection: glibc or musl (musl uses outpost-linux-<arch>-musl)
   OUTPOST_BIN_DIR     binary folder (default: <prefix>/bin)
   OUTPOST_CONFIG_DIR  config folder (default: /etc/outpost as root, else ~/.config/outpost)
   OUTPOST_DATA_DIR    data folder (default: /var/lib/outpost as root, else ~/.local/share/outpost)
-  OUTPOST_LIB_DIR     where the update pre-start check goes (default: <bin dir>/../lib/outpost)
+  OUTPOST_LIB_DIR     where the update pre-start check (and on armv7 the bundles) go
+                      (default: <bin dir>/../lib/outpost)
   OUTPOST_UNIT_DIR    where the systemd unit goes (default: /etc/systemd/system); when set, the
                       unit file is written there (as root) even if systemd is not running
   OUTPOST_NO_SYSTEMD  1: never call systemctl (the unit file is still written to OUTPOST_UNIT_DIR)
@@ -136,6 +141,9 @@ locate() {
   lib_dir="${OUTPOST_LIB_DIR:-${bin_parent%/*}/lib/outpost}"
   bin="$bin_dir/outpost"
   prestart="$lib_dir/outpost-prestart"
+  # armv7: each installed bundle in its own folder, named by its archive's hash; the binary path
+  # is a symlink to the launcher of the one in use.
+  releases="$lib_dir/releases"
   config="$config_dir/config.json"
   unit="$unit_dir/$SERVICE"
 
@@ -215,9 +223,13 @@ do_uninstall() {
       fi
     fi
   fi
-  if [ -e "$bin" ] || [ -e "$bin.prev" ]; then
+  if [ -e "$bin" ] || [ -e "$bin.prev" ] || [ -L "$bin" ] || [ -L "$bin.prev" ]; then
     rm -f -- "$bin" "$bin.prev"
     did "removed $bin"
+  fi
+  if [ -d "$releases" ]; then
+    remove_tree "$releases"
+    did "removed $releases (the armv7 bundles)"
   fi
   if [ -e "$prestart" ]; then
     rm -f -- "$prestart"
@@ -225,6 +237,7 @@ do_uninstall() {
     did "removed $prestart"
   fi
   rm -f -- "$bin_dir"/.outpost.download.* "$bin_dir"/.outpost.update.* "$bin_dir"/.outpost.prev.tmp 2>/dev/null || true
+  rmdir -- "$lib_dir" 2>/dev/null || true
   if [ "$purge" = 1 ]; then
     if [ -e "$config" ]; then
       rm -f -- "$config"
@@ -266,10 +279,12 @@ detect_platform() {
   case "$machine" in
     x86_64 | amd64 | x64) arch=x64 ;;
     aarch64 | arm64) arch=arm64 ;;
-    *) die "unsupported architecture \"$machine\": outpost has binaries for x86_64 (amd64) and aarch64 (arm64)" ;;
+    armv7l | armv7 | armv8l | armhf) arch=armv7 ;;
+    *) die "unsupported architecture \"$machine\": outpost has binaries for x86_64 (amd64) and aarch64 (arm64), and a Node.js bundle for armv7 (armv7l, armhf)" ;;
   esac
   if [ -z "${OUTPOST_ARCH:-}" ] && [ "$arch" = arm64 ] && [ "$(getconf LONG_BIT 2>/dev/null || echo 64)" = 32 ]; then
-    die "this is a 64-bit ARM kernel with a 32-bit userland (armhf): outpost needs a 64-bit (arm64) system"
+    # A 64-bit ARM kernel with a 32-bit (armhf) userland, as on many Raspberry Pi images.
+    arch=armv7
   fi
 
   libc="${OUTPOST_LIBC:-}"
@@ -287,6 +302,37 @@ detect_platform() {
     musl) artifact="outpost-linux-$arch-musl" ;;
     *) die "unknown libc \"$libc\" in OUTPOST_LIBC: expected glibc or musl" ;;
   esac
+  node_path=""
+  if [ "$arch" = armv7 ]; then
+    [ "$libc" != musl ] || die "outpost for armv7 needs glibc (its libSQL driver is built for glibc); this system uses musl"
+    artifact="outpost-linux-armv7.tar.gz"
+    find_node
+  fi
+}
+
+# armv7: outpost runs on Node.js 20 or newer, which must be there before anything is downloaded.
+find_node() {
+  node_cmd="${OUTPOST_NODE:-node}"
+  node_path="$(command -v "$node_cmd" 2>/dev/null)" || node_path=""
+  if [ -z "$node_path" ]; then
+    die "outpost for armv7 runs on Node.js 20 or newer, and \"$node_cmd\" was not found: install Node.js 20+ (the linux-armv7l build from https://nodejs.org/en/download, or your distribution's nodejs package if it is 20 or newer), then run this again (OUTPOST_NODE names a node elsewhere)"
+  fi
+  case "$node_path" in
+    /*) ;;
+    *) node_path="$(pwd)/$node_path" ;;
+  esac
+  node_major="$("$node_path" -e 'process.stdout.write(process.versions.node.split(".")[0])' 2>/dev/null </dev/null)" || node_major=""
+  case "$node_major" in
+    "" | *[!0-9]*) node_major=0 ;;
+  esac
+  if [ "$node_major" -lt 20 ]; then
+    die "outpost for armv7 needs Node.js 20 or newer; $node_path is $("$node_path" --version 2>/dev/null </dev/null || echo "a version that did not run"): install Node.js 20+ (https://nodejs.org/en/download), then run this again"
+  fi
+  if [ "$want_unit" = 1 ]; then
+    case "$node_path" in
+      *[!A-Za-z0-9._/@+-]*) die "\"$node_path\" has characters a systemd unit cannot hold as is: set OUTPOST_NODE to a plain path or use --no-service" ;;
+    esac
+  fi
 }
 
 find_tools() {
@@ -346,14 +392,22 @@ cleanup() {
   if [ -n "$staged" ]; then rm -f -- "$staged"; fi
 }
 
-install_binary() {
-  mkdir -p -- "$bin_dir" || die "cannot create $bin_dir"
-  [ -w "$bin_dir" ] || die "cannot write to $bin_dir: run as root, or choose another folder with --prefix"
-
+# Downloads SHA256SUMS and sets $expected, the hash it lists for $artifact.
+expected_sum() {
   say "Downloading outpost $version for linux-$arch ($libc) from $base_url/$version/"
   download "$base_url/$version/SHA256SUMS" "$work/SHA256SUMS"
   expected="$(awk -v f="$artifact" '$2 == f || $2 == "*" f { print $1; exit }' "$work/SHA256SUMS")"
   [ -n "$expected" ] || die "$base_url/$version/SHA256SUMS has no entry for $artifact: is linux-$arch published for $version?"
+}
+
+install_binary() {
+  mkdir -p -- "$bin_dir" || die "cannot create $bin_dir"
+  [ -w "$bin_dir" ] || die "cannot write to $bin_dir: run as root, or choose another folder with --prefix"
+  if [ "$arch" = armv7 ]; then
+    install_archive
+    return 0
+  fi
+  expected_sum
 
   # The binary is staged in its final folder, so that the last step is one atomic rename.
   staged="$bin_dir/.outpost.download.$$"
@@ -382,6 +436,72 @@ install_binary() {
     did "upgraded $bin from ${old_version#outpost } to ${new_version#outpost }"
   else
     did "installed $bin (version ${new_version#outpost })"
+  fi
+  install_prestart
+}
+
+# armv7: the archive (outpost-<version>-linux-armv7/ with the launcher `outpost`, outpost.mjs and
+# libsql/index.node) is checked, unpacked into $releases/<hash>, run once, and then $bin becomes a
+# symlink to its launcher in one rename. The folder the previous version's symlink ($bin.prev,
+# kept by a self-update) points into stays; the others are removed.
+install_archive() {
+  expected_sum
+  download "$base_url/$version/$artifact" "$work/$artifact"
+  actual="$(sha256 "$work/$artifact")"
+  if [ "$actual" != "$expected" ]; then
+    die "checksum mismatch for $artifact: SHA256SUMS says $expected, the download is $actual. Nothing was installed."
+  fi
+  mkdir "$work/unpacked"
+  tar -xzf "$work/$artifact" -C "$work/unpacked" 2>"$work/tar.err" || die "cannot unpack $artifact: $(head -c 300 "$work/tar.err")"
+  unpacked=""
+  for d in "$work/unpacked"/outpost-*-linux-armv7; do
+    if [ -f "$d/outpost" ] && [ -f "$d/outpost.mjs" ] && [ -f "$d/libsql/index.node" ]; then unpacked="$d"; fi
+  done
+  [ -n "$unpacked" ] || die "$artifact does not hold outpost-<version>-linux-armv7/ with outpost, outpost.mjs and libsql/index.node"
+  chmod 0755 "$unpacked/outpost"
+  new_version="$(OUTPOST_NODE="$node_path" run_outpost "$unpacked/outpost" --version 2>"$work/version.err" | head -n 1)" || true
+  case "$new_version" in
+    "outpost "*) ;;
+    *) die "the downloaded $artifact does not run with $node_path: $(head -c 300 "$work/version.err")" ;;
+  esac
+
+  old_version=""
+  if [ -x "$bin" ]; then
+    old_version="$(OUTPOST_NODE="$node_path" run_outpost "$bin" --version 2>/dev/null | head -n 1)" || old_version=""
+    old_version="${old_version:-an unknown version}"
+  fi
+
+  mkdir -p -- "$releases" || die "cannot create $releases"
+  release="$releases/$(printf '%s' "$expected" | cut -c 1-16)"
+  if [ ! -f "$release/outpost.mjs" ]; then
+    rm -rf -- "$release" "$release.tmp"
+    # Copied into the same file system, then one rename: a half-copied folder is never used.
+    cp -R -- "$unpacked" "$release.tmp" || die "cannot copy the bundle to $release.tmp"
+    mv -- "$release.tmp" "$release"
+  fi
+  staged="$bin_dir/.outpost.download.$$"
+  rm -f -- "$staged"
+  ln -s -- "$release/outpost" "$staged"
+  mv -f -- "$staged" "$bin"
+  staged=""
+  keep_prev=""
+  if [ -L "$bin.prev" ]; then keep_prev="$(readlink "$bin.prev")"; fi
+  for d in "$releases"/*; do
+    [ -d "$d" ] || continue
+    case "$d" in
+      "$release") ;;
+      *)
+        case "$keep_prev" in
+          "$d"/*) ;;
+          *) rm -rf -- "$d" ;;
+        esac
+        ;;
+    esac
+  done
+  if [ -n "$old_version" ]; then
+    did "upgraded $bin from ${old_version#outpost } to ${new_version#outpost } (runs $release with $node_path)"
+  else
+    did "installed $bin (version ${new_version#outpost }: a link to $release, run with $node_path)"
   fi
   install_prestart
 }
@@ -495,8 +615,18 @@ if [ -z "$reason" ]; then
   exit 0
 fi
 
+# same_exe A B: the two names are one executable: the same symlink target (armv7, where the
+# executable is a link to a bundle's launcher), or the same bytes.
+same_exe() {
+  if [ -L "$1" ] || [ -L "$2" ]; then
+    [ "$(readlink "$1")" = "$(readlink "$2")" ]
+  else
+    cmp -s "$1" "$2"
+  fi
+}
+
 if [ -f "$exe.prev" ]; then
-  if cmp -s "$exe.prev" "$exe"; then
+  if same_exe "$exe.prev" "$exe"; then
     # The swap never happened (the update was interrupted before its rename): the executable
     # already is the previous binary (mv refuses two names of one file, so it is not used here).
     rm -f "$exe.prev"
@@ -561,6 +691,13 @@ install_config() {
 }
 
 write_unit() {
+  # armv7: the node it runs on, and the bundles' folder, which a self-update writes.
+  unit_node=""
+  unit_rw=""
+  if [ -n "$node_path" ]; then
+    unit_node="Environment=OUTPOST_NODE=$node_path"
+    unit_rw=" $lib_dir"
+  fi
   cat <<EOF
 # outpost edge agent, installed by install.sh. Local changes: systemctl edit outpost
 [Unit]
@@ -590,12 +727,12 @@ LimitNOFILE=65536
 # writable and, unlike /tmp on some devices, not mounted noexec.
 CacheDirectory=outpost
 Environment=BUN_TMPDIR=/var/cache/outpost
-
+$unit_node
 # Hardening. The agent writes only its data folder, and its own binary's folder when it
 # updates itself. MemoryDenyWriteExecute= is left off: the JavaScript JIT needs it.
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths=$data_dir $bin_dir
+ReadWritePaths=$data_dir $bin_dir$unit_rw
 ProtectHome=read-only
 PrivateTmp=yes
 PrivateDevices=yes

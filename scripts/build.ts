@@ -111,10 +111,10 @@ type BundleTarget = (typeof BUNDLE_TARGETS)[number];
 const ARMV7_ADDON = "@libsql/linux-arm-gnueabihf";
 
 /**
- * `--target all`: the published release set. The Node bundle and the armv7 archive are built on
- * request only until install.sh installs the archive and self-update swaps it.
+ * `--target all`: the published release set: the two binaries and the armv7 archive (install.sh
+ * installs it, self-update swaps it). The Node bundle alone is built on request.
  */
-export const RELEASE_TARGETS = ["linux-x64", "linux-arm64"];
+export const RELEASE_TARGETS = ["linux-x64", "linux-arm64", "linux-armv7"];
 
 const USAGE = `Usage: npm run build -- [options]
 
@@ -393,6 +393,12 @@ if [ "$major" -lt 20 ] 2>/dev/null; then
   echo "outpost: $node is Node.js $("$node" --version 2>/dev/null || echo "of unknown version"): outpost needs 20 or newer" >&2
   exit 1
 fi
+# The path this was run as (install.sh makes it a link to this launcher): what a self-update replaces.
+case $0 in
+  /*) OUTPOST_EXE=$0 ;;
+  *) OUTPOST_EXE=$(pwd)/$0 ;;
+esac
+export OUTPOST_EXE
 exec "$node" "$dir/outpost.mjs" "$@"
 `;
 

@@ -102,8 +102,18 @@ if [ -z "$reason" ]; then
   exit 0
 fi
 
+# same_exe A B: the two names are one executable: the same symlink target (armv7, where the
+# executable is a link to a bundle's launcher), or the same bytes.
+same_exe() {
+  if [ -L "$1" ] || [ -L "$2" ]; then
+    [ "$(readlink "$1")" = "$(readlink "$2")" ]
+  else
+    cmp -s "$1" "$2"
+  fi
+}
+
 if [ -f "$exe.prev" ]; then
-  if cmp -s "$exe.prev" "$exe"; then
+  if same_exe "$exe.prev" "$exe"; then
     # The swap never happened (the update was interrupted before its rename): the executable
     # already is the previous binary (mv refuses two names of one file, so it is not used here).
     rm -f "$exe.prev"

@@ -5,7 +5,8 @@
  *
  *   {"version", "artifacts": {"<target>": {"url", "sha256", "size"}}, "keyId", "signature"}
  *
- * Each artifact's URL is `<base-url>/<version>/outpost-<target>`, the layout install.sh reads.
+ * Each artifact's URL is `<base-url>/<version>/outpost-<target>` (`outpost-linux-armv7.tar.gz` for
+ * the armv7 archive), the layout install.sh reads.
  * The hashes are computed here from the files (and must match dist/build.json); the version is
  * `--version`, else package.json's, and must be the one the binaries were built with. The
  * signature is ed25519 with the PKCS8 PEM key in FILE (from `outpost update keygen`) over the
@@ -81,7 +82,10 @@ export function release(argv: string[]): { path: string; manifest: unknown; publ
 
   const artifacts: Record<string, { url: string; sha256: string; size: number }> = {};
   for (const target of targets) {
-    const file = join(dist, `outpost-${target}`);
+    // The Node bundle alone is no device's artifact; the armv7 archive is linux-armv7's.
+    if (target === "node") continue;
+    const name = target === "linux-armv7" ? "outpost-linux-armv7.tar.gz" : `outpost-${target}`;
+    const file = join(dist, name);
     if (!existsSync(file)) throw new ReleaseError(`${file} is missing (build.json lists it)`);
     const hash = sha256(file);
     if (hash !== info.targets[target].sha256) {
@@ -90,7 +94,7 @@ export function release(argv: string[]): { path: string; manifest: unknown; publ
       );
     }
     artifacts[target] = {
-      url: `${base}/${version}/outpost-${target}`,
+      url: `${base}/${version}/${name}`,
       sha256: hash,
       size: statSync(file).size,
     };

@@ -61,11 +61,18 @@ export async function buildDist(
   return { ...readDist(options.outdir), seconds: result.seconds, output: result.stdout + result.stderr };
 }
 
+/** The file a target's build writes: `outpost-<target>`, the bundle or the armv7 archive. */
+export function artifactFile(target: string): string {
+  if (target === "node") return "outpost.mjs";
+  if (target === "linux-armv7") return "outpost-linux-armv7.tar.gz";
+  return `outpost-${target}`;
+}
+
 /** What `dist/build.json` says is in a build folder. */
 export function readDist(dir: string): Dist {
   const info = JSON.parse(readFileSync(join(dir, "build.json"), "utf8"));
   const binaries: Record<string, string> = {};
-  for (const name of Object.keys(info.targets)) binaries[name] = join(dir, `outpost-${name}`);
+  for (const name of Object.keys(info.targets)) binaries[name] = join(dir, artifactFile(name));
   return { dir, version: info.version, binaries };
 }
 
@@ -131,7 +138,7 @@ export function elfMachine(path: string): string {
   }
   if (head[0] !== 0x7f || head[1] !== 0x45 || head[2] !== 0x4c || head[3] !== 0x46) return "not ELF";
   const machine = head[18] | (head[19] << 8);
-  return machine === 62 ? "x86-64" : machine === 183 ? "aarch64" : String(machine);
+  return machine === 62 ? "x86-64" : machine === 183 ? "aarch64" : machine === 40 ? "arm" : String(machine);
 }
 
 export async function sha256Hex(path: string): Promise<string> {

@@ -4,9 +4,10 @@
  * location is moved into a temporary folder through the documented environment variables and
  * OUTPOST_NO_SYSTEMD=1 keeps systemctl out of it; the unit file's content is checked instead.
  *
- * Served versions: 1.0.0 (x64 and arm64; `OUTPOST_TEST_REUSE_DIST=1` serves dist/ under that
- * name instead), 1.1.0 (x64, also served as `latest`), 6.6.6 (a tampered x64 binary) and 4.0.4
- * (missing). shellcheck, qemu-aarch64-static and the arm64 sysroot are required.
+ * Served versions: 1.0.0 (x64, arm64 and the armv7 archive; `OUTPOST_TEST_REUSE_DIST=1` serves
+ * dist/ under that name instead), 1.1.0 (x64 and armv7, also served as `latest`), 6.6.6 (a
+ * tampered x64 binary and armv7 archive) and 4.0.4 (missing). shellcheck, qemu-aarch64-static,
+ * qemu-arm-static and the arm64 and armhf sysroots are required.
  */
 import assert from "node:assert/strict";
 import {
@@ -24,16 +25,19 @@ import {
 import { join } from "node:path";
 import { freePort, removeDir, ROOT, startProcess, tempDir } from "../helpers/procs.ts";
 import {
+  armhfNode,
   buildDist,
   type Dist,
   elfMachine,
   qemuPrefix,
   requireTool,
   reuseDist,
+  runBuild,
   sha256Hex,
 } from "./build_dist.ts";
 
 const INSTALL_SH = join(ROOT, "install.sh");
+const ARMV7 = "outpost-linux-armv7.tar.gz";
 const IS_ROOT = Deno.uid() === 0;
 const work = tempDir("outpost-install-test-");
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -69,11 +73,26 @@ function site(): Promise<Site> {
     publish("latest", d2);
     // 6.6.6: SHA256SUMS is right, the binary has one byte changed (a corrupted or forged file).
     publish("6.6.6", d2);
+    // The armv7 archive of 1.1.0 (1.0.0's is in the release set), its line added to each SHA256SUMS.
+    const armv7: [string, string[]][] = [[v2, [v2, "latest", "6.6.6"]]];
+    if (!d1.binaries["linux-armv7"]) armv7.push([d1.version, [d1.version]]);
+    for (const [version, folders] of armv7) {
+      const out = join(work, `armv7-${version}`);
+      const b = await runBuild(["--target", "linux-armv7", "--version", version, "--outdir", out]);
+      if (b.code !== 0) throw new Error(`armv7 build failed:\n${b.stdout}${b.stderr}`);
+      const line = readFileSync(join(out, "SHA256SUMS"), "utf8");
+      for (const folder of folders) {
+        copyFileSync(join(out, ARMV7), join(srv, folder, ARMV7));
+        Deno.writeTextFileSync(join(srv, folder, "SHA256SUMS"), line, { append: true });
+      }
+    }
     copyFileSync(INSTALL_SH, join(srv, "install.sh"));
-    const tampered = join(srv, "6.6.6/outpost-linux-x64");
-    const bytes = Deno.readFileSync(tampered);
-    bytes[bytes.length - 100] ^= 0xff;
-    Deno.writeFileSync(tampered, bytes);
+    for (const name of ["outpost-linux-x64", ARMV7]) {
+      const tampered = join(srv, "6.6.6", name);
+      const bytes = Deno.readFileSync(tampered);
+      bytes[bytes.length - 100] ^= 0xff;
+      Deno.writeFileSync(tampered, bytes);
+    }
 
     const requests: string[] = [];
     const listening = Promise.withResolvers<number>();
@@ -206,13 +225,13 @@ async function versionOf(binary: string, prefix: string[] = []): Promise<string[
 const mode = (path: string) => statSync(path).mode & 0o777;
 
 /** Starts the installed binary with its written config (ports moved), checks /healthz and ingest. */
-async function runInstalled(l: Layout, prefix: string[] = []) {
+async function runInstalled(l: Layout, prefix: string[] = [], env: Record<string, string> = {}) {
   const config = JSON.parse(readFileSync(l.config, "utf8"));
   const apiPort = await freePort();
   config.api.listen = `127.0.0.1:${apiPort}`;
   config.mqtt.broker.listen = `127.0.0.1:${await freePort()}`;
   writeFileSync(l.config, JSON.stringify(config, null, 2), { mode: 0o600 });
-  const proc = startProcess([...prefix, l.bin, "run", "--config", l.config], { cwd: l.root });
+  const proc = startProcess([...prefix, l.bin, "run", "--config", l.config], { cwd: l.root, env });
   try {
     await proc.waitForEvent("agent.started", 60_000);
     assert.equal((await fetch(`http://127.0.0.1:${apiPort}/healthz`)).status, 200);
@@ -499,6 +518,87 @@ Deno.test({
     assertUnit(l);
     assert.ok(!readFileSync(l.unit, "utf8").includes("qemu"), "the unit runs the binary itself");
     await runInstalled(l, prefix);
+  },
+});
+
+Deno.test({
+  ...opts,
+  ignore: !IS_ROOT,
+  name:
+    "the armv7 path: OUTPOST_ARCH=armv7l asks for Node.js 20 first, installs the archive (checked, unpacked, " +
+    "a link to its launcher) that then runs with an armv7l node under qemu, upgrades, refuses a tampered " +
+    "archive changing nothing, and uninstalls the bundles",
+  fn: async () => {
+    const s = await site();
+    const l = layout(join(work, "armv7"));
+    const armNode = armhfNode(l.root);
+    const env = { OUTPOST_ARCH: "armv7l", OUTPOST_NODE: armNode };
+
+    // No node, or one too old: refused before anything is downloaded or created.
+    const before = s.requests.length;
+    const none = await install(l, ["--version", s.v1], { ...env, OUTPOST_NODE: join(l.root, "no-node") });
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /runs on Node\.js 20 or newer, and ".*no-node" was not found/);
+    const old = join(l.root, "node18");
+    writeFileSync(old, '#!/bin/sh\ncase "$1" in -e) printf 18 ;; --version) echo v18.19.0 ;; esac\n', {
+      mode: 0o755,
+    });
+    const tooOld = await install(l, ["--version", s.v1], { ...env, OUTPOST_NODE: old });
+    assert.equal(tooOld.code, 1);
+    assert.match(tooOld.stderr, /needs Node\.js 20 or newer; .*node18 is v18\.19\.0/);
+    assert.equal(s.requests.length, before, "nothing downloaded");
+    assert.ok(!existsSync(l.binDir), "nothing created");
+
+    const r = await install(l, ["--version", s.v1], env);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /for linux-armv7/);
+    assert.ok(s.requests.includes(`/${s.v1}/${ARMV7}`));
+    const releases = join(l.root, "usr/local/lib/outpost/releases");
+    const [first] = readdirSync(releases);
+    assert.equal(Deno.readLinkSync(l.bin), join(releases, first, "outpost"));
+    assert.equal(elfMachine(join(releases, first, "libsql/index.node")), "arm");
+    const unit = readFileSync(l.unit, "utf8");
+    assert.ok(unit.includes(`\nEnvironment=OUTPOST_NODE=${armNode}\n`), unit);
+    assert.ok(
+      unit.includes(`\nReadWritePaths=${l.dataDir} ${l.binDir} ${join(l.root, "usr/local/lib/outpost")}\n`),
+    );
+    assert.equal(mode(l.config), 0o600, "the config was written by the armv7 bundle's init");
+    const run = (args: string[]) =>
+      new Deno.Command(l.bin, { args, env: { OUTPOST_NODE: armNode }, stdout: "piped", stderr: "piped" })
+        .output();
+    const v1 = new TextDecoder().decode((await run(["--version"])).stdout);
+    assert.match(
+      v1,
+      new RegExp(`^outpost ${s.v1.replaceAll(".", "\\.")}\nnode v20\\.\\d+\\.\\d+ linux-armv7\n$`),
+    );
+    await runInstalled(l, [], { OUTPOST_NODE: armNode });
+
+    // A tampered archive: refused, nothing changed.
+    const kept = await snapshot(l.root);
+    const link = Deno.readLinkSync(l.bin);
+    const bad = await install(l, ["--version", "6.6.6"], env);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /checksum mismatch for outpost-linux-armv7\.tar\.gz.*Nothing was installed/);
+    assert.deepEqual(await snapshot(l.root), kept);
+    assert.equal(Deno.readLinkSync(l.bin), link);
+
+    // Upgrade: a new folder, the link moved, the old folder removed.
+    const up = await install(l, ["--version", s.v2], env);
+    assert.equal(up.code, 0, up.stdout + up.stderr);
+    assert.match(
+      up.stdout,
+      new RegExp(`upgraded .* from ${s.v1.replaceAll(".", "\\.")} to ${s.v2.replaceAll(".", "\\.")}`),
+    );
+    const after = readdirSync(releases);
+    assert.equal(after.length, 1);
+    assert.notEqual(after[0], first);
+    assert.equal(Deno.readLinkSync(l.bin), join(releases, after[0], "outpost"));
+    assert.match(new TextDecoder().decode((await run(["--version"])).stdout), new RegExp(`^outpost ${s.v2}`));
+
+    const un = await install(l, ["--uninstall"], env);
+    assert.equal(un.code, 0, un.stdout + un.stderr);
+    assert.ok(!existsSync(l.bin) && !existsSync(releases), un.stdout);
+    assert.ok(existsSync(l.config), "the config is kept");
   },
 });
 
