@@ -14,7 +14,7 @@ import { agentEndpoint } from "./agent_api.ts";
 import type { Io } from "./io.ts";
 import { type Config, loadConfig } from "../config/mod.ts";
 import { type Issue, UsageError } from "../core/errors.ts";
-import { executablePath, isCompiled, pid, stderrIsTerminal, target } from "../runtime/mod.ts";
+import { executablePath, installedAs, pid, stderrIsTerminal, target } from "../runtime/mod.ts";
 import { createLogger } from "../telemetry/mod.ts";
 import { VERSION } from "../version.ts";
 import { createUpdater, generateSigningKey, updatePaths, type UpdateStatus } from "../update/mod.ts";
@@ -74,7 +74,8 @@ function localUpdater(config: Config) {
     paths: updatePaths(executablePath(), config.dataDir),
     version: VERSION,
     target: target(),
-    compiled: isCompiled(),
+    compiled: installedAs() !== undefined,
+    bundle: installedAs() === "bundle",
     settings: config.update,
     // The CLI speaks in sentences; structured events stay quiet unless something is wrong.
     log: createLogger("error", (line) => console.error(line)),

@@ -49,9 +49,26 @@ export function isCompiled(): boolean {
   return false;
 }
 
-/** The path of the executable that runs us (the outpost binary when compiled). */
+/**
+ * The Node bundle as install.sh installs it (the armv7 archive): the launcher passes the path it
+ * was run as in `OUTPOST_EXE`, a link to the launcher of one release. That link is what a
+ * self-update replaces. Undefined otherwise.
+ */
+export function installedBundle(): string | undefined {
+  if (runtimeName() !== "node") return undefined;
+  const exe = process.env.OUTPOST_EXE;
+  return exe && exe.startsWith("/") ? exe : undefined;
+}
+
+/** How this outpost was installed, for self-update: a compiled binary, the bundle, or neither (source). */
+export function installedAs(): "binary" | "bundle" | undefined {
+  if (isCompiled()) return "binary";
+  return installedBundle() === undefined ? undefined : "bundle";
+}
+
+/** The path of the executable that runs us (the outpost binary when compiled, the bundle's link). */
 export function executablePath(): string {
-  return process.execPath;
+  return installedBundle() ?? process.execPath;
 }
 
 /** What the server knows of a request besides the request itself (hono's `c.env`). */

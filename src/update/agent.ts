@@ -6,7 +6,7 @@
  */
 import type { Hono } from "hono";
 import process from "node:process";
-import { executablePath, isCompiled, pid, target } from "../runtime/mod.ts";
+import { executablePath, installedAs, pid, target } from "../runtime/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { VERSION } from "../version.ts";
 import { updatePaths } from "./_files.ts";
@@ -37,7 +37,8 @@ export function createAgentUpdate(config: AgentUpdateConfig, log: Logger): Agent
     paths: updatePaths(executablePath(), config.dataDir),
     version: VERSION,
     target: target(),
-    compiled: isCompiled(),
+    compiled: installedAs() !== undefined,
+    bundle: installedAs() === "bundle",
     settings: config.update,
     log,
     pid: pid(),
@@ -60,7 +61,7 @@ export function createAgentUpdate(config: AgentUpdateConfig, log: Logger): Agent
  */
 export function bootUpdate(dataDir: string, log: Logger): BootDecision {
   // From source the "executable" is the runtime (deno, bun): never swapped, never rolled back.
-  if (!isCompiled()) return { kind: "normal" };
+  if (installedAs() === undefined) return { kind: "normal" };
   return bootCheck(updatePaths(executablePath(), dataDir), VERSION, { log, now: Date.now, by: "agent" });
 }
 

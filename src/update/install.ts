@@ -20,6 +20,7 @@ import { errorMessage } from "../core/errors.ts";
 import { processAlive } from "../runtime/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { fsyncDir, keepCopy, removeDurably, sha256File, type UpdatePaths } from "./_files.ts";
+import { unpackBundle } from "./bundle.ts";
 import { downloadArtifact } from "./download.ts";
 import type { Artifact } from "./manifest.ts";
 import { writeMarker } from "./marker.ts";
@@ -38,6 +39,7 @@ export interface InstallContext {
   now: () => number;
   deps: {
     version: string;
+    bundle?: boolean;
     settings: { trialSeconds: number; maxStarts: number };
     onSwapped?: (version: string) => void;
   };
@@ -99,7 +101,16 @@ export async function install(
       `SHA-256 mismatch: the artifact from ${artifact.url} hashes to ${sha}, the manifest says ${artifact.sha256}`,
     );
   }
-  chmodSync(paths.part, 0o755);
+  if (deps.bundle) {
+    try {
+      await unpackBundle(paths, artifact.sha256);
+    } catch (error) {
+      discardPart(paths);
+      throw new Refusal(errorMessage(error));
+    }
+  } else {
+    chmodSync(paths.part, 0o755);
+  }
   const printed = await candidateVersion(paths.part);
   if (printed !== `outpost ${version}`) {
     discardPart(paths);

@@ -39,8 +39,13 @@ export interface UpdaterDeps {
   version: string;
   /** The running target (`linux-x64`, …): picks the artifact. */
   target: string;
-  /** Running as the compiled binary (self-update swaps that file; from source it refuses). */
+  /**
+   * Running as an installed executable: the compiled binary, or the Node bundle's link (self-update
+   * swaps that; from source it refuses).
+   */
   compiled: boolean;
+  /** The installed Node bundle (armv7): the artifact is an archive, unpacked beside the running one. */
+  bundle?: boolean;
   settings: UpdateSettings;
   log: Logger;
   pid: number;
@@ -344,7 +349,7 @@ function precondition(
     return {
       status: 409,
       reason:
-        "Self-update needs the compiled binary: this outpost runs from source (update the checkout instead)",
+        "Self-update needs the compiled binary or the bundle as install.sh installs it: this outpost runs from source (update the checkout instead)",
     };
   }
   if (!options.manifestUrl && !deps.settings.manifestUrl) {
