@@ -100,15 +100,6 @@ export interface EdgeOptions {
 }
 
 /**
- * A graceful hub shutdown sends GOAWAY, which can abort an agent running under Deno inside
- * nghttp2 (denoland/deno#36788): such hubs are killed. Bun and the binary are unaffected (and a
- * hub stopped gracefully writes its CPU profile when profiled).
- */
-function hubSignal(runner: Runner): Deno.Signal {
-  return runner === "deno" ? "SIGKILL" : "SIGTERM";
-}
-
-/**
  * What the hub runs from: for a compiled binary, a copy of it. Deployed, the hub runs on another
  * machine; two processes started from one file here would share the runtime's code pages, and
  * the kernel keeps shared file pages resident for both (the agent's RSS would count pages it has
@@ -184,13 +175,13 @@ export async function startEdge(o: EdgeOptions): Promise<Edge> {
       return hub;
     },
     async stopHub() {
-      await hub?.proc.kill(hubSignal(o.runner));
+      await hub?.proc.kill("SIGTERM");
       hub = undefined;
       edge.hub = undefined;
     },
     async stop() {
       await agent.stop("SIGTERM");
-      await hub?.proc.kill(hubSignal(o.runner));
+      await hub?.proc.kill("SIGTERM");
       removeDir(dir);
     },
   };

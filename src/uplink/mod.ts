@@ -25,6 +25,16 @@ import { AUTH_METADATA, type EdgeFrame, hubClientConstructor, type HubFrame } fr
 import type { Telemetry } from "../telemetry/mod.ts";
 import { classify, codeName } from "./classify.ts";
 import { errorMessage } from "../core/errors.ts";
+import { runtimeName } from "../runtime/mod.ts";
+
+/**
+ * Under Deno each connection gets a channel of its own, closed as soon as its call ends. Deno
+ * 2.9's node:http2 can crash the process inside nghttp2 when a hub closing gracefully sends
+ * GOAWAY on a session that has seen a call end (denoland/deno#36788; exit 134 or 139, before any
+ * JavaScript runs). Closing the channel when the call ends keeps that GOAWAY from being
+ * processed. See docs/decisions/0010-deno-goaway.md.
+ */
+const FRESH_CHANNEL_PER_CONNECTION = runtimeName() === "deno";
 
 export interface UplinkConfig {
   url: string;
@@ -120,15 +130,17 @@ export class Uplink {
       ? grpc.credentials.createSsl(this.config.ca ? readFileSync(this.config.ca) : undefined)
       : grpc.credentials.createInsecure();
     const Client = hubClientConstructor();
-    this.client = new Client(target, credentials, {
-      "grpc.keepalive_time_ms": 10_000,
-      "grpc.keepalive_timeout_ms": 5_000,
-      "grpc.keepalive_permit_without_calls": 1,
-      "grpc.max_receive_message_length": 32 * 1024 * 1024,
-      "grpc.max_send_message_length": 32 * 1024 * 1024,
-      "grpc.initial_reconnect_backoff_ms": 200,
-      "grpc.max_reconnect_backoff_ms": 5_000,
-    });
+    this.newClient = () =>
+      new Client(target, credentials, {
+        "grpc.keepalive_time_ms": 10_000,
+        "grpc.keepalive_timeout_ms": 5_000,
+        "grpc.keepalive_permit_without_calls": 1,
+        "grpc.max_receive_message_length": 32 * 1024 * 1024,
+        "grpc.max_send_message_length": 32 * 1024 * 1024,
+        "grpc.initial_reconnect_backoff_ms": 200,
+        "grpc.max_reconnect_backoff_ms": 5_000,
+      });
+    this.client = this.newClient();
     this.unsubscribe = this.outbox.onData(() => this.pump());
     this.connect();
   }
@@ -238,6 +250,12 @@ export class Uplink {
     if (this.ackWatch) clearInterval(this.ackWatch);
     this.ackWatch = undefined;
     if (this.stopped) return;
+    if (FRESH_CHANNEL_PER_CONNECTION) {
+      // Close the channel at once (its HTTP/2 session with it) and dial the next attempt on a
+      // new one: a session the hub is closing never reaches the GOAWAY that Deno cannot take.
+      this.client?.close();
+      this.client = this.newClient?.();
+    }
     this.lastError = reason;
     if (wasConnected || reason !== this.reportedError) {
       this.telemetry.hubDisconnected(reason, codeName(code));
@@ -251,6 +269,7 @@ export class Uplink {
     }, delay);
   }
   private reportedError: string | undefined;
+  private newClient: (() => grpc.Client) | undefined;
 
   private onHubFrame(frame: HubFrame): void {
     if (frame.frame === "ack") {

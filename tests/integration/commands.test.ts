@@ -318,7 +318,7 @@ Deno.test({
       const got = await received(valve);
       assert.equal(got.body.id, cmd.id);
 
-      // The agent has the command; the hub goes away (SIGKILL: denoland/deno#36788, see the brief).
+      // The agent has the command; the hub goes away (SIGKILL: a crash, no goodbye).
       await hub.proc.kill("SIGKILL");
       await waitFor(
         async () => !(await (await agent.api("/api/v1/status")).json()).hub.connected,

@@ -34,12 +34,7 @@ export interface ScenarioOptions {
   /** Stop the hub after this many accepted messages, for `hubDownMs`. */
   hubDownAt?: number;
   hubDownMs?: number;
-  /**
-   * How the hub is stopped: SIGTERM (graceful: the hub sends HTTP/2 GOAWAY) or SIGKILL (a crash).
-   * Deno 2.9's node:http2 can abort the whole process on a GOAWAY (denoland/deno#36788, inside
-   * nghttp2, before any JavaScript runs), so the Deno run uses SIGKILL; Bun and the binary use
-   * SIGTERM.
-   */
+  /** How the hub is stopped: SIGTERM (graceful: the hub sends HTTP/2 GOAWAY, the default) or SIGKILL (a crash). */
   hubStopSignal?: "SIGTERM" | "SIGKILL";
   /** Messages per request (1: single objects; >1: arrays). */
   perRequest?: number;
