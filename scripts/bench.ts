@@ -13,7 +13,7 @@
  *                                      profiles go to bench-results/profiles/ (summarise one with
  *                                      scripts/bench/profile_summary.ts FILE --owners)
  *
- * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, rules.
+ * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, rules, runtimes.
  *
  * The default runner is the compiled x64 binary, dist/outpost-linux-x64, built first (`npm run
  * build -- --target linux-x64`) when it is missing or older than a file under src/.
@@ -29,6 +29,7 @@ import { e2eHttp } from "./bench/e2e_http.ts";
 import { e2eMqtt } from "./bench/e2e_mqtt.ts";
 import type { BenchContext } from "./bench/harness.ts";
 import { idle } from "./bench/idle.ts";
+import { runtimes } from "./bench/runtimes.ts";
 import { peers } from "./bench/peers.ts";
 
 const { values } = parseArgs({
@@ -135,6 +136,7 @@ const scenarios: [string, () => Promise<void>][] = [
   ["backlog", () => backlog(ctx)],
   ["connections", () => connections(ctx)],
   ["rules", rules],
+  ["runtimes", () => runtimes(ctx)],
 ];
 if (only) {
   const known = new Set(scenarios.map(([name]) => name));
