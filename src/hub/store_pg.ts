@@ -58,6 +58,10 @@ export interface PgStoreOptions {
   log: Logger;
   /** Stops the connection retries at start. */
   signal?: AbortSignal;
+  /** How often this replica says it is alive (default 2 s). */
+  heartbeatMs?: number;
+  /** How old a replica's heartbeat may be before its edges count as disconnected (default 10 s). */
+  replicaStaleSeconds?: number;
 }
 
 /**
@@ -84,7 +88,7 @@ export async function openPgStore(url: string, options: PgStoreOptions): Promise
     throw error;
   }
   log.info("hub.store_opened", { store: "postgres", url: shown, migrations: applied });
-  return createPgStore(sql, log);
+  return createPgStore(sql, log, options);
 }
 
 async function connectAndMigrate(sql: postgres.Sql, shown: string, o: PgStoreOptions): Promise<string[]> {
@@ -154,7 +158,9 @@ async function migrate(sql: postgres.Sql, migrations: readonly Migration[]): Pro
   }) as string[];
 }
 
-function createPgStore(sql: postgres.Sql, log: Logger): HubStore {
+function createPgStore(sql: postgres.Sql, log: Logger, o: PgStoreOptions): HubStore {
+  const heartbeatMs = o.heartbeatMs ?? HEARTBEAT_MS;
+  const staleSeconds = o.replicaStaleSeconds ?? REPLICA_STALE_S;
   const db = drizzle({ client: sql });
   const replica = randomUUID();
   /** The generation under which this replica connected each edge. */
@@ -200,7 +206,7 @@ function createPgStore(sql: postgres.Sql, log: Logger): HubStore {
   });
 
   const live = dsql`EXISTS (SELECT 1 FROM hub_replicas r WHERE r.id = ${t.edges.replica}
-    AND r.seen_at > now() - make_interval(secs => ${REPLICA_STALE_S}))`;
+    AND r.seen_at > now() - make_interval(secs => ${staleSeconds}))`;
 
   const shared: SharedHub = {
     replica,
@@ -223,7 +229,7 @@ function createPgStore(sql: postgres.Sql, log: Logger): HubStore {
         beat().catch((error) =>
           log.warn("hub.store_unavailable", { error: errorMessage(error), what: "heartbeat" })
         );
-      }, HEARTBEAT_MS);
+      }, heartbeatMs);
       listening = await sql.listen(CHANNEL, (payload) => {
         let message: ReplicaMessage;
         try {
@@ -249,7 +255,7 @@ function createPgStore(sql: postgres.Sql, log: Logger): HubStore {
       // Edges left marked by replicas that are gone.
       await sql`UPDATE edges SET connected = false WHERE connected AND NOT EXISTS (
         SELECT 1 FROM hub_replicas r WHERE r.id = edges.replica
-          AND r.seen_at > now() - make_interval(secs => ${REPLICA_STALE_S}))`;
+          AND r.seen_at > now() - make_interval(secs => ${staleSeconds}))`;
     },
 
     async storeBatch(edge, records, now, onConflict) {
