@@ -51,9 +51,16 @@ export interface Postgres {
   start(): Promise<void>;
   /** Kills it and removes its folder. */
   remove(): Promise<void>;
+  /** CPU seconds the server and its processes have used so far (Linux /proc). */
+  cpuSeconds(): number;
 }
 
-export async function startPostgres(): Promise<Postgres> {
+/**
+ * `durable: false` (the tests' default) turns fsync and full-page writes off: a killed server
+ * keeps every commit (they reach the operating system), only a power cut could lose them.
+ * Benchmarks use `durable: true`, PostgreSQL's own defaults.
+ */
+export async function startPostgres(options: { durable?: boolean } = {}): Promise<Postgres> {
   const bin = binDir();
   const dir = tempDir("outpost-pg-");
   const data = join(dir, "data");
@@ -93,10 +100,7 @@ export async function startPostgres(): Promise<Postgres> {
       "127.0.0.1",
       "-k",
       dir,
-      "-c",
-      "fsync=off",
-      "-c",
-      "full_page_writes=off",
+      ...(options.durable ? [] : ["-c", "fsync=off", "-c", "full_page_writes=off"]),
       "-c",
       "max_connections=100",
       "-c",
@@ -138,6 +142,24 @@ export async function startPostgres(): Promise<Postgres> {
         Deno.kill(pid, signal);
       } catch { /* already gone */ }
       await proc.exited;
+    },
+    cpuSeconds() {
+      const ticks = (pid: number, children: boolean) => {
+        const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        return Number(f[11]) + Number(f[12]) + (children ? Number(f[13]) + Number(f[14]) : 0);
+      };
+      const postmaster = Number(Deno.readTextFileSync(join(data, "postmaster.pid")).split("\n")[0]);
+      let total = ticks(postmaster, true);
+      for (const e of Deno.readDirSync("/proc")) {
+        if (!/^\d+$/.test(e.name)) continue;
+        try {
+          const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+          const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+          if (ppid === postmaster) total += ticks(Number(e.name), false);
+        } catch { /* gone meanwhile */ }
+      }
+      return total / 100;
     },
     async remove() {
       await pg.stop("SIGKILL").catch(() => {});

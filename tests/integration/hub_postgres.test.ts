@@ -8,7 +8,7 @@
  * - A client pages `GET /api/v1/records?after=` on both replicas all along and has seen every
  *   record the hub holds: none ever fell behind its cursor.
  * - A command posted to one replica reaches a device whose agent is connected to the other, and
- *   its answer comes back to the caller.
+ *   its answer comes back to the caller; a rules push posted to one replica reaches that edge too.
  * Faults: PostgreSQL down when the hub starts (a clear warning, retried until it answers),
  * PostgreSQL killed and restarted mid-stream (nothing lost), a wrong password (exit 2, the password
  * never printed).
@@ -126,7 +126,7 @@ function startPager(apis: () => string[]) {
 Deno.test({
   name:
     "two replicas on PostgreSQL, four edges listing both: 40,000 messages, a replica and an edge SIGKILLed — " +
-    "every 202 stored once, per-device order kept, a pager saw every record, a command crosses replicas",
+    "every 202 stored once, per-device order kept, a pager saw every record, a command and a rules push cross replicas",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -284,6 +284,26 @@ Deno.test({
       await answer;
       assert.equal(outcome.status, "ok");
       assert.deepEqual(outcome.payload, { opened: 40 });
+
+      // A rules push to replica A for that edge is sent through replica B; the edge applies it.
+      const pushed = await fetch(`http://127.0.0.1:${replicas[0].apiPort}/api/v1/edges/${edge.id}/rules`, {
+        method: "PUT",
+        body: JSON.stringify({ version: 1, rules: [{ id: "strip", then: [{ remove: ["debug"] }] }] }),
+      });
+      assert.equal(pushed.status, 202);
+      const push = await pushed.json();
+      assert.equal(push.status, "sent");
+      // The edge reports on it; replica A shows the report (the store is shared).
+      const report = await waitFor(
+        async () => {
+          const listed = await (await fetch(`http://127.0.0.1:${replicas[0].apiPort}/api/v1/edges`)).json();
+          const r = listed.edges.find((e: { id: string }) => e.id === edge.id).reports.rules;
+          return r?.version === push.version ? r : undefined;
+        },
+        15_000,
+        "the edge on replica B to report the rules pushed to replica A",
+      );
+      assert.equal(report.status, "applied");
       console.log(
         `accepted ${acceptedCount}, unanswered ${unanswered.size}, stored ${rows.length}, pager pages ${pager.pages}`,
       );
