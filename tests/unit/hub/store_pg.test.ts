@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { openPgStore } from "../../../src/hub/store_pg.ts";
 import type { HubStore } from "../../../src/hub/mod.ts";
 import { createLogger } from "../../../src/telemetry/mod.ts";
-import { startPostgres } from "../../helpers/postgres.ts";
+import { type Postgres, startPostgres } from "../../helpers/postgres.ts";
+import postgres from "postgres";
 import { record } from "./_edge.ts";
 
 const silent = createLogger("error", () => {});
@@ -15,6 +16,7 @@ const silent = createLogger("error", () => {});
 async function withPg(
   fn: (
     open: (o?: { replicaStaleSeconds?: number; heartbeatMs?: number }) => Promise<HubStore>,
+    pg: Postgres,
   ) => Promise<void>,
 ) {
   const pg = await startPostgres();
@@ -24,7 +26,7 @@ async function withPg(
       const store = await openPgStore(pg.url, { log: silent, ...o });
       stores.push(store);
       return store;
-    });
+    }, pg);
   } finally {
     for (const s of stores) await s.close().catch(() => {});
     await pg.remove();
@@ -36,8 +38,12 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
-    withPg(async (open) => {
+    withPg(async (open, pg) => {
       const writers = await Promise.all([open(), open(), open(), open()]);
+      // Beside it, for comparison, a reader paging the table with `seq > after` and no horizon.
+      const raw = postgres(pg.url, { max: 1, onnotice: () => {} });
+      const naiveSeen = new Set<number>();
+      let naiveAfter = 0;
       const reader = await open();
       await writers[0].registerEdges(["e0", "e1", "e2", "e3"]);
       const perWriter = 6_000;
@@ -51,6 +57,14 @@ Deno.test({
         if (rows.length > 0) after = rows[rows.length - 1].seq;
         return rows.length;
       };
+      const naive = (async () => {
+        while (!done) {
+          const rows =
+            await raw`SELECT seq FROM records WHERE seq > ${naiveAfter}::int8 ORDER BY seq LIMIT 500`;
+          for (const r of rows) naiveSeen.add(Number(r.seq));
+          if (rows.length > 0) naiveAfter = Number(rows[rows.length - 1].seq);
+        }
+      })();
       const reading = (async () => {
         while (!done) await page();
         // The horizon is cached for 20 ms: read on past it to the end.
@@ -65,7 +79,13 @@ Deno.test({
       }));
       done = true;
       await reading;
+      await naive;
+      await raw.end();
       const all = (await reader.records({ after: 0, limit: 100_000 })).map((r) => r.seq);
+      const naiveMissed = all.filter((seq) => seq <= naiveAfter && !naiveSeen.has(seq)).length;
+      console.log(
+        `without the horizon, a reader paging seq > after skipped ${naiveMissed} of ${all.length} records`,
+      );
       assert.equal(all.length, 4 * perWriter);
       const missed = all.filter((seq) => !seen.includes(seq));
       assert.deepEqual(missed, [], "records the reader's cursor passed without seeing them");
