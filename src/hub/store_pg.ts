@@ -5,10 +5,9 @@
  * Invariants:
  * - Schema migrations run at start in one transaction under an advisory lock, so replicas that
  *   start together apply each once (recorded in `outpost_migrations`).
- * - A batch is one prepared statement (an INSERT … SELECT from the batch as one JSON parameter,
- *   `json_to_recordset`, ON CONFLICT (edge, id) DO NOTHING, plus the edge's counter) in one
- *   implicit transaction: acknowledged only after its commit, each (edge, id) stored once, no
- *   round trip per record.
+ * - A batch is one prepared statement (an `unnest` INSERT … ON CONFLICT (edge, id) DO NOTHING
+ *   plus the edge's counter) in one implicit transaction: acknowledged only after its commit,
+ *   each (edge, id) stored once, no round trip per record.
  * - `seq` is one ascending sequence, and readers never skip a record (docs/decisions/0010): every
  *   writing statement first takes a shared advisory lock keyed on the sequence's value before it
  *   draws any number; readers serve only seqs below the lowest key still held (and at most the
@@ -162,18 +161,36 @@ async function migrate(sql: postgres.Sql, migrations: readonly Migration[]): Pro
 
 const utf8 = new TextDecoder();
 
-/** A batch as one JSON array text; each payload becomes a JSON string (`text` of its bytes). */
-function batchDocument(records: readonly WireRecord[], text: (bytes: Uint8Array) => string): string {
-  const parts = new Array<string>(records.length);
-  for (let k = 0; k < records.length; k++) {
+/** A batch as the statement's column arrays; `text` turns a payload's bytes into its text. */
+interface Columns {
+  ids: string[];
+  devices: string[];
+  kinds: string[];
+  tss: number[];
+  topics: (string | null)[];
+  payloads: string[];
+}
+
+function columns(records: readonly WireRecord[], text: (bytes: Uint8Array) => string): Columns {
+  const n = records.length;
+  const c: Columns = {
+    ids: new Array(n),
+    devices: new Array(n),
+    kinds: new Array(n),
+    tss: new Array(n),
+    topics: new Array(n),
+    payloads: new Array(n),
+  };
+  for (let k = 0; k < n; k++) {
     const r = records[k];
-    parts[k] = `{"id":${JSON.stringify(r.id)},"device":${JSON.stringify(r.device)},"kind":${
-      JSON.stringify(r.kind)
-    },"ts":${Number(r.ts)},"topic":${r.topic === "" ? "null" : JSON.stringify(r.topic)},"payload":${
-      JSON.stringify(text(r.payload))
-    }}`;
+    c.ids[k] = r.id;
+    c.devices[k] = r.device;
+    c.kinds[k] = r.kind;
+    c.tss[k] = Number(r.ts);
+    c.topics[k] = r.topic === "" ? null : r.topic;
+    c.payloads[k] = text(r.payload);
   }
-  return `[${parts.join(",")}]`;
+  return c;
 }
 
 function createPgStore(sql: postgres.Sql, log: Logger, o: PgStoreOptions): HubStore {
@@ -230,16 +247,15 @@ function createPgStore(sql: postgres.Sql, log: Logger, o: PgStoreOptions): HubSt
    * One statement, one implicit transaction: register under the horizon lock before any number
    * is drawn, insert in outbox order, count what was new on the edge. Returns how many were new.
    */
-  async function insertBatch(edge: string, document: string, now: number): Promise<number> {
+  async function insertBatch(edge: string, c: Columns, now: number): Promise<number> {
     const [{ added }] = await sql`
       WITH registered AS (
         SELECT pg_advisory_xact_lock_shared((28528::int8 << 48) + last_value - 1) FROM records_seq
       ), inserted AS (
         INSERT INTO records (edge, id, device, kind, ts, topic, payload, received_at)
         SELECT ${edge}::text, u.id, u.device, u.kind, u.ts, u.topic, u.payload::json, ${now}::int8
-        FROM ROWS FROM (json_to_recordset(${document}::json)
-            AS (id text, device text, kind text, ts int8, topic text, payload text))
-          WITH ORDINALITY AS u(id, device, kind, ts, topic, payload, n)
+        FROM unnest(${c.ids}::text[], ${c.devices}::text[], ${c.kinds}::text[], ${c.tss}::int8[],
+          ${c.topics}::text[], ${c.payloads}::text[]) WITH ORDINALITY AS u(id, device, kind, ts, topic, payload, n)
         WHERE EXISTS (SELECT 1 FROM registered)
         ORDER BY u.n
         ON CONFLICT (edge, id) DO NOTHING
@@ -305,26 +321,23 @@ function createPgStore(sql: postgres.Sql, log: Logger, o: PgStoreOptions): HubSt
     async storeBatch(edge, records, now, onConflict) {
       if (records.length === 0) return 0;
       const n = records.length;
-      // The batch goes as one JSON text parameter (PostgreSQL parses it in C, faster than six
-      // text arrays); each payload is a JSON string in it, so no payload can change the document's
-      // shape, and PostgreSQL checks it is JSON when it casts it. A payload that is not JSON fails
-      // the statement (nothing stored), and the batch goes again with such payloads wrapped as
-      // {"_raw": text} — checked here only then.
+      // Payloads go as their text, unparsed: PostgreSQL checks each is JSON when it casts it. A
+      // payload that is not JSON fails the statement (nothing stored), and the batch goes again
+      // with such payloads wrapped as {"_raw": text}; only then are payloads parsed here.
+      let c = columns(records, (bytes) => utf8.decode(bytes));
       let added: number;
       try {
-        added = await insertBatch(edge, batchDocument(records, (bytes) => utf8.decode(bytes)), now);
+        added = await insertBatch(edge, c, now);
       } catch (error) {
         if ((error as { code?: string }).code !== "22P02") throw error;
-        added = await insertBatch(edge, batchDocument(records, payloadText), now);
+        c = columns(records, payloadText);
+        added = await insertBatch(edge, c, now);
       }
       if (added < n) {
         // Some ids were held already: a resend (same content) or a conflict. Only then is
         // anything compared, in one statement.
-        const ids = records.map((r) => r.id);
-        const devices = records.map((r) => r.device);
-        const kinds = records.map((r) => r.kind);
-        const tss = records.map((r) => Number(r.ts));
-        const topics = records.map((r) => r.topic === "" ? null : r.topic);
+        // A held payload is compared with this one's text as stored (wrapped if not JSON).
+        const { ids, devices, kinds, tss, topics } = c;
         const payloads = records.map((r) => payloadText(r.payload));
         const conflicts = await sql`
           SELECT u.id FROM unnest(${ids}::text[], ${devices}::text[], ${kinds}::text[], ${tss}::int8[],
