@@ -1,7 +1,7 @@
 /** Retention deletes records older than the retention, oldest first, in bounded batches. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createHubStore } from "../../../src/hub/mod.ts";
+import { createHub, createHubStore } from "../../../src/hub/mod.ts";
 import { startRetention } from "../../../src/hub/retention.ts";
 import { createLogger } from "../../../src/telemetry/mod.ts";
 import { removeDir, tempDir, waitFor } from "../../helpers/procs.ts";
@@ -53,6 +53,47 @@ Deno.test({
       assert.match(lines.find((l) => l.includes("hub.retention"))!, /"deleted":23/);
     } finally {
       await store.close();
+      removeDir(dir);
+    }
+  },
+});
+
+Deno.test({
+  name: "a hub with retention set deletes older records from its store at start and keeps the rest",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = tempDir("outpost-retention-hub-");
+    try {
+      const before = createHubStore(join(dir, "hub.db"));
+      await before.registerEdges(["gw"]);
+      await before.storeBatch("gw", [record("old", "d", {})], Date.now() - 2 * 3_600_000);
+      await before.storeBatch("gw", [record("new", "d", {})], Date.now());
+      await before.close();
+      const hub = createHub(
+        {
+          listen: "127.0.0.1:0",
+          api: { listen: "127.0.0.1:0" },
+          dataDir: dir,
+          edges: [{ id: "gw", routingKey: "rk", secret: "secret" }],
+          retention: 3_600_000,
+        },
+        { log: createLogger("error", () => {}) },
+      );
+      const { apiPort } = await hub.start();
+      try {
+        await waitFor(
+          async () => {
+            const body = await (await fetch(`http://127.0.0.1:${apiPort}/api/v1/records`)).json();
+            return body.records.map((r: { id: string }) => r.id).join() === "new";
+          },
+          10_000,
+          "the old record deleted, the new one kept",
+        );
+      } finally {
+        await hub.stop();
+      }
+    } finally {
       removeDir(dir);
     }
   },
