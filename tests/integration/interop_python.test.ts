@@ -14,6 +14,7 @@ import {
   hubRecords,
   removeDir,
   ROOT,
+  runOutpost,
   startAgent,
   startHub,
   startProcess,
@@ -154,6 +155,11 @@ Deno.test({
       );
       assert.equal(status.hub.connected, false);
       assert.equal(status.outbox.depth, 1, "unacknowledged: still in the outbox");
+      const human = await runOutpost(["status", "--config", agent.configPath]);
+      assert.match(
+        human.stdout,
+        /hub: +disconnected \(grpc:\/\/[^)]+\); waiting for the hub's response headers/,
+      );
     } finally {
       await agent.stop();
       await pyHub.kill("SIGTERM");
