@@ -13,7 +13,8 @@
  *                                      profiles go to bench-results/profiles/ (summarise one with
  *                                      scripts/bench/profile_summary.ts FILE --owners)
  *
- * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, rules, runtimes.
+ * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, rules, hub-pg (the hub on
+ * its libSQL file against two replicas on PostgreSQL), runtimes (the Node bundle against the binary).
  *
  * The default runner is the compiled x64 binary, dist/outpost-linux-x64, built first (`npm run
  * build -- --target linux-x64`) when it is missing or older than a file under src/.
@@ -28,6 +29,7 @@ import { connections } from "./bench/connections.ts";
 import { e2eHttp } from "./bench/e2e_http.ts";
 import { e2eMqtt } from "./bench/e2e_mqtt.ts";
 import type { BenchContext } from "./bench/harness.ts";
+import { hubPg } from "./bench/hub_pg.ts";
 import { idle } from "./bench/idle.ts";
 import { runtimes } from "./bench/runtimes.ts";
 import { peers } from "./bench/peers.ts";
@@ -136,6 +138,7 @@ const scenarios: [string, () => Promise<void>][] = [
   ["backlog", () => backlog(ctx)],
   ["connections", () => connections(ctx)],
   ["rules", rules],
+  ["hub-pg", () => hubPg(ctx)],
   ["runtimes", () => runtimes(ctx)],
 ];
 if (only) {
@@ -174,6 +177,10 @@ target("e2e_mqtt_peak_rss_mb", n("e2e_mqtt_peak_rss_mb"), "<=", 150);
 const idleRss = [n("idle_rss_mb"), n("idle_rss_30s_mb")].filter((x) => x !== undefined) as number[];
 target("idle_rss_mb", idleRss.length ? Math.max(...idleRss) : undefined, "<=", 60);
 target("startup_ms", n("startup_ms"), "<=", 300);
+// Two PostgreSQL replicas together store at least as many records per second as one libSQL hub.
+const pgRatio = ratio(n("hub_pg_records_per_s"), n("hub_libsql_records_per_s"));
+summary.hub_pg_vs_libsql = pgRatio;
+target("hub_pg_vs_libsql", pgRatio, ">=", 1.0);
 for (const key of Object.keys(summary)) if (summary[key] === undefined) delete summary[key];
 summary.targets = targets;
 for (const [name, t] of Object.entries(targets)) {

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the system packages the test suite needs (idempotent, quiet): a real mosquitto broker
-# and its clients, qemu for the arm64 binary, shellcheck for install.sh. Needs root (or sudo);
+# and its clients, qemu for the arm64 binary, shellcheck for install.sh, grpcio for the Python
+# interop tests, PostgreSQL for the hub's PostgreSQL store. Needs root (or sudo);
 # without either it says what is missing and goes on (those tests then fail with a clear reason).
 set -eu
 
@@ -10,6 +11,12 @@ command -v mosquitto_pub >/dev/null 2>&1 || need="$need mosquitto-clients"
 command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
 command -v shellcheck >/dev/null 2>&1 || need="$need shellcheck"
 command -v curl >/dev/null 2>&1 || need="$need curl"
+# The interop tests: a hub and an edge written in Python on grpcio (Debian's, not a pyenv shim's).
+/usr/bin/python3 -c "import grpc" >/dev/null 2>&1 || need="$need python3-grpcio"
+/usr/bin/python3 -c "import grpc_tools.protoc" >/dev/null 2>&1 || need="$need python3-grpc-tools"
+# The hub's PostgreSQL store: the tests start their own cluster with initdb and postgres.
+[ -x /usr/lib/postgresql/15/bin/postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 ||
+  need="$need postgresql"
 
 if [ -n "$need" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else

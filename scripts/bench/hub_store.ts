@@ -19,7 +19,7 @@ const BATCHES = 200;
 const BATCH = 500;
 const dir = mkdtempSync(join(tmpdir(), "outpost-hub-store-"));
 const store = createHubStore(join(dir, "hub.db"));
-store.registerEdges(["bench"]);
+await store.registerEdges(["bench"]);
 const enc = new TextEncoder();
 let seq = 0;
 
@@ -52,7 +52,7 @@ try {
     const batches = Array.from({ length: BATCHES }, batch);
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    for (const b of batches) store.storeBatch("bench", b, Date.now());
+    for (const b of batches) await store.storeBatch("bench", b, Date.now());
     const dt = performance.now() - t0;
     const c = process.cpuUsage(c0);
     const n = BATCHES * BATCH;
@@ -61,7 +61,7 @@ try {
     system.push(c.system / n);
   }
 } finally {
-  store.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 }
 const f = (x: number) => x.toFixed(2);

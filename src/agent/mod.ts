@@ -300,7 +300,9 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
         edgeId: config.edgeId,
         api: joinHostPort(hostname, server!.port),
         dataDir: config.dataDir,
-        hub: config.hub ? redactUrl(config.hub.url) : null,
+        hub: config.hub
+          ? (typeof config.hub.url === "string" ? redactUrl(config.hub.url) : config.hub.url.map(redactUrl))
+          : null,
         config: config.source ?? "built-in defaults",
       });
       return { apiPort: server!.port };

@@ -25,7 +25,7 @@ export async function statusCommand(options: { config?: string; json?: boolean }
   const hub = s.hub.configured
     ? `${s.hub.connected ? "connected" : "disconnected"} (${s.hub.url})${
       s.hub.error ? `: ${s.hub.error}` : ""
-    }` +
+    }${s.hub.waitingFor ? `; waiting for ${s.hub.waitingFor}` : ""}` +
       (s.hub.lastAckAt ? `, last ack ${s.hub.lastAckAt}` : "")
     : "not configured (keeping everything in the outbox)";
   io.out(

@@ -97,8 +97,17 @@ export const ExternalBrokerSchema = v.strictObject({
   password: v.optional(v.string()),
 });
 
+const hubUrl = v.pipe(
+  v.string(),
+  v.regex(/^grpcs?:\/\/[^/]+$/, 'must be "grpc://host:port" or "grpcs://host:port"'),
+);
+
 export const HubSchema = v.strictObject({
-  url: v.pipe(v.string(), v.regex(/^grpcs?:\/\/[^/]+$/, 'must be "grpc://host:port" or "grpcs://host:port"')),
+  /** One hub, or several replicas of one hub to fail over between, in order (SPEC §11). */
+  url: v.union(
+    [hubUrl, v.pipe(v.array(hubUrl), v.minLength(1, "must list at least one URL"))],
+    'must be "grpc://host:port", "grpcs://host:port", or a list of them',
+  ),
   routingKey: nonEmpty("routingKey"),
   secret: nonEmpty("secret"),
   ca: v.optional(nonEmpty("ca")),

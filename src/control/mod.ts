@@ -22,6 +22,10 @@ export interface HubStatus {
   connected: boolean;
   lastAckAt: string | null;
   url?: string;
+  /** Every configured hub URL, when `hub.url` lists several. */
+  urls?: string[];
+  /** While not connected: what the link is waiting for (the hub's first word, the next attempt). */
+  waitingFor?: string;
   /** Why the link is down, e.g. `UNAUTHENTICATED: unknown edge or wrong secret`. */
   error?: string;
 }

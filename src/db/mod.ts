@@ -14,7 +14,7 @@ import { dirname } from "node:path";
 import { migrate, type Migration } from "./migrate.ts";
 
 export type { Migration } from "./migrate.ts";
-export { agentMigrations, hubMigrations } from "./migrations.gen.ts";
+export { agentMigrations, hubMigrations, postgresMigrations } from "./migrations.gen.ts";
 
 /** The subset of a prepared statement this program uses. */
 export interface Statement {

@@ -22,7 +22,7 @@ export const COMMAND_TIMEOUT_MS = { default: 30_000, max: 600_000 } as const;
 
 export interface HubApiDeps {
   store: Pick<HubStore, "edges" | "records" | "command" | "pushes">;
-  link: Pick<EdgeLink, "isConnected" | "runCommand" | "push">;
+  link: Pick<EdgeLink, "connectedEdges" | "runCommand" | "startCommand" | "push">;
   /** The configured edge ids, in config order. */
   edges: readonly string[];
   /** When set, every route but `GET /healthz` needs `Authorization: Bearer <token>`. */
@@ -127,16 +127,19 @@ export function createHubApi(deps: HubApiDeps): Hono {
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
 
-  app.get("/api/v1/edges", (c) => {
-    const rows = new Map(store.edges().map((row) => [row.id, row]));
+  app.get("/api/v1/edges", async (c) => {
+    const rows = new Map((await store.edges()).map((row) => [row.id, row]));
     const pending = new Map<string, Record<string, string>>();
-    for (const p of store.pushes()) pending.set(p.edge, { ...pending.get(p.edge), [p.kind]: p.version });
+    for (const p of await store.pushes()) {
+      pending.set(p.edge, { ...pending.get(p.edge), [p.kind]: p.version });
+    }
+    const connected = await link.connectedEdges();
     return c.json({
       edges: deps.edges.map((id) => {
         const row = rows.get(id);
         return {
           id,
-          connected: link.isConnected(id),
+          connected: connected.has(id),
           connectedAt: iso(row?.connectedAt),
           lastSeenAt: iso(row?.lastSeenAt),
           records: row?.records ?? 0,
@@ -148,7 +151,7 @@ export function createHubApi(deps: HubApiDeps): Hono {
     });
   });
 
-  app.get("/api/v1/records", (c) => {
+  app.get("/api/v1/records", async (c) => {
     const params = new URL(c.req.url).searchParams;
     const input: Record<string, string> = {};
     const repeated: Issue[] = [];
@@ -170,7 +173,7 @@ export function createHubApi(deps: HubApiDeps): Hono {
     const after = result.value.after ?? 0;
     const limit = result.value.limit ?? RECORDS_LIMIT.default;
     // One row more than asked tells whether another page follows.
-    const rows = store.records({ edge, device, after, limit: limit + 1 });
+    const rows = await store.records({ edge, device, after, limit: limit + 1 });
     const records = rows.slice(0, limit);
     const next = rows.length > limit ? records[records.length - 1].seq : null;
     return c.json({
@@ -199,18 +202,16 @@ export function createHubApi(deps: HubApiDeps): Hono {
     };
     if (mode === "1" || mode === "true") {
       // Answer at once; the outcome lands in the store, where GET /api/v1/commands/{id} reads it.
-      const id = randomUUID();
-      const outcome = link.runCommand(edge, { id, ...request });
-      const stored = store.command(id);
-      if (stored === undefined) return c.json(await outcome); // not stored: let its error show
+      const { id, outcome } = await link.startCommand(edge, { id: randomUUID(), ...request });
       outcome.catch((error) => deps.log?.error("command.failed", { edge, id, error: errorMessage(error) }));
-      return c.json({ id, status: stored.status }, 202);
+      const stored = await store.command(id);
+      return c.json({ id, status: stored?.status ?? "pending" }, 202);
     }
     return c.json(await link.runCommand(edge, request));
   });
 
-  app.get("/api/v1/commands/:id", (c) => {
-    const command = store.command(c.req.param("id"));
+  app.get("/api/v1/commands/:id", async (c) => {
+    const command = await store.command(c.req.param("id"));
     if (command === undefined) return c.json({ error: `unknown command "${c.req.param("id")}"` }, 404);
     return c.json({ ...command, createdAt: iso(command.createdAt), completedAt: iso(command.completedAt) });
   });
@@ -225,7 +226,7 @@ export function createHubApi(deps: HubApiDeps): Hono {
     const document = JSON.stringify(body.value);
     // The same document always gets the same version, so an edge can tell a no-op.
     const version = createHash("sha256").update(document).digest("hex").slice(0, 16);
-    const status = link.push(edge, "rules", version, document);
+    const status = await link.push(edge, "rules", version, document);
     return c.json({ edge, version, status }, 202);
   });
 
@@ -237,7 +238,7 @@ export function createHubApi(deps: HubApiDeps): Hono {
     const result = validate(UpdateBodySchema, body.value);
     if (!result.ok) return errors(c, result.issues);
     const offer = { sha256: "", signature: "", size: 0, ...result.value };
-    const status = link.push(edge, "update", offer.version, JSON.stringify(offer));
+    const status = await link.push(edge, "update", offer.version, JSON.stringify(offer));
     return c.json({ edge, version: offer.version, status }, 202);
   });
 

@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { errorMessage, type Issue, type Result, UsageError } from "../core/errors.ts";
 import { validate } from "../core/validate.ts";
+import { DURATION_PATTERN, parseDuration } from "../core/duration.ts";
 
 export const HUB_DEFAULTS = {
   listen: "127.0.0.1:7443",
@@ -23,6 +24,29 @@ export const HubEdgeSchema = v.strictObject({
   secret: nonEmpty("secret"),
 });
 
+/** The store URL schemes: the embedded libSQL file, PostgreSQL, a libSQL server (SPEC §11). */
+export const STORE_SCHEMES = ["file:", "postgres:", "postgresql:", "libsql:", "https:", "http:"] as const;
+
+const StoreSchema = v.strictObject({
+  url: v.pipe(
+    v.string(),
+    v.check((url) => {
+      try {
+        return (STORE_SCHEMES as readonly string[]).includes(new URL(url).protocol);
+      } catch {
+        return false;
+      }
+    }, 'must be a URL: "file:<path>", "postgres://user:password@host:port/db", "libsql://…" or "https://…"'),
+  ),
+});
+
+const retention = v.pipe(
+  v.string(),
+  v.regex(DURATION_PATTERN, 'must be a duration such as "12h", "30d"'),
+  v.transform((text) => parseDuration(text)!),
+  v.minValue(60_000, "must be at least 1m"),
+);
+
 export const HubConfigSchema = v.strictObject({
   listen: v.optional(hostPort, HUB_DEFAULTS.listen),
   api: v.optional(
@@ -35,6 +59,10 @@ export const HubConfigSchema = v.strictObject({
   dataDir: nonEmpty("dataDir"),
   edges: v.array(HubEdgeSchema),
   tls: v.optional(v.strictObject({ cert: nonEmpty("cert"), key: nonEmpty("key") })),
+  /** Where the hub keeps everything (default: the libSQL file `<dataDir>/hub.db`). */
+  store: v.optional(StoreSchema),
+  /** Records older than this are deleted, in bounded batches. */
+  retention: v.optional(retention),
 });
 
 export type HubEdgeConfig = v.InferOutput<typeof HubEdgeSchema>;
@@ -47,6 +75,10 @@ export interface HubConfig {
   dataDir: string;
   edges: HubEdgeConfig[];
   tls?: { cert: string; key: string };
+  /** The store URL; absent: the libSQL file `<dataDir>/hub.db`. A `file:` path is absolute. */
+  store?: { url: string };
+  /** Keep records this long (ms); absent: forever. */
+  retention?: number;
 }
 
 /** Validates a parsed JSON value as hub configuration, resolving paths against `baseDir`. */
@@ -70,8 +102,17 @@ export function parseHubConfig(input: unknown, baseDir: string): Result<HubConfi
       dataDir: abs(c.dataDir),
       edges: c.edges,
       ...(c.tls ? { tls: { cert: abs(c.tls.cert), key: abs(c.tls.key) } } : {}),
+      ...(c.store ? { store: { url: resolveFileUrl(c.store.url, abs) } } : {}),
+      ...(c.retention === undefined ? {} : { retention: c.retention }),
     },
   };
+}
+
+/** `file:relative/path` resolved against the config's folder; other URLs as they are. */
+function resolveFileUrl(url: string, abs: (path: string) => string): string {
+  if (!url.startsWith("file:")) return url;
+  const path = url.slice("file:".length).replace(/^\/\/(?=\/)/, "");
+  return `file:${abs(path)}`;
 }
 
 /** Reads and validates a hub config file; throws `UsageError` (exit 2) naming every bad key. */

@@ -5,8 +5,8 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { UsageError } from "../core/errors.ts";
+import { redactUrl } from "../core/redact.ts";
 import { hubService } from "../proto/mod.ts";
 import { onShutdownSignal, runtimeName, serve, type Server as HttpServer } from "../runtime/mod.ts";
 import { createHubApi } from "./api.ts";
@@ -15,7 +15,9 @@ import { type HubConfig, loadHubConfig } from "./config.ts";
 import { createEdgeLink, type EdgeLink } from "./link.ts";
 import { createLogger, type Logger } from "../telemetry/mod.ts";
 import { errorMessage } from "../core/errors.ts";
-import { createHubStore, type HubStore } from "./store.ts";
+import type { HubStore } from "./store.ts";
+import { openHubStore } from "./stores.ts";
+import { startRetention } from "./retention.ts";
 
 /** How long `stop()` lets gRPC calls finish before cutting them off. */
 const GRPC_SHUTDOWN_GRACE_MS = 2000;
@@ -47,6 +49,8 @@ export interface HubOptions {
   log?: Logger;
   /** How long past a command's timeoutMs the hub waits for the edge's answer (default 1000). */
   commandGraceMs?: number;
+  /** How often retention runs (default: every minute). */
+  retentionIntervalMs?: number;
 }
 
 export function createHub(config: HubConfig, options: HubOptions = {}): Hub {
@@ -57,12 +61,22 @@ export function createHub(config: HubConfig, options: HubOptions = {}): Hub {
   let http: HttpServer | undefined;
   let starting: Promise<HubPorts> | undefined;
   let stopping: Promise<void> | undefined;
+  let retention: { stop(): Promise<void> } | undefined;
+  const abort = new AbortController();
 
   async function start(): Promise<HubPorts> {
     const credentials = serverCredentials(config);
-    store = createHubStore(join(config.dataDir, "hub.db"));
-    store.registerEdges(config.edges.map((e) => e.id));
+    store = await openHubStore(config, { log, signal: abort.signal });
+    await store.registerEdges(config.edges.map((e) => e.id));
     link = createEdgeLink({ store, edges: config.edges, log, commandGraceMs: options.commandGraceMs });
+    await link.start();
+    if (config.retention !== undefined) {
+      retention = startRetention(store, {
+        keepMs: config.retention,
+        intervalMs: options.retentionIntervalMs ?? 60_000,
+        log,
+      });
+    }
 
     grpcServer = new grpc.Server(GRPC_SERVER_OPTIONS);
     grpcServer.addService(hubService(), { connect: link.connect });
@@ -87,7 +101,9 @@ export function createHub(config: HubConfig, options: HubOptions = {}): Hub {
   }
 
   async function shutdown(): Promise<void> {
+    abort.abort();
     await starting?.catch(() => {});
+    await retention?.stop();
     await link?.close();
     await http?.close();
     const server = grpcServer;
@@ -103,7 +119,7 @@ export function createHub(config: HubConfig, options: HubOptions = {}): Hub {
         });
       });
     }
-    store?.close();
+    await store?.close();
   }
 
   return {
@@ -139,7 +155,17 @@ export async function runHub(configPath: string, options: HubOptions = {}): Prom
   try {
     let ports: HubPorts;
     try {
-      ports = await hub.start();
+      // A signal while the start waits (for the database, say) stops it.
+      const started = hub.start();
+      const first = await Promise.race([started, signal.then((name) => ({ signal: name }))]);
+      if ("signal" in first) {
+        log.info("hub.stopping", { signal: first.signal });
+        await hub.stop();
+        await started.catch(() => {});
+        log.info("hub.stopped");
+        return 0;
+      }
+      ports = first;
     } catch (error) {
       if (error instanceof UsageError) throw error;
       log.error("hub.failed", { error: errorMessage(error) });
@@ -151,6 +177,7 @@ export async function runHub(configPath: string, options: HubOptions = {}): Prom
       edges: config.edges.length,
       tls: config.tls !== undefined,
       dataDir: config.dataDir,
+      store: config.store === undefined ? "libsql file" : redactUrl(config.store.url),
     });
     if (config.api.token === undefined) {
       log.warn("hub.api_without_token", {

@@ -24,7 +24,7 @@ import { createEdgeWork } from "./link_batches.ts";
 import { type CommandOutcome, type CommandOutcomeStatus, CommandWaiters } from "./link_commands.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { errorMessage } from "../core/errors.ts";
-import { type HubStore, payloadText, type PushKind } from "./store.ts";
+import { type CommandRow, type HubStore, payloadText, type PushKind, type ReplicaMessage } from "./store.ts";
 
 export const AUTH_FAILED = "unknown edge or wrong routing key/secret";
 export const AUTH_LIMITED = "too many failed authentications from this address; try again in a minute";
@@ -52,8 +52,17 @@ export interface EdgeLink {
    * connected.
    */
   runCommand(edge: string, request: CommandRequest): Promise<CommandOutcome>;
-  /** Sends rules or an update offer now, or keeps it for the edge's next connect. */
-  push(edge: string, kind: PushKind, version: string, body: string): "sent" | "pending";
+  /** Stores the command and sends it; resolves once it is stored, with its outcome to come. */
+  startCommand(
+    edge: string,
+    request: CommandRequest,
+  ): Promise<{ id: string; outcome: Promise<CommandOutcome> }>;
+  /** Edges connected here or, with a shared store, to any live replica. */
+  connectedEdges(): Promise<Set<string>>;
+  /** Sends rules or an update offer now (wherever the edge is connected), or keeps it for its next connect. */
+  push(edge: string, kind: PushKind, version: string, body: string): Promise<"sent" | "pending">;
+  /** Listens for the other replicas' messages (a shared store only). */
+  start(): Promise<void>;
   /** Stops taking batches, lets those in flight commit and be acknowledged, ends every stream. */
   close(): Promise<void>;
 }
@@ -126,12 +135,16 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     const list = (sessions.get(session.edge) ?? []).filter((s) => s !== session);
     if (list.length > 0) sessions.set(session.edge, list);
     else sessions.delete(session.edge);
-    try {
-      if (list.length === 0) store.setConnected(session.edge, false, now());
-      else store.touch(session.edge, now());
-    } catch (error) {
-      log.error("hub.store_failed", { edge: session.edge, error: errorMessage(error) });
-    }
+    const edge = session.edge;
+    // After the connect's own update (one queue per edge), so the two never swap.
+    void serially(edge, async () => {
+      try {
+        if (sessions.has(edge)) await store.touch(edge, now());
+        else await store.setConnected(edge, false, now());
+      } catch (error) {
+        log.error("hub.store_failed", { edge, error: errorMessage(error) });
+      }
+    });
     log.info("edge.disconnected", {
       edge: session.edge,
       peer: session.peer,
@@ -155,26 +168,26 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   });
   const serially = work.serially;
 
-  function saveReport(session: Session, report: ReportFrame): void {
+  async function saveReport(session: Session, report: ReportFrame): Promise<void> {
     if (!REPORT_TYPE.test(report.type)) {
       log.warn("edge.report_ignored", { edge: session.edge, reason: "bad report type" });
       return;
     }
     const body = decodeJson(report.body);
-    store.saveReport(session.edge, report.type, body, now());
+    await store.saveReport(session.edge, report.type, body, now());
     // The edge's word on a rules push or an update offer ends that push, whatever it says.
     if (report.type === "rules" || report.type === "update") {
       const kind: PushKind = report.type === "rules" ? "rules" : "update";
       const version = (body as { version?: unknown } | null)?.version;
-      const pending = store.pushesOf(session.edge).find((p) => p.kind === kind);
-      if (pending !== undefined && pending.version === version) store.dropPush(session.edge, kind);
+      const pending = (await store.pushesOf(session.edge)).find((p) => p.kind === kind);
+      if (pending !== undefined && pending.version === version) await store.dropPush(session.edge, kind);
     }
   }
 
-  function settleCommand(session: Session, result: CommandResultFrame): void {
+  async function settleCommand(session: Session, result: CommandResultFrame): Promise<void> {
     const status = (COMMAND_STATUSES.has(result.status) ? result.status : "error") as CommandOutcomeStatus;
     const text = result.payload?.length ? payloadText(result.payload) : null;
-    const known = store.settleCommand(result.id, session.edge, status, text, now());
+    const known = await store.settleCommand(result.id, session.edge, status, text, now());
     // Stored (or nothing to store it against): the edge may forget it. A result that arrives
     // late (after the hub's own timeout, or after a restart) replaces what the hub assumed.
     write(session, { commandResultAck: { id: result.id } });
@@ -183,6 +196,8 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       return;
     }
     waiters.settle(result.id, session.edge, status, text === null ? null : JSON.parse(text));
+    // The caller may wait on another replica.
+    await store.shared?.notify({ type: "result", edge: session.edge, id: result.id });
   }
 
   function onFrame(session: Session, raw: unknown): void {
@@ -193,28 +208,30 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       : undefined;
     if (frame === undefined) return log.debug("edge.frame_ignored", { edge });
     const name = frame.frame;
-    try {
-      switch (frame.frame) {
-        case "batch":
-          // A batch arriving while the hub shuts down is not taken; the edge resends it.
-          if (!closing) work.take(session, frame.batch);
-          return;
-        case "heartbeat":
-          store.touch(edge, now());
-          write(session, { heartbeat: { ts: now() } });
-          return;
-        case "report":
-          saveReport(session, frame.report);
-          return;
-        case "commandResult":
-          store.touch(edge, now());
-          settleCommand(session, frame.commandResult);
-          return;
-        default:
-          log.debug("edge.frame_ignored", { edge });
-      }
-    } catch (error) {
+    const failed = (error: unknown) =>
       log.error("hub.store_failed", { edge, frame: name, error: errorMessage(error) });
+    switch (frame.frame) {
+      case "batch":
+        // A batch arriving while the hub shuts down is not taken; the edge resends it.
+        if (!closing) work.take(session, frame.batch);
+        return;
+      case "heartbeat":
+        write(session, { heartbeat: { ts: now() } });
+        store.touch(edge, now()).catch(failed);
+        return;
+      case "report": {
+        const report = frame.report;
+        // In order with the edge's other work (its batches), so a report never overtakes them.
+        void serially(edge, () => saveReport(session, report).catch(failed));
+        return;
+      }
+      case "commandResult": {
+        const result = frame.commandResult;
+        void serially(edge, () => settleCommand(session, result).catch(failed));
+        return;
+      }
+      default:
+        log.debug("edge.frame_ignored", { edge });
     }
   }
 
@@ -249,21 +266,14 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       });
       return endCall(call, grpc.status.UNAUTHENTICATED, AUTH_FAILED);
     }
-    try {
-      store.setConnected(edge, true, now());
-    } catch (error) {
-      log.error("hub.store_failed", { edge, error: errorMessage(error) });
-      return endCall(call, grpc.status.UNAVAILABLE, STORE_FAILED);
-    }
     const session: Session = { edge, call, peer, open: true, detached: false };
     const list = sessions.get(edge) ?? [];
     list.push(session);
     sessions.set(edge, list);
     widenFlowControl(call, log);
-    // The edge takes the response headers as "connected".
-    call.sendMetadata(new grpc.Metadata());
     log.info("edge.connected", { edge, peer, streams: list.length });
 
+    // Frames read before the store knows of the connection wait behind it (one queue per edge).
     call.on("data", (frame: unknown) => onFrame(session, frame));
     // The edge half-closed: answer what it sent before, then end the call.
     call.on("end", () =>
@@ -277,66 +287,160 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     call.on("cancelled", () => detach(session, "cancelled"));
     call.on("close", () => detach(session, "closed"));
 
+    void serially(edge, async () => {
+      if (!session.open) return;
+      try {
+        await store.setConnected(edge, true, now());
+      } catch (error) {
+        log.error("hub.store_failed", { edge, error: errorMessage(error) });
+        return fail(session, grpc.status.UNAVAILABLE, STORE_FAILED);
+      }
+      // The edge counts its link as up on these headers (or on the hub's first frame).
+      if (session.open && !call.writableEnded) call.sendMetadata(new grpc.Metadata());
+      await sendPushes(session);
+    });
+  }
+
+  /**
+   * Pushes stay in the store until the edge reports on them (a rules or update report naming
+   * their version): one sent before a disconnect is sent again on every connect until then.
+   */
+  async function sendPushes(session: Session): Promise<void> {
     try {
-      // Pushes stay in the store until the edge reports on them (a rules or update report naming
-      // their version): one sent before a disconnect is sent again on every connect until then.
-      for (const p of store.pushesOf(edge)) write(session, pushFrame(p.kind, p.version, p.body));
+      for (const p of await store.pushesOf(session.edge)) {
+        write(session, pushFrame(p.kind, p.version, p.body));
+      }
     } catch (error) {
-      log.error("hub.store_failed", { edge, error: errorMessage(error) });
+      log.error("hub.store_failed", { edge: session.edge, error: errorMessage(error) });
     }
   }
 
-  async function runCommand(
+  function commandFrame(c: Pick<CommandRow, "id" | "device" | "method" | "params" | "timeoutMs">) {
+    return {
+      command: {
+        id: c.id,
+        device: c.device,
+        method: c.method,
+        params: utf8.encode(JSON.stringify(c.params ?? null)),
+        timeoutMs: c.timeoutMs,
+      },
+    };
+  }
+
+  /** Whether the edge is connected to another replica of this hub (a shared store only). */
+  async function connectedElsewhere(edge: string): Promise<boolean> {
+    if (store.shared === undefined) return false;
+    return (await store.shared.connectedEdges()).has(edge);
+  }
+
+  /** A message from a replica (this one too): deliver what waits for an edge connected here. */
+  function onReplicaMessage(m: ReplicaMessage): void {
+    const failed = (error: unknown) =>
+      log.error("hub.store_failed", { edge: m.edge, error: errorMessage(error) });
+    if (m.type === "result") {
+      if (!waiters.has(m.id)) return;
+      store.command(m.id).then((row) => {
+        if (row !== undefined && row.status !== "pending") {
+          waiters.settle(m.id, m.edge, row.status, row.payload);
+        }
+      }).catch(failed);
+      return;
+    }
+    const session = closing ? undefined : live(m.edge);
+    if (session === undefined) return;
+    if (m.type === "push") {
+      void sendPushes(session);
+      return;
+    }
+    if (waiters.has(m.id)) return; // sent by this replica itself
+    store.command(m.id).then((row) => {
+      if (row !== undefined && row.status === "pending") write(session, commandFrame(row));
+    }).catch(failed);
+  }
+
+  /** Stores the command and sends it on (here or through the replica the edge is connected to). */
+  async function startCommand(
     edge: string,
     { id = randomUUID(), ...request }: CommandRequest,
-  ): Promise<CommandOutcome> {
-    store.insertCommand({ id, edge, ...request, status: "pending", createdAt: now() });
+  ): Promise<{ id: string; outcome: Promise<CommandOutcome> }> {
+    await store.insertCommand({ id, edge, ...request, status: "pending", createdAt: now() });
     const session = closing ? undefined : live(edge);
-    if (session === undefined) {
-      store.settleCommand(id, edge, "device-offline", null, now());
-      return { id, status: "device-offline", payload: null };
+    const elsewhere = session === undefined && !closing && await connectedElsewhere(edge);
+    if (session === undefined && !elsewhere) {
+      await store.settleCommand(id, edge, "device-offline", null, now());
+      return { id, outcome: Promise.resolve({ id, status: "device-offline", payload: null }) };
     }
     const outcome = waiters.wait(
       id,
       edge,
       request.timeoutMs + graceMs,
-      () => store.settleCommand(id, edge, "timeout", null, now()),
+      () =>
+        void store.settleCommand(id, edge, "timeout", null, now()).catch((error) =>
+          log.error("hub.store_failed", { edge, error: errorMessage(error) })
+        ),
     );
-    write(session, {
-      command: {
-        id,
-        device: request.device,
-        method: request.method,
-        params: utf8.encode(JSON.stringify(request.params ?? null)),
-        timeoutMs: request.timeoutMs,
-      },
-    });
-    return await outcome;
+    if (session !== undefined) write(session, commandFrame({ id, ...request }));
+    // The replica the edge is connected to sends it, and tells every replica the result.
+    else await store.shared!.notify({ type: "command", edge, id });
+    return { id, outcome };
   }
 
-  function push(edge: string, kind: PushKind, version: string, body: string): "sent" | "pending" {
+  async function runCommand(edge: string, request: CommandRequest): Promise<CommandOutcome> {
+    return await (await startCommand(edge, request)).outcome;
+  }
+
+  async function push(
+    edge: string,
+    kind: PushKind,
+    version: string,
+    body: string,
+  ): Promise<"sent" | "pending"> {
     // Durable first, deleted only when the edge reports on it (see saveReport).
-    store.savePush({ edge, kind, version, body, createdAt: now() });
-    const session = closing ? undefined : live(edge);
-    if (session === undefined) return "pending";
-    write(session, pushFrame(kind, version, body));
+    await store.savePush({ edge, kind, version, body, createdAt: now() });
+    if (closing) return "pending";
+    const session = live(edge);
+    if (session !== undefined) {
+      write(session, pushFrame(kind, version, body));
+      return "sent";
+    }
+    if (!await connectedElsewhere(edge)) return "pending";
+    await store.shared!.notify({ type: "push", edge });
     return "sent";
+  }
+
+  async function connectedEdges(): Promise<Set<string>> {
+    const here = new Set([...sessions.keys()].filter((edge) => live(edge) !== undefined));
+    if (store.shared === undefined) return here;
+    for (const edge of await store.shared.connectedEdges()) here.add(edge);
+    return here;
   }
 
   function close(): Promise<void> {
     closed ??= (async () => {
       closing = true;
-      waiters.timeoutAll((id, edge) => store.settleCommand(id, edge, "timeout", null, now()));
+      waiters.timeoutAll((id, edge) =>
+        void store.settleCommand(id, edge, "timeout", null, now()).catch(() => {})
+      );
       // Batches received and not yet queued for storing are stored (and acknowledged) now.
       await work.flush();
       for (const list of [...sessions.values()]) {
         for (const session of [...list]) fail(session, grpc.status.UNAVAILABLE, SHUTTING_DOWN);
       }
+      await work.flush();
     })();
     return closed;
   }
 
-  return { connect, isConnected: (edge) => live(edge) !== undefined, runCommand, push, close };
+  return {
+    connect,
+    isConnected: (edge) => live(edge) !== undefined,
+    connectedEdges,
+    runCommand,
+    startCommand,
+    push,
+    close,
+    start: () => store.shared?.listen(onReplicaMessage) ?? Promise.resolve(),
+  };
 }
 
 /** HTTP/2 receive windows the hub grants an edge's connection (stream, and connection total). */

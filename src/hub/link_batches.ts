@@ -11,7 +11,7 @@ import type { HubStore } from "./store.ts";
 
 export interface EdgeWork<S> {
   /** Runs `task` after every earlier task of the same edge. */
-  serially(edge: string, task: () => void): Promise<void>;
+  serially(edge: string, task: () => void | Promise<void>): Promise<void>;
   /** A batch read from a session: stored with the others read with it. */
   take(session: S, batch: Batch): void;
   /** Stores what is waiting and waits for every edge's work to finish. */
@@ -32,7 +32,7 @@ export function createEdgeWork<S extends { edge: string; open: boolean }>(deps: 
   /** Batches received and not yet stored, per edge: stored together by the next `storeWaiting`. */
   const waiting = new Map<string, { session: S; batch: Batch }[]>();
 
-  function serially(edge: string, task: () => void): Promise<void> {
+  function serially(edge: string, task: () => void | Promise<void>): Promise<void> {
     const tail = (queues.get(edge) ?? Promise.resolve()).then(task).catch((error) => {
       log.error("hub.internal_error", { edge, error: errorMessage(error) });
     });
@@ -43,7 +43,7 @@ export function createEdgeWork<S extends { edge: string; open: boolean }>(deps: 
     return tail;
   }
 
-  function storeWaiting(edge: string): void {
+  async function storeWaiting(edge: string): Promise<void> {
     const list = waiting.get(edge) ?? [];
     waiting.delete(edge);
     // Nobody to acknowledge to on a closed stream: the edge resends on its next one.
@@ -54,7 +54,7 @@ export function createEdgeWork<S extends { edge: string; open: boolean }>(deps: 
       : live.flatMap((w) => w.batch.records ?? []);
     let added: number;
     try {
-      added = store.storeBatch(edge, records, now(), (ids) => {
+      added = await store.storeBatch(edge, records, now(), (ids) => {
         const n = conflictLog.note(ids.length);
         if (n === undefined) return;
         log.warn("hub.record_conflict", {
@@ -69,6 +69,8 @@ export function createEdgeWork<S extends { edge: string; open: boolean }>(deps: 
       for (const session of new Set(live.map((w) => w.session))) deps.fail(session);
       return;
     }
+    // A stream that closed while the batch was being stored gets no ack (the edge resends; the
+    // hub holds the records once).
     for (const w of live) deps.ack(w.session, w.batch.seq);
     log.debug("batch.stored", { edge, batches: live.length, records: records.length, added });
   }

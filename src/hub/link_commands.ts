@@ -33,6 +33,11 @@ export class CommandWaiters {
     });
   }
 
+  /** Whether a wait for `id` is open here. */
+  has(id: string): boolean {
+    return this.#waiters.has(id);
+  }
+
   /** The edge's result: settles the wait, if one is open for this edge. */
   settle(id: string, edge: string, status: CommandOutcomeStatus, payload: unknown): void {
     const waiter = this.#waiters.get(id);

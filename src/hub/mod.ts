@@ -1,8 +1,9 @@
 /**
  * The reference hub (SPEC §6): a small real hub for development, demos, tests and integrators.
  * Edges connect over gRPC (`outpost.v1.Hub/Connect`); the hub stores each (edge, record id) once
- * in its own libSQL database, acknowledges a batch only after it has committed, and serves an
- * HTTP API to read records and to send commands, rules and update offers to edges.
+ * in its store (its own libSQL file by default; PostgreSQL shared by several hub processes, or a
+ * libSQL server: SPEC §11), acknowledges a batch only after it has committed, and serves an HTTP
+ * API to read records and to send commands, rules and update offers to edges.
  *
  * ```ts
  * const hub = createHub(loadHubConfig("hub.json"));
@@ -29,6 +30,7 @@ export {
   type EdgeLink,
   type EdgeLinkOptions,
 } from "./link.ts";
+export { openHubStore } from "./stores.ts";
 export {
   type CommandRow,
   createHubStore,

@@ -1,10 +1,15 @@
 /**
- * The hub's libSQL store: received records (one row per (edge, record id), `seq` in arrival
- * order), what it knows of each edge, commands and pushes waiting for their edge.
+ * The hub's store interface, and its embedded libSQL implementation: received records (one row
+ * per (edge, record id), `seq` in arrival order), what it knows of each edge, commands and pushes
+ * waiting for their edge. The PostgreSQL store (`store_pg.ts`) and the libSQL server store
+ * (`store_remote.ts`) implement the same interface; every method answers a promise.
  *
  * Every SQL text here is a constant, so the statement cache holds a small fixed set; values are
  * always bound, never inlined. A batch is stored in one transaction: all of it or none of it.
  */
+// The interface answers promises for the network stores; the embedded driver is synchronous, so
+// these methods are async without awaiting anything (their work is done when they return).
+// deno-lint-ignore-file require-await
 import { type LocalDatabase, openDatabase } from "../db/mod.ts";
 import { hubMigrations } from "../db/mod.ts";
 import type { WireRecord } from "../proto/mod.ts";
@@ -70,26 +75,47 @@ export interface Push {
   createdAt: number;
 }
 
+/** A message between the replicas of one hub (PostgreSQL NOTIFY). */
+export type ReplicaMessage =
+  | { type: "command"; edge: string; id: string }
+  | { type: "result"; edge: string; id: string }
+  | { type: "push"; edge: string };
+
+/**
+ * What a store shared by several hub processes (replicas) adds: which edges are connected to a
+ * live replica, and messages between replicas (commands, their results, pushes).
+ */
+export interface SharedHub {
+  /** This process's replica id (fresh on every start). */
+  readonly replica: string;
+  /** Edges connected to a replica that is alive (heartbeat recent), this one included. */
+  connectedEdges(): Promise<Set<string>>;
+  /** Sends a message to every replica, this one included. */
+  notify(message: ReplicaMessage): Promise<void>;
+  /** Starts listening (and the replica heartbeat); `handler` gets every message. */
+  listen(handler: (message: ReplicaMessage) => void): Promise<void>;
+}
+
 export interface HubStore {
-  /** Adds a row for each configured edge and marks every edge disconnected (start-up). */
-  registerEdges(ids: readonly string[]): void;
-  /** Stores a batch in one transaction, each (edge, id) once; returns how many rows were new. */
+  /** Adds a row for each configured edge and marks its edges disconnected (start-up). */
+  registerEdges(ids: readonly string[]): Promise<void>;
   /**
-   * Stores each (edge, id) once; returns how many were new. A record whose id the hub holds with
-   * other content is a conflict: counted on the edge and passed to `onConflict`.
+   * Stores each (edge, id) once, in one transaction; returns how many were new. A record whose id
+   * the hub holds with other content is a conflict: counted on the edge and passed to
+   * `onConflict`.
    */
   storeBatch(
     edge: string,
     records: readonly WireRecord[],
     now: number,
     onConflict?: (ids: string[]) => void,
-  ): number;
-  setConnected(edge: string, connected: boolean, now: number): void;
-  touch(edge: string, now: number): void;
-  saveReport(edge: string, type: string, body: unknown, now: number): void;
-  edges(): EdgeRow[];
-  records(query: RecordQuery): StoredRecord[];
-  insertCommand(command: Omit<CommandRow, "payload" | "completedAt">): void;
+  ): Promise<number>;
+  setConnected(edge: string, connected: boolean, now: number): Promise<void>;
+  touch(edge: string, now: number): Promise<void>;
+  saveReport(edge: string, type: string, body: unknown, now: number): Promise<void>;
+  edges(): Promise<EdgeRow[]>;
+  records(query: RecordQuery): Promise<StoredRecord[]>;
+  insertCommand(command: Omit<CommandRow, "payload" | "completedAt">): Promise<void>;
   /** Records how a command ended; false when `edge` sent no such command. */
   settleCommand(
     id: string,
@@ -97,15 +123,21 @@ export interface HubStore {
     status: CommandStatus,
     payload: string | null,
     now: number,
-  ): boolean;
-  command(id: string): CommandRow | undefined;
+  ): Promise<boolean>;
+  command(id: string): Promise<CommandRow | undefined>;
   /** Keeps a push for the edge's next connect, replacing an older one of the same kind. */
-  savePush(push: Push): void;
-  dropPush(edge: string, kind: PushKind): void;
+  savePush(push: Push): Promise<void>;
+  dropPush(edge: string, kind: PushKind): Promise<void>;
   /** The edge's pushes not yet reported on by the edge (kept until it reports; SPEC §14). */
-  pushesOf(edge: string): Push[];
-  pushes(): Push[];
-  close(): void;
+  pushesOf(edge: string): Promise<Push[]>;
+  pushes(): Promise<Push[]>;
+  /** Deletes up to `limit` records received before `before` (ms), oldest first; returns how many. */
+  deleteBefore(before: number, limit: number): Promise<number>;
+  close(): Promise<void>;
+  /** Present when several hub processes share the store (PostgreSQL). */
+  readonly shared?: SharedHub;
+  /** What the store is, for logs: `libsql file`, `postgres`, … */
+  readonly kind: string;
 }
 
 const SQL = {
@@ -132,6 +164,9 @@ const SQL = {
   dropPush: "DELETE FROM pushes WHERE edge = ? AND kind = ?",
   edgePushes: "SELECT edge, kind, version, body, created_at FROM pushes WHERE edge = ? ORDER BY kind",
   pushes: "SELECT edge, kind, version, body, created_at FROM pushes ORDER BY edge, kind",
+  oldest: "SELECT seq FROM records WHERE received_at < ? ORDER BY seq LIMIT 1 OFFSET ?",
+  deleteUpTo: "DELETE FROM records WHERE seq <= ? AND received_at < ?",
+  deleteAllBefore: "DELETE FROM records WHERE received_at < ?",
 } as const;
 
 /**
@@ -163,7 +198,7 @@ export function payloadText(bytes: Uint8Array): string {
   }
 }
 
-/** Opens (creating and migrating if needed) the hub database at `path`. */
+/** Opens (creating and migrating if needed) the hub's embedded libSQL database at `path`. */
 export function createHubStore(path: string): HubStore {
   const db: LocalDatabase = openDatabase(path, { migrations: hubMigrations });
   const q = (sql: string) => db.prepare(sql);
@@ -177,14 +212,14 @@ export function createHubStore(path: string): HubStore {
   });
 
   return {
-    registerEdges(ids) {
+    async registerEdges(ids) {
       db.transaction(() => {
         q(SQL.resetEdges).run();
         for (const id of ids) q(SQL.addEdge).run(id);
       });
     },
 
-    storeBatch(edge, records, now, onConflict) {
+    async storeBatch(edge, records, now, onConflict) {
       // Payloads are checked (and decoded to text) before the transaction starts.
       const payloads = records.map((r) => payloadText(r.payload));
       const values: unknown[] = new Array(records.length * RECORD_FIELDS);
@@ -228,16 +263,16 @@ export function createHubStore(path: string): HubStore {
       });
     },
 
-    setConnected(edge, connected, now) {
+    async setConnected(edge, connected, now) {
       if (connected) q(SQL.connect).run(now, now, edge);
       else q(SQL.disconnect).run(now, edge);
     },
 
-    touch(edge, now) {
+    async touch(edge, now) {
       q(SQL.touch).run(now, edge);
     },
 
-    saveReport(edge, type, body, now) {
+    async saveReport(edge, type, body, now) {
       db.transaction(() => {
         const row = q(SQL.readReports).get(edge) as { reports: string } | undefined;
         if (row === undefined) return;
@@ -247,7 +282,7 @@ export function createHubStore(path: string): HubStore {
       });
     },
 
-    edges() {
+    async edges() {
       return (q(SQL.edges).all() as any[]).map((r) => ({
         id: r.id,
         connected: r.connected === 1,
@@ -259,7 +294,7 @@ export function createHubStore(path: string): HubStore {
       }));
     },
 
-    records({ edge, device, after, limit }) {
+    async records({ edge, device, after, limit }) {
       const rows = (edge !== undefined && device !== undefined)
         ? q(RECORD_QUERIES.both).all(device, edge, after, limit)
         : edge !== undefined
@@ -280,7 +315,7 @@ export function createHubStore(path: string): HubStore {
       }));
     },
 
-    insertCommand(c) {
+    async insertCommand(c) {
       q(SQL.insertCommand).run(
         c.id,
         c.edge,
@@ -293,11 +328,11 @@ export function createHubStore(path: string): HubStore {
       );
     },
 
-    settleCommand(id, edge, status, payload, now) {
+    async settleCommand(id, edge, status, payload, now) {
       return q(SQL.settleCommand).run(status, payload, now, id, edge).changes > 0;
     },
 
-    command(id) {
+    async command(id) {
       const r = q(SQL.command).get(id) as any;
       if (r === undefined) return undefined;
       return {
@@ -314,24 +349,34 @@ export function createHubStore(path: string): HubStore {
       };
     },
 
-    savePush(p) {
+    async savePush(p) {
       q(SQL.savePush).run(p.edge, p.kind, p.version, p.body, p.createdAt);
     },
 
-    dropPush(edge, kind) {
+    async dropPush(edge, kind) {
       q(SQL.dropPush).run(edge, kind);
     },
 
-    pushesOf(edge) {
+    async pushesOf(edge) {
       return (q(SQL.edgePushes).all(edge) as any[]).map(toPush);
     },
 
-    pushes() {
+    async pushes() {
       return (q(SQL.pushes).all() as any[]).map(toPush);
     },
 
-    close() {
+    async deleteBefore(before, limit) {
+      // The records received before `before` are the oldest seqs (seq follows arrival); delete up
+      // to the limit-th of them in one statement.
+      const last = q(SQL.oldest).get(before, limit - 1) as { seq: number } | undefined;
+      if (last === undefined) return q(SQL.deleteAllBefore).run(before).changes;
+      return q(SQL.deleteUpTo).run(last.seq, before).changes;
+    },
+
+    async close() {
       db.close();
     },
+
+    kind: "libsql file",
   };
 }

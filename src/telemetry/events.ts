@@ -143,6 +143,17 @@ export const EVENTS = {
   "hub.internal_error": [["error"], "the hub failed unexpectedly on an edge's frame"],
   "hub.store_failed": [["error"], "a batch could not be stored; it is not acknowledged and comes again"],
   "hub.record_conflict": [["warn"], "an edge sent a record id again with different content"],
+  "hub.store_opened": [
+    ["info"],
+    "the hub's store is open: its kind, URL (without password) and migrations applied",
+  ],
+  "hub.store_unavailable": [
+    ["warn"],
+    "the hub's database does not answer at start; it tries again with backoff",
+  ],
+  "hub.store_listen_failed": [["error"], "a replica lost the other replicas' messages (LISTEN) and retries"],
+  "hub.retention": [["info"], "records older than the retention were deleted (count, in bounded batches)"],
+  "hub.retention_failed": [["warn"], "a retention pass failed; it runs again later"],
   "batch.stored": [["debug"], "a batch was stored and acknowledged"],
   "edge.connected": [["info"], "an edge connected"],
   "edge.disconnected": [["info"], "an edge disconnected"],

@@ -10,6 +10,13 @@
  * - A record is deleted only after the hub acknowledged the batch holding it.
  * - After any disconnect everything unacknowledged is sent again, oldest first (the hub
  *   deduplicates by record id, so the pair is exactly-once).
+ * - Handshake (SPEC §6): the edge does not wait for the hub. It opens the call and sends its
+ *   `hello` report and its first batches at once; the link counts as up on the hub's response
+ *   headers or its first frame, whichever comes first (many gRPC stacks, grpcio among them, send
+ *   headers only with the first response message). A hub that refuses the credentials ends the
+ *   call before storing anything. `status()` says what the link is waiting for.
+ * - `hub.url` may list several hubs (SPEC §11): the edge uses one at a time and, when the call
+ *   fails or is lost, moves to the next one in the list (round robin) after the backoff.
  * - Reconnects back off exponentially with jitter; credentials refused slow it down further.
  * - A batch not acknowledged within `ackTimeoutMs` (config `hub.ackTimeout`) means a broken link,
  *   even when the connection looks alive (a hub that stopped acknowledging): the call is
@@ -32,12 +39,13 @@ import { runtimeName } from "../runtime/mod.ts";
  * 2.9's node:http2 can crash the process inside nghttp2 when a hub closing gracefully sends
  * GOAWAY on a session that has seen a call end (denoland/deno#36788; exit 134 or 139, before any
  * JavaScript runs). Closing the channel when the call ends keeps that GOAWAY from being
- * processed. See docs/decisions/0010-deno-goaway.md.
+ * processed. See docs/decisions/0011-deno-goaway.md.
  */
 const FRESH_CHANNEL_PER_CONNECTION = runtimeName() === "deno";
 
 export interface UplinkConfig {
-  url: string;
+  /** One hub URL, or several to fail over between, in order of preference. */
+  url: string | readonly string[];
   routingKey: string;
   secret: string;
   ca?: string;
@@ -65,9 +73,20 @@ export interface UplinkStatus {
   configured: true;
   connected: boolean;
   lastAckAt: string | null;
+  /** The hub the link uses now (or tries next). */
   url: string;
+  /** Every configured hub URL, when there is more than one. */
+  urls?: string[];
+  /** While not connected: what the link is waiting for. */
+  waitingFor?: string;
   error?: string;
 }
+
+/** Where the link is: waiting to retry, call open and waiting for the hub's first word, or up. */
+type LinkState = "idle" | "opening" | "up";
+
+/** Batches sent on a new call before the hub has answered (headers or a first frame). */
+const BATCHES_BEFORE_ANSWER = 4;
 
 interface InFlight {
   first: number;
@@ -91,9 +110,18 @@ export class Uplink {
   private staged: OutboxRecordBytes[] = [];
   private stagedBytes = 0;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  private client: grpc.Client | undefined;
+  private readonly urls: string[];
+  /** The URL in use: an index into `urls`. */
+  private current = 0;
+  /** One client per URL, made when first used. */
+  private clients = new Map<number, grpc.Client>();
   private call: grpc.ClientDuplexStream<EdgeFrame, HubFrame> | undefined;
+  /** The call is open and may be written to (before the hub said anything, too). */
+  private streaming = false;
+  /** The hub answered on this call: headers or a first frame. */
   private connected = false;
+  private state: LinkState = "idle";
+  private retryAt: number | undefined;
   private lastAckAt: number | null = null;
   private lastError: string | undefined;
   private inFlight = new Map<number, InFlight>();
@@ -110,6 +138,8 @@ export class Uplink {
 
   constructor(config: UplinkConfig, outbox: Outbox, telemetry: Telemetry, options: UplinkOptions) {
     this.config = config;
+    this.urls = typeof config.url === "string" ? [config.url] : [...config.url];
+    if (this.urls.length === 0) throw new Error("The hub link needs at least one hub URL");
     this.outbox = outbox;
     this.telemetry = telemetry;
     this.options = options;
@@ -124,25 +154,31 @@ export class Uplink {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
-    const u = new URL(this.config.url);
+    this.unsubscribe = this.outbox.onData(() => this.pump());
+    this.connect();
+  }
+
+  /** The gRPC client for `urls[index]`, made on first use. */
+  private clientFor(index: number): grpc.Client {
+    let client = this.clients.get(index);
+    if (client !== undefined) return client;
+    const u = new URL(this.urls[index]);
     const target = `${u.hostname}:${u.port || (u.protocol === "grpcs:" ? "443" : "80")}`;
     const credentials = u.protocol === "grpcs:"
       ? grpc.credentials.createSsl(this.config.ca ? readFileSync(this.config.ca) : undefined)
       : grpc.credentials.createInsecure();
     const Client = hubClientConstructor();
-    this.newClient = () =>
-      new Client(target, credentials, {
-        "grpc.keepalive_time_ms": 10_000,
-        "grpc.keepalive_timeout_ms": 5_000,
-        "grpc.keepalive_permit_without_calls": 1,
-        "grpc.max_receive_message_length": 32 * 1024 * 1024,
-        "grpc.max_send_message_length": 32 * 1024 * 1024,
-        "grpc.initial_reconnect_backoff_ms": 200,
-        "grpc.max_reconnect_backoff_ms": 5_000,
-      });
-    this.client = this.newClient();
-    this.unsubscribe = this.outbox.onData(() => this.pump());
-    this.connect();
+    client = new Client(target, credentials, {
+      "grpc.keepalive_time_ms": 10_000,
+      "grpc.keepalive_timeout_ms": 5_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.max_receive_message_length": 32 * 1024 * 1024,
+      "grpc.max_send_message_length": 32 * 1024 * 1024,
+      "grpc.initial_reconnect_backoff_ms": 200,
+      "grpc.max_reconnect_backoff_ms": 5_000,
+    });
+    this.clients.set(index, client);
+    return client;
   }
 
   status(): UplinkStatus {
@@ -150,25 +186,40 @@ export class Uplink {
       configured: true,
       connected: this.connected,
       lastAckAt: this.lastAckAt === null ? null : new Date(this.lastAckAt).toISOString(),
-      url: this.config.url,
+      url: this.urls[this.current],
+      ...(this.urls.length > 1 ? { urls: [...this.urls] } : {}),
+      ...(this.connected ? {} : { waitingFor: this.waitingFor() }),
       ...(this.lastError && !this.connected ? { error: this.lastError } : {}),
     };
   }
 
+  private waitingFor(): string {
+    if (this.stopped) return "nothing (stopped)";
+    if (this.state === "opening") {
+      return `the hub's response headers or first frame (hello and ${this.inFlight.size} batches sent)`;
+    }
+    const seconds = this.retryAt === undefined ? 0 : Math.max(0, (this.retryAt - Date.now()) / 1000);
+    return `the next attempt, in ${seconds.toFixed(1)} s`;
+  }
+
   /** Sends a non-batch frame (command results, reports); false when the link is down. */
   send(frame: EdgeFrame): boolean {
-    if (!this.connected || !this.call) return false;
+    if (!this.streaming || !this.call) return false;
     this.call.write(frame);
     return true;
   }
 
   private connect(): void {
-    if (this.stopped || !this.client) return;
+    if (this.stopped) return;
+    this.retryAt = undefined;
     const md = new grpc.Metadata();
     md.set(AUTH_METADATA.edgeId, this.options.edgeId);
     md.set(AUTH_METADATA.routingKey, this.config.routingKey);
     md.set(AUTH_METADATA.secret, this.config.secret);
-    const call = (this.client as any).connect(md) as grpc.ClientDuplexStream<EdgeFrame, HubFrame>;
+    const call = (this.clientFor(this.current) as any).connect(md) as grpc.ClientDuplexStream<
+      EdgeFrame,
+      HubFrame
+    >;
     this.call = call;
     let ended = false;
     const end = (reason: string, code?: number) => {
@@ -178,10 +229,12 @@ export class Uplink {
     };
     call.on("metadata", () => {
       if (this.call !== call || this.stopped) return;
-      this.onConnected();
+      this.onHubAnswered();
     });
     call.on("data", (frame: HubFrame) => {
       if (this.call !== call) return;
+      // A hub that sends headers only with its first message: that message is its first word.
+      if (!this.connected) this.onHubAnswered();
       this.onHubFrame(frame);
     });
     call.on(
@@ -191,24 +244,26 @@ export class Uplink {
     );
     call.on("end", () => end("hub ended the stream"));
     call.on("close", () => end("stream closed"));
+    this.onStreamOpen();
   }
 
-  private onConnected(): void {
-    this.connected = true;
-    this.lastError = undefined;
-    this.backoff.reset();
+  /**
+   * The call is open: send at once, without waiting for the hub (SPEC §6 handshake). Nothing is
+   * deleted until the hub acknowledges, and a hub that refuses the credentials stores nothing.
+   */
+  private onStreamOpen(): void {
+    this.streaming = true;
+    this.state = "opening";
     this.inFlight.clear();
     this.unstage();
     this.lastClaimed = 0;
     this.nextSeq = 1;
-    this.telemetry.hubConnected(this.config.url);
     if (this.options.hello) {
       this.call?.write({
         frame: "report",
         report: { type: "hello", body: Buffer.from(JSON.stringify(this.options.hello)) },
       });
     }
-    this.options.onConnected?.();
     this.heartbeat = setInterval(() => {
       try {
         this.call?.write({ frame: "heartbeat", heartbeat: { ts: Date.now() } });
@@ -220,10 +275,22 @@ export class Uplink {
     this.pump();
   }
 
+  /** The hub's first word on this call (headers or a frame): the link is up. */
+  private onHubAnswered(): void {
+    if (this.connected) return;
+    this.connected = true;
+    this.state = "up";
+    this.lastError = undefined;
+    this.backoff.reset();
+    this.telemetry.hubConnected(this.urls[this.current]);
+    this.options.onConnected?.();
+    this.pump();
+  }
+
   /** The oldest batch in flight waited too long for its ack: the link is broken. */
   private checkAcks(): void {
     const call = this.call;
-    if (!this.connected || call === undefined || this.inFlight.size === 0) return;
+    if (!this.streaming || call === undefined || this.inFlight.size === 0) return;
     const oldest = this.inFlight.values().next().value!;
     const waited = performance.now() - oldest.sentAt;
     if (waited <= this.ackTimeoutMs) return;
@@ -241,6 +308,8 @@ export class Uplink {
   private onDisconnect(reason: string, code?: number): void {
     const wasConnected = this.connected;
     this.connected = false;
+    this.streaming = false;
+    this.state = "idle";
     this.call = undefined;
     this.inFlight.clear();
     this.unstage();
@@ -253,8 +322,8 @@ export class Uplink {
     if (FRESH_CHANNEL_PER_CONNECTION) {
       // Close the channel at once (its HTTP/2 session with it) and dial the next attempt on a
       // new one: a session the hub is closing never reaches the GOAWAY that Deno cannot take.
-      this.client?.close();
-      this.client = this.newClient?.();
+      this.clients.get(this.current)?.close();
+      this.clients.delete(this.current);
     }
     this.lastError = reason;
     if (wasConnected || reason !== this.reportedError) {
@@ -263,13 +332,15 @@ export class Uplink {
     }
     let delay = this.backoff.next();
     if (classify(code) === "permanent") delay = Math.max(delay, 5_000);
+    // Lost or never reached: the next attempt goes to the next hub in the list.
+    this.current = (this.current + 1) % this.urls.length;
+    this.retryAt = Date.now() + delay;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.connect();
     }, delay);
   }
   private reportedError: string | undefined;
-  private newClient: (() => grpc.Client) | undefined;
 
   private onHubFrame(frame: HubFrame): void {
     if (frame.frame === "ack") {
@@ -301,10 +372,13 @@ export class Uplink {
    * batches at once, a partial one when nothing is in flight or it has lingered long enough.
    */
   private pump(): void {
-    if (this.pumping || !this.connected || !this.call) return;
+    if (this.pumping || !this.streaming || !this.call) return;
     this.pumping = true;
     try {
-      while (this.connected && this.call && this.inFlight.size < this.window) {
+      // Until the hub has said anything, only a few batches go out: enough for a hub that answers
+      // only after its first message, little to waste on one that refuses the credentials.
+      const window = this.connected ? this.window : Math.min(this.window, BATCHES_BEFORE_ANSWER);
+      while (this.streaming && this.call && this.inFlight.size < window) {
         if (this.staged.length < this.batchRecords && this.stagedBytes < this.batchBytes) {
           const more = this.outbox.claimBytes(
             this.lastClaimed,
@@ -352,7 +426,7 @@ export class Uplink {
 
   /** Waits (bounded) until nothing is in flight, so a clean stop leaves no needless resends. */
   async drain(timeoutMs: number): Promise<void> {
-    if (!this.connected || this.inFlight.size === 0) return;
+    if (!this.streaming || this.inFlight.size === 0) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, timeoutMs);
       this.drained = () => {
@@ -374,12 +448,14 @@ export class Uplink {
     const call = this.call;
     this.call = undefined;
     this.connected = false;
+    this.streaming = false;
+    this.state = "idle";
     try {
       call?.end();
       call?.cancel();
     } catch { /* already closed */ }
-    this.client?.close();
-    this.client = undefined;
+    for (const client of this.clients.values()) client.close();
+    this.clients.clear();
   }
 }
 

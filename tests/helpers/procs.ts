@@ -200,7 +200,17 @@ export interface EdgeCredentials {
 
 /** Starts `outpost hub` with its own config; ports are fixed so a restart keeps them. */
 export async function startHub(
-  options: { dir: string; edges: EdgeCredentials[]; grpcPort?: number; apiPort?: number; runner?: Runner },
+  options: {
+    dir: string;
+    edges: EdgeCredentials[];
+    grpcPort?: number;
+    apiPort?: number;
+    runner?: Runner;
+    /** More hub config keys (`store`, `retention`, …). */
+    config?: Record<string, unknown>;
+    /** How long to wait for `hub.started` (default 30 s). */
+    startTimeoutMs?: number;
+  },
 ): Promise<HubHandle> {
   const grpcPort = options.grpcPort ?? await freePort();
   const apiPort = options.apiPort ?? await freePort();
@@ -214,10 +224,11 @@ export async function startHub(
       api: { listen: `127.0.0.1:${apiPort}` },
       dataDir,
       edges: options.edges,
+      ...options.config,
     }),
   );
   const proc = startProcess([...outpostCommand(options.runner), "hub", "--config", configPath]);
-  await proc.waitForEvent("hub.started");
+  await proc.waitForEvent("hub.started", options.startTimeoutMs);
   return {
     proc,
     grpcPort,

@@ -94,3 +94,16 @@ Deno.test("redactConfig hides secrets and tokens", () => {
   const text = JSON.stringify(redactConfig(r.value));
   assert.ok(!text.includes("s3cret") && !text.includes("a".repeat(20)));
 });
+
+Deno.test("hub.url may list several hubs; an empty list or a bad entry is an error naming its path", () => {
+  const hub = { routingKey: "k", secret: "s" };
+  const ok = parseConfig({ hub: { ...hub, url: ["grpc://a:7443", "grpcs://b:7443"] } }, "/srv");
+  assert.ok(ok.ok);
+  assert.deepEqual(ok.value.hub?.url, ["grpc://a:7443", "grpcs://b:7443"]);
+  const empty = parseConfig({ hub: { ...hub, url: [] } }, "/srv");
+  assert.ok(!empty.ok);
+  assert.deepEqual(empty.issues.map((i) => i.path), ["/hub/url"]);
+  const bad = parseConfig({ hub: { ...hub, url: ["grpc://a:7443", "http://b"] } }, "/srv");
+  assert.ok(!bad.ok);
+  assert.ok(bad.issues.every((i) => i.path.startsWith("/hub/url")), JSON.stringify(bad.issues));
+});

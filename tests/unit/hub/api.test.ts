@@ -13,23 +13,31 @@ async function withApi(
 ) {
   const dir = mkdtempSync(join(tmpdir(), "outpost-hubapi-"));
   const store = createHubStore(join(dir, "hub.db"));
-  store.registerEdges(["gw-01"]);
+  await store.registerEdges(["gw-01"]);
   const sent: unknown[] = [];
   const link: HubApiDeps["link"] = {
-    isConnected: () => false,
+    connectedEdges: () => Promise.resolve(new Set()),
     runCommand: (edge, request) => {
       sent.push({ edge, ...request });
       return Promise.resolve({ id: "c1", status: "device-offline", payload: null });
     },
+    startCommand: (edge, request) => {
+      sent.push({ edge, ...request });
+      const id = request.id ?? "c1";
+      return Promise.resolve({
+        id,
+        outcome: Promise.resolve({ id, status: "device-offline", payload: null }),
+      });
+    },
     push: (edge, kind, version) => {
       sent.push({ edge, kind, version });
-      return "pending";
+      return Promise.resolve("pending");
     },
   };
   try {
     await fn(createHubApi({ store, link, edges: ["gw-01"], token: TOKEN }), store, sent);
   } finally {
-    store.close();
+    await store.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -52,7 +60,7 @@ Deno.test("healthz is open; everything else needs the bearer token", () =>
 
 Deno.test("records come back in seq order with decoded payloads and a next cursor", () =>
   withApi(async (app, store) => {
-    store.storeBatch("gw-01", [record("a", "d1", { v: 1 }), record("b", "d2", "[1,2]")], 1000);
+    await store.storeBatch("gw-01", [record("a", "d1", { v: 1 }), record("b", "d2", "[1,2]")], 1000);
     const page = await (await app.request("/api/v1/records?limit=1", { headers: auth })).json();
     assert.deepEqual(page.records.map((r: any) => r.payload), [{ v: 1 }]);
     assert.equal(page.next, page.records[0].seq);

@@ -72,3 +72,25 @@ Deno.test("hubConfigJsonSchema describes the edges", () => {
   assert.deepEqual(schema.properties.edges.items.required.sort(), ["id", "routingKey", "secret"]);
   assert.equal(schema.additionalProperties, false);
 });
+
+Deno.test("store and retention: a postgres URL is kept, a relative file: path resolves, bad values name their key", () => {
+  const base = { dataDir: "d", edges: [] };
+  const pg = parseHubConfig({
+    ...base,
+    store: { url: "postgres://hub:s3cret@db:5432/outpost" },
+    retention: "30d",
+  }, "/srv");
+  assert.ok(pg.ok);
+  assert.equal(pg.value.store?.url, "postgres://hub:s3cret@db:5432/outpost");
+  assert.equal(pg.value.retention, 30 * 86_400_000);
+  const file = parseHubConfig({ ...base, store: { url: "file:data/hub.db" } }, "/srv");
+  assert.ok(file.ok);
+  assert.equal(file.value.store?.url, "file:/srv/data/hub.db");
+  const bad = parseHubConfig(
+    { ...base, store: { url: "mysql://hub:s3cret@db/outpost" }, retention: "30 days" },
+    "/srv",
+  );
+  assert.ok(!bad.ok);
+  assert.deepEqual(bad.issues.map((i) => i.path).sort(), ["/retention", "/store/url"]);
+  assert.ok(!JSON.stringify(bad.issues).includes("s3cret"), "the password is not echoed");
+});

@@ -14,12 +14,12 @@ import { connectEdge, EDGE, record } from "./_edge.ts";
 Deno.test("a batch the store cannot commit is not acknowledged and ends the stream with UNAVAILABLE", async () => {
   const dir = mkdtempSync(join(tmpdir(), "outpost-hublink-"));
   const real = createHubStore(join(dir, "hub.db"));
-  real.registerEdges([EDGE.id]);
+  await real.registerEdges([EDGE.id]);
   let diskFull = false;
   const store: HubStore = {
     ...real,
     storeBatch(edge, records, now) {
-      if (diskFull) throw new Error("database or disk is full");
+      if (diskFull) return Promise.reject(new Error("database or disk is full"));
       return real.storeBatch(edge, records, now);
     },
   };
@@ -42,7 +42,7 @@ Deno.test("a batch the store cannot commit is not acknowledged and ends the stre
     const status = await edge.status;
     assert.equal(status.code, grpc.status.UNAVAILABLE);
     assert.deepEqual(edge.frames.map((f) => f.frame === "ack" && f.ack.seq), [1]);
-    assert.deepEqual(real.records({ after: 0, limit: 10 }).map((r) => r.id), ["a"]);
+    assert.deepEqual((await real.records({ after: 0, limit: 10 })).map((r) => r.id), ["a"]);
     assert.equal(link.isConnected(EDGE.id), false);
 
     // Once the disk has room again, the edge's resend is stored and acknowledged.
@@ -51,11 +51,11 @@ Deno.test("a batch the store cannot commit is not acknowledged and ends the stre
     again.batch(1, [record("b", "d", { n: 2 })]);
     await again.next("ack");
     await again.close();
-    assert.deepEqual(real.records({ after: 0, limit: 10 }).map((r) => r.id), ["a", "b"]);
+    assert.deepEqual((await real.records({ after: 0, limit: 10 })).map((r) => r.id), ["a", "b"]);
   } finally {
     await link.close();
     server.forceShutdown();
-    real.close();
+    await real.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
