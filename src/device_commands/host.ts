@@ -256,6 +256,15 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
         log.warn("command.answer_ignored", { id: id.slice(0, 128), device, via, reason: "unknown command" });
         return { ok: false, reason: "unknown", message: `No command "${id}" for device "${device}"` };
       }
+      if (via.startsWith("gateway:") && row.deliveredVia !== via) {
+        // A gateway answers only for the commands it was handed.
+        log.warn("command.answer_ignored", { id, device, via, reason: "not delivered through this gateway" });
+        return {
+          ok: false,
+          reason: "unknown",
+          message: `No command "${id}" for device "${device}" via ${via}`,
+        };
+      }
       if (row.state === "done") {
         log.warn("command.answer_ignored", { id, device, via, reason: `already finished (${row.status})` });
         return {

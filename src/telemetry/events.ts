@@ -106,6 +106,10 @@ export const EVENTS = {
   "mqtt.publish_failed": [["warn"], "a message routed to the local bus could not be published"],
   "mqtt.command_answer_failed": [["error"], "a device's command answer over MQTT could not be taken"],
   "mqtt.prune_failed": [["error"], "old redelivery entries could not be pruned"],
+  "mqtt.gateway_refused": [
+    ["warn"],
+    "a ThingsBoard gateway message was refused (bad JSON, unknown child, devices.max); counted, logged once a minute",
+  ],
   "mqtt.session_expiry_failed": [["error"], "expired persistent sessions could not be removed"],
   "mqtt.external.connected": [["info"], "connected to an external broker"],
   "mqtt.external.disconnected": [["warn"], "the external broker connection was lost; it reconnects"],
@@ -216,6 +220,10 @@ export const METRICS = {
   outpost_device_connectivity_dropped_total: [
     "counter",
     "Connectivity changes dropped before they were stored (the waiting queue was full)",
+  ],
+  outpost_mqtt_gateway_refused_total: [
+    "counter",
+    "ThingsBoard gateway messages or child devices refused, by reason",
   ],
   outpost_mqtt_external_qos0_dropped_total: [
     "counter",
