@@ -19,7 +19,7 @@ import { randomToken } from "../core/secret.ts";
 import { createConnectivity, DeviceRegistry } from "../devices/mod.ts";
 import { createIngest, DeadLetters, type Ingest } from "../ingest/mod.ts";
 import { createOutbox, type Outbox } from "../outbox/mod.ts";
-import { createHttpIngest } from "../transports/http/mod.ts";
+import { createHttpIngest, createThingsBoardHttp, thingsBoardToken } from "../transports/http/mod.ts";
 import { createMqttTransports, type MqttTransports } from "../transports/mqtt/mod.ts";
 import { serve, type Server, target } from "../runtime/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
@@ -181,9 +181,22 @@ function buildParts(config: Config, telemetry: Telemetry) {
       accepting: () => gate.open,
     })],
     extraStatus: () => ({ update: offers.status(), commands: commands.counts() }),
+    tokenInPath: thingsBoardToken,
     extend: (a) => {
       update.mount(a);
       mountCommandRoutes(a, commands);
+      // After the routes above: `/api/v1/{deviceToken}/…` never shadows one of them.
+      a.route(
+        "/",
+        createThingsBoardHttp({
+          ingest,
+          telemetry,
+          maxPayloadBytes: config.limits.maxPayloadBytes,
+          devices,
+          commands,
+          accepting: () => gate.open,
+        }),
+      );
     },
     rules: {
       status: () => rulesHost.status(),

@@ -52,6 +52,11 @@ export interface ControlDeps {
   extraStatus?: () => Record<string, unknown>;
   /** Apps of other parts (HTTP ingest) mounted at `/` with `app.route()`, behind the same auth. */
   routes?: Hono[];
+  /**
+   * The device token a path carries by itself (ThingsBoard's HTTP API): a known one authenticates
+   * the request, an unknown one counts as a failed authentication.
+   */
+  tokenInPath?: (method: string, path: string) => string | undefined;
   /** Extra routes (MQTT, update, commands) mounted by their owners. */
   extend?: (app: Hono) => void;
   now?: () => number;
@@ -99,6 +104,13 @@ export function createControlApp(deps: ControlDeps): Hono {
     }
     const candidate = bearer(c);
     if (isApiToken(candidate, deps.token)) return await next();
+    const pathToken = deps.tokenInPath?.(c.req.method, c.req.path);
+    if (pathToken !== undefined) {
+      if (deps.devices.findByToken(pathToken) !== undefined) return await next();
+      limiter.fail(address);
+      telemetry.authRefused("wrong-token", { path: "/api/v1/{deviceToken}/…", transport: "http" });
+      return c.json({ error: "Unknown device token" }, 401);
+    }
     const device = ownDeviceRoute(c.req.method, c.req.path);
     if (device !== undefined && candidate !== undefined && deps.devices.verify(device, candidate)) {
       return await next();

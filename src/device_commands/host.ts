@@ -98,8 +98,11 @@ export interface Commands {
     via: string,
     invalid?: "finish" | "refuse",
   ): AnswerOutcome;
-  /** The device's waiting commands, now or within `waitMs`; they count as delivered over HTTP. */
-  poll(device: string, waitMs: number, signal?: AbortSignal): Promise<DeviceCommand[]>;
+  /**
+   * The device's waiting commands (at most `limit`), now or within `waitMs`; they count as
+   * delivered over HTTP.
+   */
+  poll(device: string, waitMs: number, signal?: AbortSignal, limit?: number): Promise<DeviceCommand[]>;
   list(device: string | undefined, limit: number): CommandView[];
   get(id: string): CommandView | undefined;
   counts(): { pending: number; delivered: number; unacked: number };
@@ -286,9 +289,9 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
       return { ok: true, status: parsed.status };
     },
 
-    poll(device, waitMs, signal) {
+    poll(device, waitMs, signal, limit) {
       known.remember(device);
-      return delivery.poll(device, waitMs, signal);
+      return delivery.poll(device, waitMs, signal, limit);
     },
 
     list(device, limit) {
