@@ -227,7 +227,7 @@ Deno.test({
 
       // At the hub: the children's data under their own ids, and their connectivity events.
       await waitDrained(agent);
-      const records = await hubRecords(hub, edge.id);
+      const records = await hubRecords(hub, edge.id, { connectivity: true });
       const of = (device: string, kind: string) =>
         records.filter((r) => r.device === device && r.kind === kind).map((r) => ({
           ts: r.ts,

@@ -144,7 +144,9 @@ Deno.test({
       assert.ok(sensor.lastActivityAt);
 
       await waitDrained(agent);
-      const records = (await hubRecords(hub, edge.id)).filter((x) => x.device === "sensor-http");
+      const records = (await hubRecords(hub, edge.id, { connectivity: true })).filter((x) =>
+        x.device === "sensor-http"
+      );
       // The connectivity event is stored just after the message that made the device online.
       assert.deepEqual(records.filter((x) => x.kind !== "event").map((x) => [x.kind, x.payload]), [
         ["telemetry", { temperature: 21.5 }],
