@@ -13,7 +13,7 @@
  *                                      profiles go to bench-results/profiles/ (summarise one with
  *                                      scripts/bench/profile_summary.ts FILE --owners)
  *
- * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, rules.
+ * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, gateway, rules.
  *
  * The default runner is the compiled x64 binary, dist/outpost-linux-x64, built first (`npm run
  * build -- --target linux-x64`) when it is missing or older than a file under src/.
@@ -27,6 +27,7 @@ import { backlog } from "./bench/backlog.ts";
 import { connections } from "./bench/connections.ts";
 import { e2eHttp } from "./bench/e2e_http.ts";
 import { e2eMqtt } from "./bench/e2e_mqtt.ts";
+import { gateway } from "./bench/gateway.ts";
 import type { BenchContext } from "./bench/harness.ts";
 import { idle } from "./bench/idle.ts";
 import { peers } from "./bench/peers.ts";
@@ -134,6 +135,7 @@ const scenarios: [string, () => Promise<void>][] = [
   ["e2e-http", () => e2eHttp(ctx)],
   ["backlog", () => backlog(ctx)],
   ["connections", () => connections(ctx)],
+  ["gateway", () => gateway(ctx)],
   ["rules", rules],
 ];
 if (only) {
