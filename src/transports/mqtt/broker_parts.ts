@@ -156,7 +156,8 @@ export function publishQueue(
 /**
  * Publishes a command (QoS 1) to the connections that listen for it now: on
  * `devices/{device}/commands/{id}`, and on `v1/devices/me/rpc/request/{id}` to the device's
- * ThingsBoard-style connections. Says where it went, or undefined when nothing listens.
+ * ThingsBoard-style connections; when the device itself does not listen and is a gateway's child,
+ * on `v1/gateway/rpc` to that gateway. Says where it went, or undefined when nothing listens.
  */
 export function deliverToDevices(
   broker: Aedes,
@@ -170,8 +171,6 @@ export function deliverToDevices(
     gatewayOf?: (device: string) => string | undefined;
   },
 ): string | undefined {
-  const gateway = o.gatewayOf?.(command.device);
-  if (gateway !== undefined) return deliverToGateway(broker, command, gateway, o);
   const topic = commandTopic(command.device, command.id);
   let plain = false;
   let rpc = false;
@@ -189,6 +188,11 @@ export function deliverToDevices(
     broker.publish({ cmd: "publish", topic: to, payload, qos: 1, retain: false, dup: false }, (error) => {
       if (error) o.log.warn("mqtt.publish_failed", { topic: to, error: error.message });
     });
+  if (!plain && !rpc) {
+    // The device itself does not listen: its gateway, if it is a gateway's child now.
+    const gateway = o.gatewayOf?.(command.device);
+    return gateway === undefined ? undefined : deliverToGateway(broker, command, gateway, o);
+  }
   if (plain) send(topic, Buffer.from(commandPayload(command)));
   if (rpc) {
     // aedes forwards this very Buffer, which is how authorizeForward knows whose it is.
