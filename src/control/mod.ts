@@ -67,12 +67,19 @@ export function createControlApp(deps: ControlDeps): Hono {
   const now = deps.now ?? Date.now;
   const { telemetry } = deps;
 
+  /** The path as logs show it: a device token in it (ThingsBoard's HTTP API) is left out. */
+  const shownPath = (method: string, path: string) =>
+    deps.tokenInPath?.(method, path) === undefined
+      ? path
+      : path.replace(/^\/api\/v1\/[^/]+/, "/api/v1/{deviceToken}");
+
   app.onError((error, c) => {
+    const path = shownPath(c.req.method, c.req.path);
     if (isDiskFull(error)) {
-      telemetry.log.error("api.storage_full", { path: c.req.path, error: errorMessage(error) });
+      telemetry.log.error("api.storage_full", { path, error: errorMessage(error) });
       return c.json({ error: `storage full: ${error.message}` }, 507);
     }
-    telemetry.log.error("api.error", { path: c.req.path, error: errorMessage(error) });
+    telemetry.log.error("api.error", { path, error: errorMessage(error) });
     return c.json({ error: "Internal error" }, 500);
   });
   app.notFound((c) => c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404));
@@ -108,7 +115,7 @@ export function createControlApp(deps: ControlDeps): Hono {
     if (pathToken !== undefined) {
       if (deps.devices.findByToken(pathToken) !== undefined) return await next();
       limiter.fail(address);
-      telemetry.authRefused("wrong-token", { path: "/api/v1/{deviceToken}/…", transport: "http" });
+      telemetry.authRefused("wrong-token", { path: shownPath(c.req.method, c.req.path), transport: "http" });
       return c.json({ error: "Unknown device token" }, 401);
     }
     const device = ownDeviceRoute(c.req.method, c.req.path);
