@@ -122,6 +122,8 @@ function buildParts(config: Config, telemetry: Telemetry) {
     registry: devices,
     emit: (records) => ingest.emit(records),
     telemetry,
+    // A device coming online (a gateway's child named only in its telemetry, say) gets what waits.
+    onOnline: (device) => commands.listening(device),
   });
 
   // Rules: the engine is pure; the host loads, watches, replaces and persists.

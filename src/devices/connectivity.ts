@@ -23,6 +23,8 @@ export interface ConnectivityDeps {
   telemetry: Telemetry;
   /** How often the inactivity sweep runs (ms); default a tenth of the timeout, 100 ms to 5 s. */
   sweepEveryMs?: number;
+  /** A device came online (e.g. waiting commands may go to it now). Must not throw. */
+  onOnline?: (device: string) => void;
 }
 
 export interface Connectivity {
@@ -65,6 +67,7 @@ export function createConnectivity(deps: ConnectivityDeps): Connectivity {
   registry.onConnectivity = (change) => {
     changes.add(1);
     log.debug("device.connectivity", { ...change });
+    if (change.state === "online") deps.onOnline?.(change.device);
     if (queue.length >= MAX_QUEUED_CHANGES) drop(1);
     queue.push(change);
     schedule();

@@ -36,7 +36,9 @@ function setup(options: { max?: number } = {}) {
     emit: (records) => ingest.emit(records),
     telemetry,
     sweepEveryMs: 3_600_000, // the test sweeps by hand, on its own clock
+    onOnline: (device) => cameOnline.push(device),
   });
+  const cameOnline: string[] = [];
   const controller = new AbortController();
   connectivity.start({ signal: controller.signal });
   const events = async () => {
@@ -54,6 +56,7 @@ function setup(options: { max?: number } = {}) {
     clock,
     events,
     state,
+    cameOnline,
     async close() {
       controller.abort();
       await connectivity.stop();
@@ -99,6 +102,7 @@ Deno.test("a connectionless device: online with activity, offline after the inac
       { device: "pump-1", ts: t0 + 60_000, type: "connectivity", state: "offline", transport: "http" },
       { device: "pump-1", ts: t2, type: "connectivity", state: "online", transport: "coap" },
     ]);
+    assert.deepEqual(s.cameOnline, ["pump-1", "pump-1"], "told each time it came online");
   } finally {
     await s.close();
   }
