@@ -296,8 +296,16 @@ export class DeviceRegistry {
   private connectChild(id: string, s: Seen, transport: string, now: number): void {
     const gateway = transport.slice(GATEWAY.length);
     let set = this.children.get(gateway);
+    if (set?.has(id)) return;
+    // A child has one gateway at a time (so every gateway's children together stay within
+    // devices.max): announced by another one, it moves.
+    const previous = s.transport?.startsWith(GATEWAY) ? s.transport.slice(GATEWAY.length) : undefined;
+    const old = previous === undefined ? undefined : this.children.get(previous);
+    if (old?.delete(id)) {
+      s.sessions--;
+      if (old.size === 0) this.children.delete(previous!);
+    }
     if (!set) this.children.set(gateway, set = new Set());
-    if (set.has(id)) return;
     set.add(id);
     s.sessions++;
     s.lastConnect = now;

@@ -159,6 +159,15 @@ Deno.test("gateway children: online through their gateway, offline on disconnect
       ["offline", "gateway:gw"],
     ]);
     assert.equal(events.length, 8);
+
+    // A child announced by a second gateway moves to it: one gateway at a time.
+    s.registry.connected("gw2", "mqtt");
+    s.registry.connected("gw3", "mqtt");
+    s.registry.connected("m", "gateway:gw2");
+    s.registry.connected("m", "gateway:gw3");
+    assert.deepEqual([s.registry.childrenOf("gw2"), s.registry.childrenOf("gw3")], [[], ["m"]]);
+    s.registry.disconnected("gw3", "mqtt");
+    assert.equal(s.state("m")?.state, "offline", "its one session closed with its gateway");
   } finally {
     await s.close();
   }
