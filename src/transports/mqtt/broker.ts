@@ -267,6 +267,8 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
     if (op === "attributes-request") {
       const r = parseGatewayAttributeRequest(parsed.value);
       if (!r.ok) return refuseGateway(gateway, "invalid-request", `attributes request: ${r.message}`);
+      // As ThingsBoard's server does: a child the gateway speaks for is connected through it.
+      deps.devices?.connected(r.request.device, via);
       const values = deps.devices?.lastValues(r.request.device) ?? {};
       return publishTo(
         gateway,
@@ -277,6 +279,7 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
     // op === "rpc": the gateway's answer for a child.
     const a = parseGatewayRpcAnswer(parsed.value);
     if (!a.ok) return refuseGateway(gateway, "invalid-request", `rpc answer: ${a.message}`);
+    deps.devices?.connected(a.device, via);
     if (!deps.commands) return;
     try {
       deps.commands.answer(a.device, a.id, Buffer.from(JSON.stringify(a.data)), via);

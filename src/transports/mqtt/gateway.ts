@@ -7,7 +7,8 @@
  * - `v1/gateway/attributes` `{"A": {…}}`;
  * - `v1/gateway/connect` `{"device": "A", "type"?}`, `v1/gateway/disconnect` `{"device": "A"}`;
  * - `v1/gateway/attributes/request` `{"id", "device", "client": true, "key"|"keys"}`, answered on
- *   `v1/gateway/attributes/response` with `{"id", "device", "value"}` (one key) or `"values"`;
+ *   `v1/gateway/attributes/response` with `{"id", "device", "value"}` (one attribute found) or
+ *   `"values"` (several);
  * - commands to a child on `v1/gateway/rpc` `{"device", "data": {"id", "method", "params"}}`,
  *   answered on `v1/gateway/rpc` with `{"device", "id", "data"}`.
  *
@@ -214,7 +215,7 @@ export interface GatewayAttributeRequest {
   id: unknown;
   device: string;
   client: boolean;
-  /** One key (`key`): answered with `value`; several (`keys`): answered with `values`. */
+  /** One key (`key`) or several (`keys`). */
   key?: string;
   keys?: string[];
 }
@@ -239,23 +240,25 @@ export function parseGatewayAttributeRequest(
   return { ok: true, request };
 }
 
-/** The answer to an attribute request, from the last values held for the child. */
+/**
+ * The answer to an attribute request, from the last values held for the child, shaped as
+ * ThingsBoard's server shapes it: one attribute found is `"value"`, several are `"values"`
+ * (whether the request said `key` or `keys`), none leaves both out.
+ */
 export function gatewayAttributeResponse(
   request: GatewayAttributeRequest,
   values: Record<string, unknown>,
 ): string {
   // Shared attributes live on the server side of ThingsBoard; outpost holds none.
   const held = request.client ? values : {};
-  if (request.key !== undefined) {
-    return JSON.stringify(
-      Object.hasOwn(held, request.key)
-        ? { id: request.id, device: request.device, value: held[request.key] }
-        : { id: request.id, device: request.device },
-    );
+  const found: [string, unknown][] = [];
+  for (const k of request.key !== undefined ? [request.key] : request.keys ?? []) {
+    if (Object.hasOwn(held, k)) found.push([k, held[k]]);
   }
-  const out: Record<string, unknown> = {};
-  for (const k of request.keys ?? []) if (Object.hasOwn(held, k)) out[k] = held[k];
-  return JSON.stringify({ id: request.id, device: request.device, values: out });
+  const out: Record<string, unknown> = { id: request.id, device: request.device };
+  if (found.length === 1) out.value = found[0][1];
+  else if (found.length > 1) out.values = Object.fromEntries(found);
+  return JSON.stringify(out);
 }
 
 /** A gateway's answer to a command: the child, the command id and the data. */

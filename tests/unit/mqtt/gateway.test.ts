@@ -84,7 +84,7 @@ Deno.test("gateway data: children past devices.max are refused and counted; admi
   assert.equal(r.refused, 2);
 });
 
-Deno.test("gateway attribute requests and answers, as ThingsBoard's gateway reads them", () => {
+Deno.test("gateway attribute requests and answers, shaped as ThingsBoard's server shapes them: one found is value, several values", () => {
   const one = parseGatewayAttributeRequest({ id: 1, device: "A", client: true, key: "fw" });
   assert.ok(one.ok);
   assert.equal(
@@ -96,7 +96,11 @@ Deno.test("gateway attribute requests and answers, as ThingsBoard's gateway read
   assert.ok(many.ok);
   assert.equal(
     gatewayAttributeResponse(many.request, { fw: "1.2", t: 3 }),
-    '{"id":"r2","device":"A","values":{"fw":"1.2"}}',
+    '{"id":"r2","device":"A","value":"1.2"}',
+  );
+  assert.equal(
+    gatewayAttributeResponse(many.request, { fw: "1.2", x: 0 }),
+    '{"id":"r2","device":"A","values":{"fw":"1.2","x":0}}',
   );
   const shared = parseGatewayAttributeRequest({ id: 3, device: "A", client: false, key: "fw" });
   assert.ok(shared.ok);
