@@ -13,8 +13,8 @@
  *                                      profiles go to bench-results/profiles/ (summarise one with
  *                                      scripts/bench/profile_summary.ts FILE --owners)
  *
- * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, rules, hub-pg (the hub on
- * its libSQL file against two replicas on PostgreSQL), runtimes (the Node bundle against the binary).
+ * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, gateway, rules, hub-pg (the hub
+ * on its libSQL file against two replicas on PostgreSQL), runtimes (the Node bundle against the binary).
  *
  * The default runner is the compiled x64 binary, dist/outpost-linux-x64, built first (`npm run
  * build -- --target linux-x64`) when it is missing or older than a file under src/.
@@ -28,6 +28,7 @@ import { backlog } from "./bench/backlog.ts";
 import { connections } from "./bench/connections.ts";
 import { e2eHttp } from "./bench/e2e_http.ts";
 import { e2eMqtt } from "./bench/e2e_mqtt.ts";
+import { gateway } from "./bench/gateway.ts";
 import type { BenchContext } from "./bench/harness.ts";
 import { hubPg } from "./bench/hub_pg.ts";
 import { idle } from "./bench/idle.ts";
@@ -137,6 +138,7 @@ const scenarios: [string, () => Promise<void>][] = [
   ["e2e-http", () => e2eHttp(ctx)],
   ["backlog", () => backlog(ctx)],
   ["connections", () => connections(ctx)],
+  ["gateway", () => gateway(ctx)],
   ["rules", rules],
   ["hub-pg", () => hubPg(ctx)],
   ["runtimes", () => runtimes(ctx)],

@@ -16,10 +16,10 @@ import { agentMigrations, openDatabase } from "../db/mod.ts";
 import { createControlApp, type HubStatus } from "../control/mod.ts";
 import { errorMessage, UsageError } from "../core/errors.ts";
 import { randomToken } from "../core/secret.ts";
-import { DeviceRegistry } from "../devices/mod.ts";
+import { createConnectivity, DeviceRegistry } from "../devices/mod.ts";
 import { createIngest, DeadLetters, type Ingest } from "../ingest/mod.ts";
 import { createOutbox, type Outbox } from "../outbox/mod.ts";
-import { createHttpIngest } from "../transports/http/mod.ts";
+import { createHttpIngest, createThingsBoardHttp, thingsBoardToken } from "../transports/http/mod.ts";
 import { createMqttTransports, type MqttTransports } from "../transports/mqtt/mod.ts";
 import { serve, type Server, target } from "../runtime/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
@@ -74,7 +74,11 @@ function buildParts(config: Config, telemetry: Telemetry) {
     },
     onError: (event, error) => log.error(event, { error: errorMessage(error) }),
   });
-  const devices = new DeviceRegistry(db, { max: config.devices.max, telemetry });
+  const devices = new DeviceRegistry(db, {
+    max: config.devices.max,
+    inactivityTimeout: config.devices.inactivityTimeout,
+    telemetry,
+  });
   const deadLetters = new DeadLetters(1000);
 
   // Uplink.
@@ -111,6 +115,15 @@ function buildParts(config: Config, telemetry: Telemetry) {
     rules: () => rulesHost.processor,
     // Rules routing to `mqtt:<topic>` publish on the transports built below (called only after start).
     publishLocal: (topic, message) => transports.publishLocal(topic, message),
+  });
+
+  // Connectivity (docs/devices.md): the inactivity sweep, and every change to the hub as an event.
+  const connectivity = createConnectivity({
+    registry: devices,
+    emit: (records) => ingest.emit(records),
+    telemetry,
+    // A device coming online (a gateway's child named only in its telemetry, say) gets what waits.
+    onOnline: (device) => commands.listening(device),
   });
 
   // Rules: the engine is pure; the host loads, watches, replaces and persists.
@@ -170,9 +183,22 @@ function buildParts(config: Config, telemetry: Telemetry) {
       accepting: () => gate.open,
     })],
     extraStatus: () => ({ update: offers.status(), commands: commands.counts() }),
+    tokenInPath: thingsBoardToken,
     extend: (a) => {
       update.mount(a);
       mountCommandRoutes(a, commands);
+      // After the routes above: `/api/v1/{deviceToken}/…` never shadows one of them.
+      a.route(
+        "/",
+        createThingsBoardHttp({
+          ingest,
+          telemetry,
+          maxPayloadBytes: config.limits.maxPayloadBytes,
+          devices,
+          commands,
+          accepting: () => gate.open,
+        }),
+      );
     },
     rules: {
       status: () => rulesHost.status(),
@@ -202,16 +228,38 @@ function buildParts(config: Config, telemetry: Telemetry) {
     },
   });
 
-  return { db, outbox, ingest, uplink, hubStatus, rulesHost, update, commands, app, transports, gate };
+  return {
+    db,
+    outbox,
+    ingest,
+    uplink,
+    hubStatus,
+    rulesHost,
+    update,
+    commands,
+    app,
+    transports,
+    gate,
+    connectivity,
+  };
 }
 
 export function createAgent(config: Config, telemetry: Telemetry): Agent {
   const log = telemetry.log;
-  const { db, outbox, ingest, uplink, hubStatus, rulesHost, update, commands, app, transports, gate } =
-    buildParts(
-      config,
-      telemetry,
-    );
+  const {
+    db,
+    outbox,
+    ingest,
+    uplink,
+    hubStatus,
+    rulesHost,
+    update,
+    commands,
+    app,
+    transports,
+    gate,
+    connectivity,
+  } = buildParts(config, telemetry);
   let server: Server | undefined;
   const { hostname, port } = splitHostPort(config.api.listen);
 
@@ -255,6 +303,12 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
         if (!rules.ok) throw new UsageError(`Rules in ${rules.what} are invalid`, { issues: rules.issues });
       },
       stop: () => rulesHost.stop(),
+    },
+    {
+      // Before the transports: every connectivity change they cause is forwarded.
+      name: "devices",
+      start: (context) => connectivity.start(context),
+      stop: () => connectivity.stop(),
     },
     {
       name: "transports",

@@ -36,6 +36,7 @@ export const DEFAULTS = {
   updateTrialSeconds: 300,
   updateMaxStarts: 3,
   hubAckTimeout: "30s",
+  devicesInactivityTimeout: "10m",
 } as const;
 
 export const BrokerSchema = v.strictObject({
@@ -161,6 +162,8 @@ export const ConfigSchema = v.strictObject({
         v.pipe(v.number(), v.integer(), v.minValue(1, "must be at least 1"), v.maxValue(10_000_000)),
         DEFAULTS.devicesMax,
       ),
+      /** A connectionless device (HTTP, CoAP) is offline this long after its last activity. */
+      inactivityTimeout: v.optional(duration, DEFAULTS.devicesInactivityTimeout),
     }),
     {},
   ),

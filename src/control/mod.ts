@@ -56,6 +56,11 @@ export interface ControlDeps {
   extraStatus?: () => Record<string, unknown>;
   /** Apps of other parts (HTTP ingest) mounted at `/` with `app.route()`, behind the same auth. */
   routes?: Hono[];
+  /**
+   * The device token a path carries by itself (ThingsBoard's HTTP API): a known one authenticates
+   * the request, an unknown one counts as a failed authentication.
+   */
+  tokenInPath?: (method: string, path: string) => string | undefined;
   /** Extra routes (MQTT, update, commands) mounted by their owners. */
   extend?: (app: Hono) => void;
   now?: () => number;
@@ -66,12 +71,19 @@ export function createControlApp(deps: ControlDeps): Hono {
   const now = deps.now ?? Date.now;
   const { telemetry } = deps;
 
+  /** The path as logs show it: a device token in it (ThingsBoard's HTTP API) is left out. */
+  const shownPath = (method: string, path: string) =>
+    deps.tokenInPath?.(method, path) === undefined
+      ? path
+      : path.replace(/^\/api\/v1\/[^/]+/, "/api/v1/{deviceToken}");
+
   app.onError((error, c) => {
+    const path = shownPath(c.req.method, c.req.path);
     if (isDiskFull(error)) {
-      telemetry.log.error("api.storage_full", { path: c.req.path, error: errorMessage(error) });
+      telemetry.log.error("api.storage_full", { path, error: errorMessage(error) });
       return c.json({ error: `storage full: ${error.message}` }, 507);
     }
-    telemetry.log.error("api.error", { path: c.req.path, error: errorMessage(error) });
+    telemetry.log.error("api.error", { path, error: errorMessage(error) });
     return c.json({ error: "Internal error" }, 500);
   });
   app.notFound((c) => c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404));
@@ -103,6 +115,13 @@ export function createControlApp(deps: ControlDeps): Hono {
     }
     const candidate = bearer(c);
     if (isApiToken(candidate, deps.token)) return await next();
+    const pathToken = deps.tokenInPath?.(c.req.method, c.req.path);
+    if (pathToken !== undefined) {
+      if (deps.devices.findByToken(pathToken) !== undefined) return await next();
+      limiter.fail(address);
+      telemetry.authRefused("wrong-token", { path: shownPath(c.req.method, c.req.path), transport: "http" });
+      return c.json({ error: "Unknown device token" }, 401);
+    }
     const device = ownDeviceRoute(c.req.method, c.req.path);
     if (device !== undefined && candidate !== undefined && deps.devices.verify(device, candidate)) {
       return await next();

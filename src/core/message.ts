@@ -16,7 +16,10 @@ export interface Message {
   /** Milliseconds since the Unix epoch: the sample's own time, or the arrival time. */
   ts: number;
   payload: JsonObject;
-  /** Where it came from: `http`, `mqtt`, `mqtt:<broker>`, `rules`. */
+  /**
+   * Where it came from: `http`, `mqtt`, `mqtt:<broker>`, `gateway:<gateway id>` (a ThingsBoard
+   * gateway's child), `rules`, `agent` (connectivity events).
+   */
   source: string;
   /** The MQTT topic it arrived on, if any. */
   topic?: string;

@@ -18,7 +18,7 @@ export interface Delivery {
   /** Something may now listen for `device`'s commands (undefined: any device); delivered soon after. */
   listening(device: string | undefined): void;
   /** The device's waiting commands, now or within `waitMs`; they count as delivered over HTTP. */
-  poll(device: string, waitMs: number, signal?: AbortSignal): Promise<DeviceCommand[]>;
+  poll(device: string, waitMs: number, signal?: AbortSignal, limit?: number): Promise<DeviceCommand[]>;
   /** Open polls answer with no commands; new polls answer at once. */
   stop(): void;
   start(): void;
@@ -100,10 +100,11 @@ export function createDelivery(
       flushScheduled = true;
       setImmediate(flushListening);
     },
-    poll(device, waitMs, signal) {
+    poll(device, waitMs, signal, limit = 100) {
       const t = now();
       const out: DeviceCommand[] = [];
-      for (const row of store.pending(device, 100)) {
+      for (const row of store.pending(device, Math.min(100, limit))) {
+        if (out.length >= limit) break;
         if (row.deadline > t && store.markDelivered(row.id, "http", t)) out.push(toCommand(row));
       }
       if (out.length > 0 || waitMs <= 0 || !running || signal?.aborted) return Promise.resolve(out);

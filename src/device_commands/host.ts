@@ -98,8 +98,11 @@ export interface Commands {
     via: string,
     invalid?: "finish" | "refuse",
   ): AnswerOutcome;
-  /** The device's waiting commands, now or within `waitMs`; they count as delivered over HTTP. */
-  poll(device: string, waitMs: number, signal?: AbortSignal): Promise<DeviceCommand[]>;
+  /**
+   * The device's waiting commands (at most `limit`), now or within `waitMs`; they count as
+   * delivered over HTTP.
+   */
+  poll(device: string, waitMs: number, signal?: AbortSignal, limit?: number): Promise<DeviceCommand[]>;
   list(device: string | undefined, limit: number): CommandView[];
   get(id: string): CommandView | undefined;
   counts(): { pending: number; delivered: number; unacked: number };
@@ -256,6 +259,15 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
         log.warn("command.answer_ignored", { id: id.slice(0, 128), device, via, reason: "unknown command" });
         return { ok: false, reason: "unknown", message: `No command "${id}" for device "${device}"` };
       }
+      if (via.startsWith("gateway:") && row.deliveredVia !== via) {
+        // A gateway answers only for the commands it was handed.
+        log.warn("command.answer_ignored", { id, device, via, reason: "not delivered through this gateway" });
+        return {
+          ok: false,
+          reason: "unknown",
+          message: `No command "${id}" for device "${device}" via ${via}`,
+        };
+      }
       if (row.state === "done") {
         log.warn("command.answer_ignored", { id, device, via, reason: `already finished (${row.status})` });
         return {
@@ -277,9 +289,9 @@ export function createCommands(deps: CommandsDeps, options: CommandsOptions = {}
       return { ok: true, status: parsed.status };
     },
 
-    poll(device, waitMs, signal) {
+    poll(device, waitMs, signal, limit) {
       known.remember(device);
-      return delivery.poll(device, waitMs, signal);
+      return delivery.poll(device, waitMs, signal, limit);
     },
 
     list(device, limit) {

@@ -173,7 +173,9 @@ export function createIngest(deps: IngestDeps): Ingest {
         if (refused) return refused;
         throw error;
       }
-      deps.telemetry.accepted(messages.length, messages[0]?.source ?? "unknown");
+      const source = messages[0]?.source ?? "unknown";
+      // One label for every gateway (`gateway:<id>` names a client-chosen device).
+      deps.telemetry.accepted(messages.length, source.startsWith("gateway:") ? "gateway" : source);
       deps.devices.observe(messages, t);
       return { ok: true, accepted: messages.length };
     },

@@ -75,6 +75,8 @@ export function executablePath(): string {
 export interface ConnInfo {
   /** The peer's IP address (`unknown` when the runtime cannot tell). */
   remoteAddress: string;
+  /** Lifts the server's idle timeout for this request (a long poll), where the runtime has one. */
+  keepOpen?: () => void;
 }
 
 export interface ServeOptions {
@@ -99,8 +101,14 @@ export async function serve(options: ServeOptions): Promise<Server> {
       port: options.port,
       // Bodies are streams; routes read them with a bound (Content-Length first), after
       // authentication.
-      fetch: (request: Request, server: { requestIP(r: Request): { address: string } | null }) =>
-        options.fetch(request, { remoteAddress: server.requestIP(request)?.address ?? "unknown" }),
+      fetch: (
+        request: Request,
+        server: { requestIP(r: Request): { address: string } | null; timeout(r: Request, s: number): void },
+      ) =>
+        options.fetch(request, {
+          remoteAddress: server.requestIP(request)?.address ?? "unknown",
+          keepOpen: () => server.timeout(request, 0),
+        }),
       maxRequestBodySize: 64 * 1024 * 1024,
       idleTimeout: 120,
     });

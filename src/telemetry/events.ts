@@ -38,6 +38,16 @@ export const EVENTS = {
   "outbox.ack_failed": [["error"], "acknowledged records could not be deleted; they are sent again"],
   "devices.limit": [["warn"], "a new device id was refused: devices.max devices are tracked"],
   "device.created": [["info"], "a device and its token were created through the API"],
+  "device.connectivity": [["debug"], "a device went online or offline (forwarded to the hub as an event)"],
+  "devices.connectivity_waiting": [
+    ["warn"],
+    "connectivity changes could not be stored yet (outbox full or stopping); they are retried",
+  ],
+  "devices.connectivity_dropped": [
+    ["warn"],
+    "connectivity changes waited past their bound and the oldest were dropped",
+  ],
+  "devices.sweep_failed": [["error"], "the inactivity sweep failed; it runs again"],
 
   // The control API and authentication (src/control, src/core/auth_limiter.ts).
   "api.error": [["error"], "a request failed unexpectedly: answered 500, a bug to report"],
@@ -96,6 +106,10 @@ export const EVENTS = {
   "mqtt.publish_failed": [["warn"], "a message routed to the local bus could not be published"],
   "mqtt.command_answer_failed": [["error"], "a device's command answer over MQTT could not be taken"],
   "mqtt.prune_failed": [["error"], "old redelivery entries could not be pruned"],
+  "mqtt.gateway_refused": [
+    ["warn"],
+    "a ThingsBoard gateway message was refused (bad JSON, unknown child, devices.max); counted, logged once a minute",
+  ],
   "mqtt.session_expiry_failed": [["error"], "expired persistent sessions could not be removed"],
   "mqtt.external.connected": [["info"], "connected to an external broker"],
   "mqtt.external.disconnected": [["warn"], "the external broker connection was lost; it reconnects"],
@@ -208,6 +222,19 @@ export const METRICS = {
   outpost_devices_refused_total: [
     "counter",
     "Messages refused because their device id was new and devices.max ids were already tracked",
+  ],
+  outpost_devices_online: [
+    "gauge",
+    "Devices online now (an open session, or active within the inactivity timeout)",
+  ],
+  outpost_device_connectivity_changes_total: ["counter", "Devices going online or offline"],
+  outpost_device_connectivity_dropped_total: [
+    "counter",
+    "Connectivity changes dropped before they were stored (the waiting queue was full)",
+  ],
+  outpost_mqtt_gateway_refused_total: [
+    "counter",
+    "ThingsBoard gateway messages or child devices refused, by reason",
   ],
   outpost_mqtt_external_qos0_dropped_total: [
     "counter",

@@ -306,8 +306,20 @@ export async function waitFor<T>(
   throw new Error(`Timed out waiting for ${what}${last ? `: ${last}` : ""}`);
 }
 
-/** Every record the hub holds for an edge, in arrival order (follows `next`). */
-export async function hubRecords(hub: HubHandle, edge: string): Promise<Record<string, any>[]> {
+/** A connectivity event (a device going online or offline), which the agent sends on its own. */
+export function isConnectivityEvent(record: { kind?: string; payload?: any }): boolean {
+  return record.kind === "event" && record.payload?.type === "connectivity";
+}
+
+/**
+ * Every record the hub holds for an edge, in arrival order (follows `next`): the devices' data,
+ * and the connectivity events only with `{connectivity: true}`.
+ */
+export async function hubRecords(
+  hub: HubHandle,
+  edge: string,
+  options: { connectivity?: boolean } = {},
+): Promise<Record<string, any>[]> {
   const all: Record<string, any>[] = [];
   let after = 0;
   for (;;) {
@@ -318,7 +330,7 @@ export async function hubRecords(hub: HubHandle, edge: string): Promise<Record<s
     if (body.next === null || body.records.length === 0) break;
     after = body.next;
   }
-  return all;
+  return options.connectivity ? all : all.filter((r) => !isConnectivityEvent(r));
 }
 
 /** Waits until the agent's outbox is empty with the hub link up: everything accepted is at the hub. */

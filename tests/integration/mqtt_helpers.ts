@@ -161,6 +161,8 @@ export interface PublisherOptions {
   ratePerDevice?: number;
   /** Resend what was not acknowledged after a reconnect (persistent session); default true. */
   resend?: boolean;
+  /** Publish as a ThingsBoard gateway for its child `device` (see mqtt_publisher.ts). */
+  gateway?: boolean;
 }
 
 export interface PublisherReport {

@@ -32,6 +32,11 @@ interface Options {
   /** At most this many messages per second per device (default: as fast as acknowledged). */
   ratePerDevice?: number;
   resend?: boolean;
+  /**
+   * Publish as a ThingsBoard gateway: `topic` is then fixed (e.g. `v1/gateway/telemetry`) and the
+   * payload is `{"<device>": [{"n", "device"}]}`, the device being a child of the gateway.
+   */
+  gateway?: boolean;
 }
 
 const o = JSON.parse(Deno.args[0]) as Options;
@@ -90,7 +95,8 @@ function runDevice(device: string): Promise<void> {
         while (inflight.size < window && (retry.length > 0 || (next < o.perDevice && next < allowed()))) {
           const n = retry.length > 0 ? retry.shift()! : next++;
           inflight.add(n);
-          client.publish(topic, JSON.stringify({ n, device }), { qos: 1 }, (error) => {
+          const body = o.gateway ? { [device]: [{ n, device }] } : { n, device };
+          client.publish(topic, JSON.stringify(body), { qos: 1 }, (error) => {
             if (!current) return; // given up already
             inflight.delete(n);
             if (error && !resend) unanswered[device].push(n); // the connection died: fate unknown

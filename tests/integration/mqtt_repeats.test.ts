@@ -8,6 +8,7 @@ import { join } from "node:path";
 import {
   type AgentHandle,
   freePort,
+  isConnectivityEvent,
   removeDir,
   startAgent,
   tempDir,
@@ -25,8 +26,12 @@ async function outboxOf(agent: AgentHandle, device: string): Promise<unknown[]> 
   const res = await agent.api("/api/v1/outbox?limit=1000");
   assert.equal(res.status, 200);
   const body = await res.json();
-  const records = (Array.isArray(body) ? body : body.records) as { device: string; payload: unknown }[];
-  return records.filter((r) => r.device === device).map((r) => r.payload);
+  const records = (Array.isArray(body) ? body : body.records) as {
+    device: string;
+    kind: string;
+    payload: unknown;
+  }[];
+  return records.filter((r) => r.device === device && !isConnectivityEvent(r)).map((r) => r.payload);
 }
 
 Deno.test({

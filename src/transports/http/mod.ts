@@ -10,6 +10,15 @@ import type { IngestKind } from "../../core/message.ts";
 import { DEVICE_ID, type Ingest, parsePayload, type RejectReason } from "../../ingest/mod.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
 
+export {
+  createThingsBoardHttp,
+  type HttpCommands,
+  RPC_DEFAULT_TIMEOUT_MS,
+  RPC_MAX_TIMEOUT_MS,
+  type ThingsBoardHttpDeps,
+  thingsBoardToken,
+} from "./thingsboard.ts";
+
 export interface HttpIngestDeps {
   ingest: Ingest;
   telemetry: Telemetry;

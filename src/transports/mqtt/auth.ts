@@ -6,14 +6,15 @@
  * - password = the API token (any username): a local-bus client, allowed everything but `$SYS/`;
  * - username = a device id, password = its token: that device;
  * - username = a device token, no password (ThingsBoard style): the device owning the token.
- * A device publishes only under `devices/{id}/…` (and `v1/devices/me/…`) and subscribes only to
- * `devices/{id}/commands/…` (and `v1/devices/me/…`, which outpost never relays between devices).
+ * A device publishes only under `devices/{id}/…` (and `v1/devices/me/…`, `v1/gateway/…`) and
+ * subscribes only to `devices/{id}/commands/…` (and `v1/devices/me/…`, `v1/gateway/…`, which
+ * outpost never relays between devices).
  *
  * With `auth: "none"` everyone is allowed everything but `$SYS/`; a ThingsBoard-style username is
  * still resolved to a device (a token, else the username itself when it is a valid device id).
  */
 import { DEVICE_ID } from "../../ingest/mod.ts";
-import { THINGSBOARD_PREFIX } from "./topics.ts";
+import { GATEWAY_PREFIX, THINGSBOARD_PREFIX } from "./topics.ts";
 
 export type Identity =
   /** `auth: "none"`: anyone; `username` is kept for the ThingsBoard API. */
@@ -78,7 +79,7 @@ const RESERVED = "$SYS/";
 export function mayPublish(identity: Identity, topic: string): Decision {
   if (topic.startsWith(RESERVED)) return { ok: false, reason: "reserved-topic" };
   if (identity.type !== "device") return { ok: true };
-  if (topic.startsWith(THINGSBOARD_PREFIX)) return { ok: true };
+  if (topic.startsWith(THINGSBOARD_PREFIX) || topic.startsWith(GATEWAY_PREFIX)) return { ok: true };
   const own = `devices/${identity.device}/`;
   if (topic.startsWith(own) && topic.length > own.length) return { ok: true };
   return { ok: false, reason: "foreign-topic" };
@@ -86,7 +87,7 @@ export function mayPublish(identity: Identity, topic: string): Decision {
 
 export function maySubscribe(identity: Identity, filter: string): Decision {
   if (identity.type !== "device") return { ok: true };
-  if (filter.startsWith(THINGSBOARD_PREFIX)) return { ok: true };
+  if (filter.startsWith(THINGSBOARD_PREFIX) || filter.startsWith(GATEWAY_PREFIX)) return { ok: true };
   const levels = filter.split("/");
   if (
     levels.length >= 3 && levels[0] === "devices" && levels[1] === identity.device && levels[2] === "commands"

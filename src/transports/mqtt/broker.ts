@@ -30,7 +30,20 @@ import { type Credentials, type Identity, mayPublish, maySubscribe, thingsBoardD
 import { type CommandHooks, filterDevice, listensForRpc, type OutgoingCommand } from "./commands.ts";
 import { payloadDigest } from "./dedupe.ts";
 import type { InboundPublish, Intake } from "./intake.ts";
-import { THINGSBOARD_PREFIX } from "./topics.ts";
+import { GATEWAY_PREFIX, THINGSBOARD_PREFIX } from "./topics.ts";
+import { RefusalLog } from "../../core/refusal_log.ts";
+import {
+  deviceAttributeResponse,
+  GATEWAY_ATTRIBUTES_RESPONSE_TOPIC,
+  GATEWAY_RPC_TOPIC,
+  gatewayAttributeResponse,
+  type GatewayOp,
+  parseChildRef,
+  parseGatewayAttributeRequest,
+  parseGatewayRpcAnswer,
+  parseJsonObject,
+} from "./gateway.ts";
+import { topicMatches } from "./commands.ts";
 import { errorMessage } from "../../core/errors.ts";
 import { splitHostPort } from "../../core/hostport.ts";
 import {
@@ -58,6 +71,17 @@ export interface BrokerDeps {
   credentials: Credentials;
   /** Commands from the hub: device answers go here, and news of devices that now listen. */
   commands?: CommandHooks;
+  /** Connectivity of devices and gateway children (the device registry). */
+  devices?: DeviceSessions;
+}
+
+/** What the broker tells the device registry, and asks it (src/devices). */
+export interface DeviceSessions {
+  connected(id: string, transport: string): boolean;
+  disconnected(id: string, transport: string): void;
+  gatewayOf(id: string): string | undefined;
+  childrenOf(gateway: string): string[];
+  lastValues(id: string): Record<string, unknown>;
 }
 
 export interface BrokerStatus {
@@ -93,8 +117,13 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
   const connections = new WeakMap<Client, string>();
   /** Payloads acknowledged but not to be relayed (bad input, resends, command answers). */
   const unrelayed = new WeakSet<object>();
-  /** ThingsBoard RPC requests (by payload), forwarded only to their device's connections. */
-  const rpcFor = new WeakMap<object, string>();
+  /** Payloads (ThingsBoard RPC requests, gateway commands, attribute answers) for some connections only. */
+  const directed = new WeakMap<object, (client: Client) => boolean>();
+  /** Open connections per device identity: the device's MQTT session spans them. */
+  const sessions = new Map<string, number>();
+  const sessionOf = new WeakMap<Client, string>();
+  const gatewayRefused = telemetry.metrics.family("outpost_mqtt_gateway_refused_total");
+  const gatewayRefusedLog = new RefusalLog();
   const boot = randomBytes(4).toString("hex");
   let connCounter = 0;
   let aedes: Aedes | undefined;
@@ -144,6 +173,18 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
     const route = routePublish(identity, topic, deps.commands !== undefined);
     if (route.type === "ignore") return done(null);
     if (route.type === "answer") return answer(route.device, route.id, payload, route.via, packet, done);
+    if (route.type === "gateway") {
+      unrelayed.add(packet.payload as object);
+      packet.retain = false;
+      gatewayOp(route.gateway, route.op, payload);
+      return done(null);
+    }
+    if (route.type === "attributes-request") {
+      unrelayed.add(packet.payload as object);
+      packet.retain = false;
+      attributesRequest(route.device, route.n, payload);
+      return done(null);
+    }
     const target = route.target;
     if (!client) {
       // A stale last will with no connection behind it: store it, nothing to acknowledge.
@@ -184,13 +225,116 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
     done(null);
   }
 
+  /** Counts a refused gateway operation; logged at most once a minute. */
+  function refuseGateway(gateway: string, reason: string, message: string): void {
+    gatewayRefused.add(1, `{reason="${reason}"}`);
+    const n = gatewayRefusedLog.note();
+    if (n !== undefined) log.warn("mqtt.gateway_refused", { gateway, reason, detail: message, refused: n });
+  }
+
+  /**
+   * Publishes to the connections of one device identity (a gateway or device may use several,
+   * e.g. one to publish and one to listen); aedes relays to subscribers, authorizeForward picks.
+   */
+  function publishTo(device: string, topic: string, text: string): void {
+    const broker = aedes;
+    if (!broker || broker.closed) return;
+    const payload = Buffer.from(text);
+    directed.set(payload, (c) => {
+      const identity = identities.get(c);
+      return identity !== undefined && thingsBoardDevice(identity) === device;
+    });
+    broker.publish({ cmd: "publish", topic, payload, qos: 1, retain: false, dup: false }, (error) => {
+      if (error) log.warn("mqtt.publish_failed", { topic, error: error.message });
+    });
+  }
+
+  /** A gateway's connect, disconnect, attribute request or command answer: acknowledged at once. */
+  function gatewayOp(gateway: string, op: GatewayOp, payload: Uint8Array): void {
+    const parsed = parseJsonObject(payload, 64 * 1024);
+    if (!parsed.ok) return refuseGateway(gateway, parsed.reason, `${op}: ${parsed.message}`);
+    const via = `gateway:${gateway}`;
+    if (op === "connect" || op === "disconnect") {
+      const ref = parseChildRef(parsed.value);
+      if (!ref.ok) return refuseGateway(gateway, "invalid-request", `${op}: ${ref.message}`);
+      if (op === "disconnect") return deps.devices?.disconnected(ref.device, via);
+      if (deps.devices && !deps.devices.connected(ref.device, via)) {
+        return refuseGateway(gateway, "device-limit", `connect: device "${ref.device}" over devices.max`);
+      }
+      deps.commands?.listening(ref.device);
+      return;
+    }
+    if (op === "attributes-request") {
+      const r = parseGatewayAttributeRequest(parsed.value);
+      if (!r.ok) return refuseGateway(gateway, "invalid-request", `attributes request: ${r.message}`);
+      // As ThingsBoard's server does: a child the gateway speaks for is connected through it.
+      deps.devices?.connected(r.request.device, via);
+      const values = deps.devices?.lastValues(r.request.device) ?? {};
+      return publishTo(
+        gateway,
+        GATEWAY_ATTRIBUTES_RESPONSE_TOPIC,
+        gatewayAttributeResponse(r.request, values),
+      );
+    }
+    // op === "rpc": the gateway's answer for a child.
+    const a = parseGatewayRpcAnswer(parsed.value);
+    if (!a.ok) return refuseGateway(gateway, "invalid-request", `rpc answer: ${a.message}`);
+    deps.devices?.connected(a.device, via);
+    if (!deps.commands) return;
+    try {
+      deps.commands.answer(a.device, a.id, Buffer.from(JSON.stringify(a.data)), via);
+    } catch (error) {
+      log.error("mqtt.command_answer_failed", { device: a.device, id: a.id, error: errorMessage(error) });
+    }
+  }
+
+  /** A ThingsBoard device's attribute request, answered from the last values held for it. */
+  function attributesRequest(device: string, n: string, payload: Uint8Array): void {
+    const parsed = parseJsonObject(payload, 64 * 1024);
+    const request = parsed.ok ? parsed.value : {};
+    const values = deps.devices?.lastValues(device) ?? {};
+    publishTo(
+      device,
+      `${THINGSBOARD_PREFIX}attributes/response/${n}`,
+      deviceAttributeResponse(request, values),
+    );
+  }
+
+  /** A connection signed in as a device opened: the device's session (and its gateway's) begins. */
+  function sessionOpened(client: Client): void {
+    const identity = identities.get(client);
+    const device = identity ? thingsBoardDevice(identity) : undefined;
+    if (device === undefined || !deps.devices || sessionOf.has(client)) return;
+    const n = sessions.get(device) ?? 0;
+    if (n === 0 && !deps.devices.connected(device, "mqtt")) return;
+    sessions.set(device, n + 1);
+    sessionOf.set(client, device);
+  }
+
+  /** The last connection of a device closed: it goes offline, with the children of its gateway API. */
+  function sessionClosed(client: Client): void {
+    const device = sessionOf.get(client);
+    if (device === undefined) return;
+    sessionOf.delete(client);
+    const n = (sessions.get(device) ?? 1) - 1;
+    if (n > 0) return void sessions.set(device, n);
+    sessions.delete(device);
+    deps.devices?.disconnected(device, "mqtt");
+  }
+
   /** Tells the commands which devices a client's new filters make listen (waiting ones go out). */
   function listenersChanged(client: Client, filters: readonly string[]): void {
     if (!deps.commands) return;
     for (const filter of filters) {
       const device = filterDevice(filter);
       if (device !== undefined) deps.commands.listening(device);
-      else if (listensForRpc(filter)) {
+      else if (topicMatches(filter, GATEWAY_RPC_TOPIC)) {
+        const identity = identities.get(client);
+        const gateway = identity ? thingsBoardDevice(identity) : undefined;
+        if (gateway !== undefined) {
+          for (const child of deps.devices?.childrenOf(gateway) ?? []) deps.commands.listening(child);
+        }
+      } else if (listensForRpc(filter)) {
         const identity = identities.get(client);
         const own = identity ? thingsBoardDevice(identity) : undefined;
         if (own !== undefined) deps.commands.listening(own);
@@ -218,12 +362,9 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
 
   function authorizeForward(_client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
     if (unrelayed.has(packet.payload as object)) return null;
-    if (packet.topic.startsWith(THINGSBOARD_PREFIX)) {
-      const device = rpcFor.get(packet.payload as object);
-      const identity = identities.get(_client);
-      return device !== undefined && identity !== undefined && thingsBoardDevice(identity) === device
-        ? packet
-        : null;
+    if (packet.topic.startsWith(THINGSBOARD_PREFIX) || packet.topic.startsWith(GATEWAY_PREFIX)) {
+      // Never relayed between devices: only what outpost addressed to this connection.
+      return directed.get(packet.payload as object)?.(_client) ? packet : null;
     }
     return packet;
   }
@@ -250,10 +391,12 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
       bounds.wrap((broker as unknown as { persistence: unknown }).persistence);
       broker.on("client", (client: Client) => {
         if (!client.clean) bounds.online(client.id);
+        sessionOpened(client);
       });
       broker.on("clientDisconnect", (client: Client) => {
         if (client.clean) bounds.cleaned(client.id);
         else bounds.offline(client.id);
+        sessionClosed(client);
       });
       expiryTimer = setInterval(
         () => void bounds.expire(),
@@ -320,7 +463,12 @@ export function createEmbeddedBroker(options: BrokerOptions, deps: BrokerDeps): 
     deliverCommand(command) {
       const broker = aedes;
       if (!broker || broker.closed) return undefined;
-      return deliverToDevices(broker, command, { identities, rpcFor, log });
+      return deliverToDevices(broker, command, {
+        identities,
+        directed,
+        log,
+        gatewayOf: deps.devices && ((device) => deps.devices!.gatewayOf(device)),
+      });
     },
     status() {
       const shown = address

@@ -19,8 +19,17 @@ import {
   parseRpcResponseTopic,
   RPC_REQUEST_PREFIX,
   rpcRequestPayload,
+  topicMatches,
 } from "./commands.ts";
 import { routeDeviceTopic, THINGSBOARD_PREFIX, thingsBoardKind } from "./topics.ts";
+import {
+  GATEWAY_PREFIX,
+  GATEWAY_RPC_TOPIC,
+  type GatewayOp,
+  gatewayRpcPayload,
+  gatewayTopic,
+  parseDeviceAttributeRequestTopic,
+} from "./gateway.ts";
 import { createServer, type Server, type Socket } from "node:net";
 import type { PublishKey } from "./dedupe.ts";
 import type { InboundPublish, Intake } from "./intake.ts";
@@ -147,12 +156,20 @@ export function publishQueue(
 /**
  * Publishes a command (QoS 1) to the connections that listen for it now: on
  * `devices/{device}/commands/{id}`, and on `v1/devices/me/rpc/request/{id}` to the device's
- * ThingsBoard-style connections. Says where it went, or undefined when nothing listens.
+ * ThingsBoard-style connections; when the device itself does not listen and is a gateway's child,
+ * on `v1/gateway/rpc` to that gateway. Says where it went, or undefined when nothing listens.
  */
 export function deliverToDevices(
   broker: Aedes,
   command: OutgoingCommand,
-  o: { identities: WeakMap<Client, Identity>; rpcFor: WeakMap<object, string>; log: Logger },
+  o: {
+    identities: WeakMap<Client, Identity>;
+    /** Payloads forwarded only to some connections (see broker.ts `authorizeForward`). */
+    directed: WeakMap<object, (client: Client) => boolean>;
+    log: Logger;
+    /** The gateway a device is connected through now, if any. */
+    gatewayOf?: (device: string) => string | undefined;
+  },
 ): string | undefined {
   const topic = commandTopic(command.device, command.id);
   let plain = false;
@@ -171,23 +188,93 @@ export function deliverToDevices(
     broker.publish({ cmd: "publish", topic: to, payload, qos: 1, retain: false, dup: false }, (error) => {
       if (error) o.log.warn("mqtt.publish_failed", { topic: to, error: error.message });
     });
+  if (!plain && !rpc) {
+    // The device itself does not listen: its gateway, if it is a gateway's child now.
+    const gateway = o.gatewayOf?.(command.device);
+    return gateway === undefined ? undefined : deliverToGateway(broker, command, gateway, o);
+  }
   if (plain) send(topic, Buffer.from(commandPayload(command)));
   if (rpc) {
     // aedes forwards this very Buffer, which is how authorizeForward knows whose it is.
     const payload = Buffer.from(rpcRequestPayload(command));
-    o.rpcFor.set(payload, command.device);
+    o.directed.set(payload, (client) => {
+      const identity = o.identities.get(client);
+      return identity !== undefined && thingsBoardDevice(identity) === command.device;
+    });
     send(RPC_REQUEST_PREFIX + command.id, payload);
   }
   return plain ? "mqtt" : rpc ? "thingsboard" : undefined;
+}
+
+/**
+ * A command to a gateway's child, on `v1/gateway/rpc` to the gateway's connections that
+ * subscribed to it; undefined when none did (the command waits).
+ */
+function deliverToGateway(
+  broker: Aedes,
+  command: OutgoingCommand,
+  gateway: string,
+  o: {
+    identities: WeakMap<Client, Identity>;
+    directed: WeakMap<object, (client: Client) => boolean>;
+    log: Logger;
+  },
+): string | undefined {
+  const isGateway = (client: Client) => {
+    const identity = o.identities.get(client);
+    return identity !== undefined && thingsBoardDevice(identity) === gateway;
+  };
+  let listens = false;
+  for (const client of Object.values((broker as unknown as { clients: Record<string, Client> }).clients)) {
+    if (!client.connected || client.closed || !isGateway(client)) continue;
+    if (Object.keys(clientSubscriptions(client)).some((f) => topicMatches(f, GATEWAY_RPC_TOPIC))) {
+      listens = true;
+      break;
+    }
+  }
+  if (!listens) return undefined;
+  const payload = Buffer.from(gatewayRpcPayload(command));
+  o.directed.set(payload, isGateway);
+  broker.publish(
+    { cmd: "publish", topic: GATEWAY_RPC_TOPIC, payload, qos: 1, retain: false, dup: false },
+    (error) => {
+      if (error) o.log.warn("mqtt.publish_failed", { topic: GATEWAY_RPC_TOPIC, error: error.message });
+    },
+  );
+  return `gateway:${gateway}`;
 }
 
 /** What a publish is: device data to store, a device's answer to a command, or plain MQTT. */
 export type PublishRoute =
   | { type: "store"; target: InboundPublish["target"] }
   | { type: "answer"; device: string; id: string; via: "mqtt" | "thingsboard" }
+  /** A ThingsBoard gateway's operation (connect, disconnect, attribute request, command answer). */
+  | { type: "gateway"; gateway: string; op: GatewayOp }
+  /** A ThingsBoard device's attribute request `v1/devices/me/attributes/request/{n}`. */
+  | { type: "attributes-request"; device: string; n: string }
   | { type: "ignore" };
 
 export function routePublish(identity: Identity, topic: string, takesAnswers: boolean): PublishRoute {
+  if (topic.startsWith(GATEWAY_PREFIX)) {
+    const route = gatewayTopic(topic);
+    const gateway = thingsBoardDevice(identity);
+    if (route === undefined) return { type: "ignore" };
+    if (gateway === undefined) {
+      if (route.type === "op") return { type: "ignore" };
+      return {
+        type: "store",
+        target: {
+          type: "invalid",
+          reason: "no-device-identity",
+          message: "The gateway API needs the gateway's device token as the MQTT username",
+        },
+      };
+    }
+    if (route.type === "data") {
+      return { type: "store", target: { type: "gateway", gateway, kind: route.kind } };
+    }
+    return { type: "gateway", gateway, op: route.op };
+  }
   const tbKind = thingsBoardKind(topic);
   if (tbKind !== undefined) {
     const device = thingsBoardDevice(identity);
@@ -203,6 +290,11 @@ export function routePublish(identity: Identity, topic: string, takesAnswers: bo
     };
   }
   if (topic.startsWith(THINGSBOARD_PREFIX)) {
+    const n = parseDeviceAttributeRequestTopic(topic);
+    if (n !== undefined) {
+      const device = thingsBoardDevice(identity);
+      return device === undefined ? { type: "ignore" } : { type: "attributes-request", device, n };
+    }
     // RPC answers go to the commands; other ThingsBoard API topics are not served.
     const id = takesAnswers ? parseRpcResponseTopic(topic) : undefined;
     const device = id ? thingsBoardDevice(identity) : undefined;

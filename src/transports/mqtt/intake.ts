@@ -17,6 +17,7 @@ import { type Accepted, type DeadLetters, type Ingest, parsePayload } from "../.
 import { errorMessage } from "../../core/errors.ts";
 import type { Telemetry } from "../../telemetry/mod.ts";
 import type { PublishKey, Redelivery } from "./dedupe.ts";
+import { parseGatewayData } from "./gateway.ts";
 
 /** One publish, with where its topic says it goes. */
 export interface InboundPublish {
@@ -24,6 +25,8 @@ export interface InboundPublish {
   payload: Uint8Array;
   target:
     | { type: "device"; device: string; kind: IngestKind }
+    /** A ThingsBoard gateway's `v1/gateway/telemetry|attributes`: data of its children. */
+    | { type: "gateway"; gateway: string; kind: "telemetry" | "attributes" }
     | { type: "invalid"; device?: string; reason: string; message: string };
   /** For QoS 1/2 publishes with a packet id. */
   key?: PublishKey;
@@ -161,24 +164,52 @@ export function createIntake(deps: IntakeDeps): Intake {
         outcomes[i] = "rejected";
         continue;
       }
-      const { device, kind } = p.target;
-      const parsed = parsePayload(p.payload, {
-        device,
-        kind,
-        source,
-        topic: p.topic,
-        now: t,
-        maxBytes: deps.maxPayloadBytes,
-        maxBatchBytes: deps.ingest.maxBatchBytes,
-        admit: deps.ingest.admit,
-      });
-      if (!parsed.ok) {
-        reject(p, parsed.reason, parsed.message, device);
-        outcomes[i] = "rejected";
-        continue;
+      if (p.target.type === "gateway") {
+        const g = parseGatewayData(p.payload, {
+          gateway: p.target.gateway,
+          kind: p.target.kind,
+          topic: p.topic,
+          now: t,
+          maxBytes: deps.maxPayloadBytes,
+          maxBatchBytes: deps.ingest.maxBatchBytes,
+          admit: deps.ingest.admit,
+        });
+        if (!g.ok) {
+          reject(p, g.reason, g.message, p.target.gateway);
+          outcomes[i] = "rejected";
+          continue;
+        }
+        if (g.refused > 0) {
+          // The children that could be taken are stored; the rest is told once per publish.
+          const why =
+            `${g.refused} child device(s) refused${
+              g.overLimit > 0 ? ` (${g.overLimit} over devices.max)` : ""
+            }: ` +
+            g.problems.join("; ");
+          reject(p, g.overLimit > 0 ? "device-limit" : "invalid-child", why, p.target.gateway);
+        }
+        for (const m of g.messages) messages.push(m);
+        outcomes[i] = g.messages.length > 0 || g.refused === 0 ? "accepted" : "rejected";
+      } else {
+        const { device, kind } = p.target;
+        const parsed = parsePayload(p.payload, {
+          device,
+          kind,
+          source,
+          topic: p.topic,
+          now: t,
+          maxBytes: deps.maxPayloadBytes,
+          maxBatchBytes: deps.ingest.maxBatchBytes,
+          admit: deps.ingest.admit,
+        });
+        if (!parsed.ok) {
+          reject(p, parsed.reason, parsed.message, device);
+          outcomes[i] = "rejected";
+          continue;
+        }
+        for (const m of parsed.messages) messages.push(m);
+        outcomes[i] = "accepted";
       }
-      for (const m of parsed.messages) messages.push(m);
-      outcomes[i] = "accepted";
       if (p.key) {
         remember.push(p.key);
         const id = `${p.key.session}\0${p.key.packetId}`;

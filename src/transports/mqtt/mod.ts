@@ -188,6 +188,7 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
           telemetry,
           credentials,
           commands: deps.commands,
+          devices: deps.devices,
         });
         await broker.start();
       }

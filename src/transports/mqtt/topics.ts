@@ -26,6 +26,8 @@ const KIND_SEGMENTS: Record<string, IngestKind> = {
 
 /** The ThingsBoard device API prefix; `me` is whoever the connection authenticated as. */
 export const THINGSBOARD_PREFIX = "v1/devices/me/";
+/** The ThingsBoard gateway API prefix (gateway.ts). */
+export const GATEWAY_PREFIX = "v1/gateway/";
 
 /** `devices/{device}/telemetry|attributes|events` on the embedded broker. */
 export function routeDeviceTopic(topic: string): TopicRoute {
