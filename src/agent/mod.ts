@@ -21,6 +21,8 @@ import { createIngest, DeadLetters, type Ingest } from "../ingest/mod.ts";
 import { createOutbox, type Outbox } from "../outbox/mod.ts";
 import { createHttpIngest } from "../transports/http/mod.ts";
 import { createMqttTransports, type MqttTransports } from "../transports/mqtt/mod.ts";
+import { type CoapTransport, createCoapTransport } from "../transports/coap/mod.ts";
+import { NO_PRESENCE, type Presence } from "../core/presence.ts";
 import { serve, type Server, target } from "../runtime/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { createUplink, type Uplink } from "../uplink/mod.ts";
@@ -141,7 +143,7 @@ function buildParts(config: Config, telemetry: Telemetry) {
     send: (frame) => uplink?.send(frame) ?? false,
     isKnownDevice: (id) => devices.isKnown(id),
     seenDevices: () => devices.ids().sort(),
-    deliver: (command) => transports.deliverCommand(command),
+    deliver: (command) => transports.deliverCommand(command) ?? coap?.deliverCommand(command),
   }, { maxAnswerBytes: config.limits.maxPayloadBytes });
 
   // What the hub sends down the link: rules, commands, update offers.
@@ -202,16 +204,58 @@ function buildParts(config: Config, telemetry: Telemetry) {
     },
   });
 
-  return { db, outbox, ingest, uplink, hubStatus, rulesHost, update, commands, app, transports, gate };
+  // What the CoAP transport knows of each device's connectivity (SPEC §10): they
+  // report it here, and whoever keeps connectivity (the device registry) takes it from here.
+  const presence: Presence = NO_PRESENCE;
+
+  // CoAP (coap.listen, default off): ThingsBoard's device paths over UDP.
+  const coap: CoapTransport | undefined = config.coap
+    ? createCoapTransport({ listen: config.coap.listen, maxPayloadBytes: config.limits.maxPayloadBytes }, {
+      ingest,
+      telemetry,
+      deviceByToken: (token) => devices.findByToken(token),
+      commands: {
+        answer: (device, id, raw, via) => commands.answer(device, id, raw, via, "refuse"),
+        listening: (device) => commands.listening(device),
+      },
+      presence,
+      db,
+      accepting: () => gate.open,
+    })
+    : undefined;
+
+  return {
+    db,
+    outbox,
+    ingest,
+    uplink,
+    hubStatus,
+    rulesHost,
+    update,
+    commands,
+    app,
+    transports,
+    coap,
+    gate,
+  };
 }
 
 export function createAgent(config: Config, telemetry: Telemetry): Agent {
   const log = telemetry.log;
-  const { db, outbox, ingest, uplink, hubStatus, rulesHost, update, commands, app, transports, gate } =
-    buildParts(
-      config,
-      telemetry,
-    );
+  const {
+    db,
+    outbox,
+    ingest,
+    uplink,
+    hubStatus,
+    rulesHost,
+    update,
+    commands,
+    app,
+    transports,
+    coap,
+    gate,
+  } = buildParts(config, telemetry);
   let server: Server | undefined;
   const { hostname, port } = splitHostPort(config.api.listen);
 
@@ -258,12 +302,14 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     },
     {
       name: "transports",
-      start: async () => {
+      start: async ({ signal }) => {
         await transports.start();
+        await coap?.start({ signal });
         gate.open = true;
       },
       stop: async () => {
         gate.open = false;
+        await coap?.stop();
         await transports.stop();
       },
     },

@@ -106,6 +106,12 @@ export const HubSchema = v.strictObject({
   ackTimeout: v.optional(duration, DEFAULTS.hubAckTimeout),
 });
 
+/** CoAP (RFC 7252, UDP) with ThingsBoard's device paths; absent: off. */
+export const CoapSchema = v.strictObject({
+  /** `host:port`, e.g. `"127.0.0.1:5683"`; port 0 picks a free port (logged as `coap.started`). */
+  listen: hostPort,
+});
+
 export const ConfigSchema = v.strictObject({
   edgeId: v.optional(
     v.pipe(v.string(), v.regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 of A-Z a-z 0-9 . _ -")),
@@ -167,6 +173,7 @@ export const ConfigSchema = v.strictObject({
   rules: v.optional(
     v.union([nonEmpty("rules"), v.looseObject({})], "must be a file path or a rules document"),
   ),
+  coap: v.optional(CoapSchema),
   update: v.optional(
     v.strictObject({
       manifestUrl: v.optional(v.pipe(v.string(), v.url("must be a URL"))),

@@ -110,6 +110,11 @@ export const EVENTS = {
   "mqtt.external.subscribe_failed": [["error"], "the subscription to the external broker failed"],
   "mqtt.external.store_failed": [["error"], "a message from the external broker could not be stored"],
 
+  // CoAP (src/transports/coap).
+  "coap.started": [["info"], "the CoAP endpoint listens (UDP)"],
+  "coap.error": [["error"], "the CoAP endpoint failed on a request or its socket; the request got 5.00"],
+  "coap.observer_gone": [["debug"], "a device stopped observing its commands (reset or no acknowledgement)"],
+
   // Self-update (src/update, src/downlink/offers.ts).
   "update.offered": [["info"], "the hub offered an update"],
   "update.up_to_date": [["info"], "the offered version is not newer than the running one"],
@@ -197,6 +202,10 @@ export const METRICS = {
   outpost_devices_refused_total: [
     "counter",
     "Messages refused because their device id was new and devices.max ids were already tracked",
+  ],
+  outpost_coap_resends_total: [
+    "counter",
+    "CoAP requests recognised as retransmissions of stored ones (answered 2.01, not stored again)",
   ],
   outpost_mqtt_external_qos0_dropped_total: [
     "counter",
