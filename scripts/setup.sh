@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the system packages the test suite needs (idempotent, quiet): a real mosquitto broker
-# and its clients, qemu for the arm64 binary, shellcheck for install.sh, libcoap's coap-client
-# for the CoAP tests. Needs root (or sudo);
+# and its clients, qemu for the arm64 binary, shellcheck for install.sh, libcoap's coap-client and
+# pymodbus (a Modbus TCP server) for the device tests. Needs root (or sudo);
 # without either it says what is missing and goes on (those tests then fail with a clear reason).
 set -eu
 
@@ -11,8 +11,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || need="$need mosquitto-clients"
 command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
 command -v shellcheck >/dev/null 2>&1 || need="$need shellcheck"
 command -v curl >/dev/null 2>&1 || need="$need curl"
-# libcoap's coap-client for the CoAP tests.
+# libcoap's coap-client for the CoAP tests, and a real Modbus TCP server (pymodbus) for the Modbus tests.
 command -v coap-client-notls >/dev/null 2>&1 || need="$need libcoap3-bin"
+/usr/bin/python3 -c "import pymodbus" >/dev/null 2>&1 || need="$need python3-pymodbus"
 
 if [ -n "$need" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else

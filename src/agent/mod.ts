@@ -22,6 +22,7 @@ import { createOutbox, type Outbox } from "../outbox/mod.ts";
 import { createHttpIngest } from "../transports/http/mod.ts";
 import { createMqttTransports, type MqttTransports } from "../transports/mqtt/mod.ts";
 import { type CoapTransport, createCoapTransport } from "../transports/coap/mod.ts";
+import { createModbusTransport, type ModbusTransport } from "../transports/modbus/mod.ts";
 import { NO_PRESENCE, type Presence } from "../core/presence.ts";
 import { serve, type Server, target } from "../runtime/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
@@ -143,7 +144,9 @@ function buildParts(config: Config, telemetry: Telemetry) {
     send: (frame) => uplink?.send(frame) ?? false,
     isKnownDevice: (id) => devices.isKnown(id),
     seenDevices: () => devices.ids().sort(),
-    deliver: (command) => transports.deliverCommand(command) ?? coap?.deliverCommand(command),
+    // A polled Modbus device's commands are its own; others go to whoever listens now.
+    deliver: (command) =>
+      modbus?.deliverCommand(command) ?? transports.deliverCommand(command) ?? coap?.deliverCommand(command),
   }, { maxAnswerBytes: config.limits.maxPayloadBytes });
 
   // What the hub sends down the link: rules, commands, update offers.
@@ -204,7 +207,7 @@ function buildParts(config: Config, telemetry: Telemetry) {
     },
   });
 
-  // What the CoAP transport knows of each device's connectivity (SPEC §10): they
+  // What the CoAP and Modbus transports know of each device's connectivity (SPEC §10): they
   // report it here, and whoever keeps connectivity (the device registry) takes it from here.
   const presence: Presence = NO_PRESENCE;
 
@@ -224,6 +227,19 @@ function buildParts(config: Config, telemetry: Telemetry) {
     })
     : undefined;
 
+  // Modbus TCP polling (modbus[]): one poller per device.
+  const modbus: ModbusTransport | undefined = config.modbus.length > 0
+    ? createModbusTransport(config.modbus, {
+      ingest,
+      telemetry,
+      commands: {
+        answer: (device, id, raw, via) => commands.answer(device, id, raw, via),
+        listening: (device) => commands.listening(device),
+      },
+      presence,
+    })
+    : undefined;
+
   return {
     db,
     outbox,
@@ -236,6 +252,7 @@ function buildParts(config: Config, telemetry: Telemetry) {
     app,
     transports,
     coap,
+    modbus,
     gate,
   };
 }
@@ -254,6 +271,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     app,
     transports,
     coap,
+    modbus,
     gate,
   } = buildParts(config, telemetry);
   let server: Server | undefined;
@@ -306,9 +324,11 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
         await transports.start();
         await coap?.start({ signal });
         gate.open = true;
+        modbus?.start({ signal });
       },
       stop: async () => {
         gate.open = false;
+        await modbus?.stop();
         await coap?.stop();
         await transports.stop();
       },
