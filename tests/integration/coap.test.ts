@@ -204,3 +204,67 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "CoAP refusals: a full outbox under reject is 5.03 and nothing is stored, 4.29 after ten unknown tokens " +
+    "from an address, 4.04 and 4.05 for wrong paths and methods; the agent stays healthy",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = tempDir("outpost-coap-refusals-");
+    let agent: AgentHandle | undefined;
+    try {
+      const port = await freePort();
+      const configPath = writeAgentConfig(join(dir, "agent"), {
+        edgeId: "gw-coap-full",
+        dataDir: "data",
+        api: { listen: `127.0.0.1:${await freePort()}`, token: TEST_TOKEN },
+        mqtt: { broker: false },
+        coap: { listen: `127.0.0.1:${port}` },
+        outbox: { maxBytes: 65536, onFull: "reject" },
+      });
+      agent = await startAgent(configPath);
+      const { token } =
+        await (await agent.api("/api/v1/devices", { method: "POST", body: '{"id":"coap-full"}' }))
+          .json();
+      const client = await createCoapClient(port);
+      const path = `/api/v1/${token}/telemetry`;
+      const payload = JSON.stringify({ blob: "f".repeat(800) });
+      let created = 0;
+      let full: Awaited<ReturnType<typeof client.request>>;
+      for (let i = 0; i < 200; i++) {
+        const a = await client.request({ path, payload });
+        if (a?.code === "2.01") created++;
+        else {
+          full = a;
+          break;
+        }
+      }
+      assert.equal(full?.code, "5.03");
+      assert.match(full!.payload, /full/i);
+      const status = await (await agent.api("/api/v1/status")).json();
+      assert.equal(status.outbox.depth, created, "every 2.01 is stored, the refused one is not");
+
+      // Wrong paths and methods.
+      assert.equal((await client.request({ path: `/api/v1/${token}/nothing`, payload }))?.code, "4.04");
+      assert.equal((await client.request({ path: "/other", payload }))?.code, "4.04");
+      assert.equal((await client.request({ path, method: "GET" }))?.code, "4.05");
+
+      // Ten unknown tokens from one address, then that address is refused for the minute.
+      for (let i = 0; i < 10; i++) {
+        assert.equal(
+          (await client.request({ path: `/api/v1/guess-${i}/telemetry`, payload: "{}" }))?.code,
+          "4.01",
+        );
+      }
+      const limited = await client.request({ path, payload: "{}" });
+      assert.equal(limited?.code, "4.29");
+      assert.equal((await fetch(`http://127.0.0.1:${agent.apiPort}/healthz`)).status, 200);
+      client.close();
+    } finally {
+      await agent?.stop().catch(() => {});
+      removeDir(dir);
+    }
+  },
+});
