@@ -13,7 +13,7 @@
  *                                      profiles go to bench-results/profiles/ (summarise one with
  *                                      scripts/bench/profile_summary.ts FILE --owners)
  *
- * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, rules.
+ * Scenarios: idle, e2e-mqtt, peers, e2e-http, e2e-coap, modbus-jitter, backlog, connections, rules.
  *
  * The default runner is the compiled x64 binary, dist/outpost-linux-x64, built first (`npm run
  * build -- --target linux-x64`) when it is missing or older than a file under src/.
@@ -26,6 +26,7 @@ import { ROOT, type Runner } from "../tests/helpers/procs.ts";
 import { backlog } from "./bench/backlog.ts";
 import { connections } from "./bench/connections.ts";
 import { e2eHttp } from "./bench/e2e_http.ts";
+import { e2eCoap, modbusJitter } from "./bench/devices.ts";
 import { e2eMqtt } from "./bench/e2e_mqtt.ts";
 import type { BenchContext } from "./bench/harness.ts";
 import { idle } from "./bench/idle.ts";
@@ -132,6 +133,8 @@ const scenarios: [string, () => Promise<void>][] = [
   ["e2e-mqtt", () => e2eMqtt(ctx)],
   ["peers", () => peers(ctx)],
   ["e2e-http", () => e2eHttp(ctx)],
+  ["e2e-coap", () => e2eCoap(ctx)],
+  ["modbus-jitter", () => modbusJitter(ctx)],
   ["backlog", () => backlog(ctx)],
   ["connections", () => connections(ctx)],
   ["rules", rules],
