@@ -92,7 +92,6 @@ export function createCoapTransport(config: CoapConfig, deps: CoapDeps): CoapTra
   let endpoint: CoapEndpoint | undefined;
   let address: string | undefined;
   let stored: StoredExchanges | undefined;
-  let pruneTimer: ReturnType<typeof setInterval> | undefined;
   const resends = telemetry.metrics.family("outpost_coap_resends_total");
 
   const text = (code: string, payload: string): CoapReply => ({ code, payload });
@@ -254,27 +253,12 @@ export function createCoapTransport(config: CoapConfig, deps: CoapDeps): CoapTra
         onError: (error) => log.error("coap.error", { error: errorMessage(error) }),
         now,
       });
-      if (deps.db) {
-        const s = createStoredExchanges(deps.db, { lifetimeMs: EXCHANGE_LIFETIME_MS, now });
-        const prune = () => {
-          try {
-            s.prune();
-          } catch (error) {
-            log.error("coap.error", { error: `Pruning stored exchanges failed: ${errorMessage(error)}` });
-          }
-        };
-        prune();
-        stored = s;
-        pruneTimer = setInterval(prune, 60_000);
-        (pruneTimer as { unref?: () => void }).unref?.();
-      }
+      if (deps.db) stored = createStoredExchanges(deps.db, { lifetimeMs: EXCHANGE_LIFETIME_MS, now });
       const bound = await endpoint.listen(hostname, port);
       address = `${bound.address.includes(":") ? `[${bound.address}]` : bound.address}:${bound.port}`;
       log.info("coap.started", { listen: address });
     },
     async stop() {
-      if (pruneTimer) clearInterval(pruneTimer);
-      pruneTimer = undefined;
       for (const o of observers.values()) o.cancel();
       observers.clear();
       const e = endpoint;
