@@ -260,6 +260,8 @@ export function createModbusTransport(
     poller: Poller,
     command: { id: string; device: string; method: string; params: unknown },
   ) {
+    // Answers come after the command module has recorded the delivery (deliverCommand returned).
+    await Promise.resolve();
     let answer: unknown;
     const p = command.params as { name?: unknown; value?: unknown } | null;
     if (command.method !== MODBUS_WRITE) {
