@@ -64,7 +64,11 @@ context = ModbusServerContext(
 
 
 async def main(port):
-    server = await StartAsyncTcpServer(context=context, address=("127.0.0.1", port), defer_start=True)
+    # allow_reuse_address: a test may stop the server and start it again on the same port while
+    # the old connections wait out TIME_WAIT.
+    server = await StartAsyncTcpServer(
+        context=context, address=("127.0.0.1", port), defer_start=True, allow_reuse_address=True
+    )
     print(f"READY {port}", flush=True)  # listening a moment later: the test connects until it works
     await server.serve_forever()
 
