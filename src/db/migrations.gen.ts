@@ -28,7 +28,7 @@ export const agentMigrations: readonly Migration[] = [
   },
   {
     "name": "0007_coap_exchanges.sql",
-    "sql": "-- CoAP requests already stored (src/transports/coap/exchanges.ts), by peer address, port and\n-- message id, written in the outbox transaction that stores the request's messages: a\n-- retransmission arriving after a crash (the request committed, its 2.01 lost with the process)\n-- is answered 2.01 without being stored twice. A ring of slots (slot = n % size): each stored\n-- request replaces the oldest row, so the table is bounded with one write per request and never\n-- needs a bulk delete; rows older than EXCHANGE_LIFETIME (RFC 7252 §4.8.2) no longer count.\nCREATE TABLE coap_exchanges (\n  slot INTEGER PRIMARY KEY,\n  n INTEGER NOT NULL,\n  key TEXT NOT NULL,\n  digest TEXT NOT NULL,\n  created_at INTEGER NOT NULL\n);\nCREATE INDEX coap_exchanges_key ON coap_exchanges (key);\n"
+    "sql": "-- CoAP requests already stored (src/transports/coap/exchanges.ts), by peer address, port and\n-- message id, written in the outbox transaction that stores the request's messages: a\n-- retransmission arriving after a crash (the request committed, its 2.01 lost with the process)\n-- is answered 2.01 without being stored twice. The newest rows only: writing row n deletes row\n-- n - 200,000, so the table is bounded with a few B-tree operations per request and never needs a\n-- bulk delete; rows older than EXCHANGE_LIFETIME (RFC 7252 §4.8.2) no longer count.\nCREATE TABLE coap_exchanges (\n  n INTEGER PRIMARY KEY,\n  key TEXT NOT NULL,\n  digest TEXT NOT NULL,\n  created_at INTEGER NOT NULL\n);\nCREATE INDEX coap_exchanges_key ON coap_exchanges (key);\n"
   }
 ];
 export const hubMigrations: readonly Migration[] = [

@@ -28,9 +28,11 @@ const ModbusRTU = ModbusRTUImport as unknown as new () => ModbusSerialClient;
 
 /** A failed request: `exception` is the Modbus exception code when the server answered with one. */
 export class ModbusError extends Error {
-  constructor(message: string, readonly exception?: number, options?: { cause?: unknown }) {
+  readonly exception?: number;
+  constructor(message: string, exception?: number, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "ModbusError";
+    this.exception = exception;
   }
 }
 
