@@ -13,8 +13,9 @@
  *                                      profiles go to bench-results/profiles/ (summarise one with
  *                                      scripts/bench/profile_summary.ts FILE --owners)
  *
- * Scenarios: idle, e2e-mqtt, peers, e2e-http, backlog, connections, gateway, rules, hub-pg (the hub
- * on its libSQL file against two replicas on PostgreSQL), runtimes (the Node bundle against the binary).
+ * Scenarios: idle, e2e-mqtt, peers, e2e-http, e2e-coap, modbus-jitter, backlog, connections, gateway,
+ * rules, hub-pg (the hub on its libSQL file against two replicas on PostgreSQL), runtimes (the Node
+ * bundle against the binary).
  *
  * The default runner is the compiled x64 binary, dist/outpost-linux-x64, built first (`npm run
  * build -- --target linux-x64`) when it is missing or older than a file under src/.
@@ -27,6 +28,7 @@ import { ROOT, type Runner } from "../tests/helpers/procs.ts";
 import { backlog } from "./bench/backlog.ts";
 import { connections } from "./bench/connections.ts";
 import { e2eHttp } from "./bench/e2e_http.ts";
+import { e2eCoap, modbusJitter } from "./bench/devices.ts";
 import { e2eMqtt } from "./bench/e2e_mqtt.ts";
 import { gateway } from "./bench/gateway.ts";
 import type { BenchContext } from "./bench/harness.ts";
@@ -136,6 +138,8 @@ const scenarios: [string, () => Promise<void>][] = [
   ["e2e-mqtt", () => e2eMqtt(ctx)],
   ["peers", () => peers(ctx)],
   ["e2e-http", () => e2eHttp(ctx)],
+  ["e2e-coap", () => e2eCoap(ctx)],
+  ["modbus-jitter", () => modbusJitter(ctx)],
   ["backlog", () => backlog(ctx)],
   ["connections", () => connections(ctx)],
   ["gateway", () => gateway(ctx)],

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the system packages the test suite needs (idempotent, quiet): a real mosquitto broker
 # and its clients, qemu for the arm64 binary, shellcheck for install.sh, grpcio for the Python
-# interop tests, PostgreSQL for the hub's PostgreSQL store. Needs root (or sudo);
+# interop tests, PostgreSQL for the hub's PostgreSQL store, libcoap's coap-client and pymodbus (a
+# Modbus TCP server) for the device tests. Needs root (or sudo);
 # without either it says what is missing and goes on (those tests then fail with a clear reason).
 set -eu
 
@@ -17,6 +18,9 @@ command -v curl >/dev/null 2>&1 || need="$need curl"
 # The hub's PostgreSQL store: the tests start their own cluster with initdb and postgres.
 [ -x /usr/lib/postgresql/15/bin/postgres ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 ||
   need="$need postgresql"
+# libcoap's coap-client for the CoAP tests, and a real Modbus TCP server (pymodbus) for the Modbus tests.
+command -v coap-client-notls >/dev/null 2>&1 || need="$need libcoap3-bin"
+/usr/bin/python3 -c "import pymodbus" >/dev/null 2>&1 || need="$need python3-pymodbus"
 
 if [ -n "$need" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else

@@ -21,6 +21,9 @@ import { createIngest, DeadLetters, type Ingest } from "../ingest/mod.ts";
 import { createOutbox, type Outbox } from "../outbox/mod.ts";
 import { createHttpIngest, createThingsBoardHttp, thingsBoardToken } from "../transports/http/mod.ts";
 import { createMqttTransports, type MqttTransports } from "../transports/mqtt/mod.ts";
+import { type CoapTransport, createCoapTransport } from "../transports/coap/mod.ts";
+import { createModbusTransport, type ModbusTransport } from "../transports/modbus/mod.ts";
+import type { Presence } from "../core/presence.ts";
 import { serve, type Server, target } from "../runtime/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { createUplink, type Uplink } from "../uplink/mod.ts";
@@ -154,7 +157,9 @@ function buildParts(config: Config, telemetry: Telemetry) {
     send: (frame) => uplink?.send(frame) ?? false,
     isKnownDevice: (id) => devices.isKnown(id),
     seenDevices: () => devices.ids().sort(),
-    deliver: (command) => transports.deliverCommand(command),
+    // A polled Modbus device's commands are its own; others go to whoever listens now.
+    deliver: (command) =>
+      modbus?.deliverCommand(command) ?? transports.deliverCommand(command) ?? coap?.deliverCommand(command),
   }, { maxAnswerBytes: config.limits.maxPayloadBytes });
 
   // What the hub sends down the link: rules, commands, update offers.
@@ -228,6 +233,43 @@ function buildParts(config: Config, telemetry: Telemetry) {
     },
   });
 
+  // What the CoAP and Modbus transports know of each device's connectivity (SPEC §10) goes to the
+  // device registry, which keeps it.
+  const presence: Presence = {
+    active: (device, transport) => void devices.activity(device, transport),
+    up: (device, transport) => void devices.connected(device, transport),
+    down: (device, transport) => devices.disconnected(device, transport),
+  };
+
+  // CoAP (coap.listen, default off): ThingsBoard's device paths over UDP.
+  const coap: CoapTransport | undefined = config.coap
+    ? createCoapTransport({ listen: config.coap.listen, maxPayloadBytes: config.limits.maxPayloadBytes }, {
+      ingest,
+      telemetry,
+      deviceByToken: (token) => devices.findByToken(token),
+      commands: {
+        answer: (device, id, raw, via) => commands.answer(device, id, raw, via, "refuse"),
+        listening: (device) => commands.listening(device),
+      },
+      presence,
+      db,
+      accepting: () => gate.open,
+    })
+    : undefined;
+
+  // Modbus TCP polling (modbus[]): one poller per device.
+  const modbus: ModbusTransport | undefined = config.modbus.length > 0
+    ? createModbusTransport(config.modbus, {
+      ingest,
+      telemetry,
+      commands: {
+        answer: (device, id, raw, via) => commands.answer(device, id, raw, via),
+        listening: (device) => commands.listening(device),
+      },
+      presence,
+    })
+    : undefined;
+
   return {
     db,
     outbox,
@@ -239,6 +281,8 @@ function buildParts(config: Config, telemetry: Telemetry) {
     commands,
     app,
     transports,
+    coap,
+    modbus,
     gate,
     connectivity,
   };
@@ -257,6 +301,8 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     commands,
     app,
     transports,
+    coap,
+    modbus,
     gate,
     connectivity,
   } = buildParts(config, telemetry);
@@ -312,12 +358,16 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     },
     {
       name: "transports",
-      start: async () => {
+      start: async ({ signal }) => {
         await transports.start();
+        await coap?.start({ signal });
         gate.open = true;
+        modbus?.start({ signal });
       },
       stop: async () => {
         gate.open = false;
+        await modbus?.stop();
+        await coap?.stop();
         await transports.stop();
       },
     },

@@ -37,6 +37,10 @@ export const DEFAULTS = {
   updateMaxStarts: 3,
   hubAckTimeout: "30s",
   devicesInactivityTimeout: "10m",
+  modbusPort: 502,
+  modbusUnitId: 1,
+  modbusInterval: "5s",
+  modbusTimeout: "1s",
 } as const;
 
 export const BrokerSchema = v.strictObject({
@@ -116,6 +120,129 @@ export const HubSchema = v.strictObject({
   ackTimeout: v.optional(duration, DEFAULTS.hubAckTimeout),
 });
 
+/** CoAP (RFC 7252, UDP) with ThingsBoard's device paths; absent: off. */
+export const CoapSchema = v.strictObject({
+  /** `host:port`, e.g. `"127.0.0.1:5683"`; port 0 picks a free port (logged as `coap.started`). */
+  listen: hostPort,
+});
+
+const REGISTER_TYPES = ["uint16", "int16", "uint32", "int32", "float32", "bool"] as const;
+const BIT_TABLES = new Set(["coil", "discrete"]);
+
+/** One value read from a Modbus server: where it is and how its words become a number. */
+export const ModbusRegisterSchema = v.pipe(
+  v.strictObject({
+    /** The telemetry key (and the name a `modbus.write` command uses). */
+    name: v.pipe(v.string(), v.regex(/^[A-Za-z0-9._:-]{1,128}$/, "must be 1-128 of A-Z a-z 0-9 . _ : -")),
+    table: v.picklist(
+      ["holding", "input", "coil", "discrete"],
+      'must be "holding", "input", "coil" or "discrete"',
+    ),
+    /** The protocol address, 0-based (register 40001 is holding address 0). */
+    address: v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(65535)),
+    /** Default: `uint16` for holding and input registers, `bool` for coils and discrete inputs. */
+    type: v.optional(v.picklist(REGISTER_TYPES, `must be one of ${REGISTER_TYPES.join(", ")}`)),
+    /** Of a 32-bit value: `big` when the first register holds the high word. Default `big`. */
+    wordOrder: v.optional(v.picklist(["big", "little"], 'must be "big" or "little"')),
+    /** value = raw × scale + offset (and the reverse for writes). */
+    scale: v.optional(v.pipe(v.number(), v.finite(), v.check((n) => n !== 0, "must not be 0"))),
+    offset: v.optional(v.pipe(v.number(), v.finite())),
+  }),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    const r = dataset.value;
+    const bits = BIT_TABLES.has(r.table);
+    const type = r.type ?? (bits ? "bool" : "uint16");
+    if (bits !== (type === "bool")) {
+      addIssue({
+        message: bits
+          ? `a ${r.table} is a bit: type must be "bool"`
+          : `a ${r.table} register holds a number: type must not be "bool"`,
+        path: [{ type: "object", origin: "value", input: r, key: "type", value: r.type }],
+      });
+    }
+    const wide = type === "uint32" || type === "int32" || type === "float32";
+    if (r.wordOrder !== undefined && !wide) {
+      addIssue({
+        message: "applies only to 32-bit types (uint32, int32, float32)",
+        path: [{ type: "object", origin: "value", input: r, key: "wordOrder", value: r.wordOrder }],
+      });
+    }
+    if (bits && (r.scale !== undefined || r.offset !== undefined)) {
+      addIssue({
+        message: "scale and offset apply only to registers, not to bits",
+        path: [{
+          type: "object",
+          origin: "value",
+          input: r,
+          key: r.scale !== undefined ? "scale" : "offset",
+          value: r.scale ?? r.offset,
+        }],
+      });
+    }
+    if (wide && r.address > 65534) {
+      addIssue({
+        message: "a 32-bit value needs two registers: the address must be at most 65534",
+        path: [{ type: "object", origin: "value", input: r, key: "address", value: r.address }],
+      });
+    }
+  }),
+);
+
+/** A Modbus TCP server polled for one device's telemetry (SPEC §10). */
+export const ModbusDeviceSchema = v.pipe(
+  v.strictObject({
+    device: v.pipe(v.string(), v.regex(/^[A-Za-z0-9._:-]{1,128}$/, "must be 1-128 of A-Z a-z 0-9 . _ : -")),
+    host: nonEmpty("host"),
+    port: v.optional(
+      v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(65535)),
+      DEFAULTS.modbusPort,
+    ),
+    unitId: v.optional(
+      v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(255)),
+      DEFAULTS.modbusUnitId,
+    ),
+    /** Time between polls (one telemetry message each). */
+    interval: v.optional(
+      v.pipe(
+        duration,
+        v.minValue(100, "must be at least 100ms"),
+        v.maxValue(86_400_000, "must be at most 1d"),
+      ),
+      DEFAULTS.modbusInterval,
+    ),
+    /** How long one request may take before the server counts as not answering. */
+    timeout: v.optional(
+      v.pipe(duration, v.minValue(10, "must be at least 10ms"), v.maxValue(60_000, "must be at most 60s")),
+      DEFAULTS.modbusTimeout,
+    ),
+    registers: v.pipe(v.array(ModbusRegisterSchema), v.minLength(1, "must list at least one register")),
+  }),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    const seen = new Set<string>();
+    dataset.value.registers.forEach((r, i) => {
+      if (seen.has(r.name)) {
+        addIssue({
+          message: `duplicate register name "${r.name}"`,
+          path: [
+            {
+              type: "object",
+              origin: "value",
+              input: dataset.value,
+              key: "registers",
+              value: dataset.value.registers,
+            },
+            { type: "array", origin: "value", input: dataset.value.registers, key: i, value: r },
+            { type: "object", origin: "value", input: r, key: "name", value: r.name },
+          ],
+        });
+      }
+      seen.add(r.name);
+    });
+  }),
+);
+
 export const ConfigSchema = v.strictObject({
   edgeId: v.optional(
     v.pipe(v.string(), v.regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 of A-Z a-z 0-9 . _ -")),
@@ -178,6 +305,29 @@ export const ConfigSchema = v.strictObject({
   ),
   rules: v.optional(
     v.union([nonEmpty("rules"), v.looseObject({})], "must be a file path or a rules document"),
+  ),
+  coap: v.optional(CoapSchema),
+  modbus: v.optional(
+    v.pipe(
+      v.array(ModbusDeviceSchema),
+      v.rawCheck(({ dataset, addIssue }) => {
+        if (!dataset.typed) return;
+        const seen = new Set<string>();
+        dataset.value.forEach((d, i) => {
+          if (seen.has(d.device)) {
+            addIssue({
+              message: `device "${d.device}" is polled twice`,
+              path: [
+                { type: "array", origin: "value", input: dataset.value, key: i, value: d },
+                { type: "object", origin: "value", input: d, key: "device", value: d.device },
+              ],
+            });
+          }
+          seen.add(d.device);
+        });
+      }),
+    ),
+    [],
   ),
   update: v.optional(
     v.strictObject({

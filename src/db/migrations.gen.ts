@@ -25,6 +25,10 @@ export const agentMigrations: readonly Migration[] = [
   {
     "name": "0006_rule_state.sql",
     "sql": "-- The rules' state (SPEC §5, §14): last forwarded values (deadband), last times let through\n-- (throttle), active alarms and open aggregate windows, one row per rule action and device.\n-- Rows are written in the very outbox transaction that stores the messages whose processing\n-- changed them, so a refused message leaves the state as it was and an acknowledged one is\n-- never judged or counted again after a crash (src/agent/rules_host.ts).\n-- key: a JSON array naming the entry, e.g. [\"d\", rule id, action index, field, device];\n-- value: JSON.\nCREATE TABLE rule_state (\n  key TEXT PRIMARY KEY,\n  value TEXT NOT NULL\n) WITHOUT ROWID;\n"
+  },
+  {
+    "name": "0007_coap_exchanges.sql",
+    "sql": "-- CoAP requests already stored (src/transports/coap/exchanges.ts), by peer address, port and\n-- message id, written in the outbox transaction that stores the request's messages: a\n-- retransmission arriving after a crash (the request committed, its 2.01 lost with the process)\n-- is answered 2.01 without being stored twice. The newest rows only: writing row n deletes row\n-- n - 200,000, so the table is bounded with a few B-tree operations per request and never needs a\n-- bulk delete; rows older than EXCHANGE_LIFETIME (RFC 7252 §4.8.2) no longer count.\nCREATE TABLE coap_exchanges (\n  n INTEGER PRIMARY KEY,\n  key TEXT NOT NULL,\n  digest TEXT NOT NULL,\n  created_at INTEGER NOT NULL\n);\nCREATE INDEX coap_exchanges_key ON coap_exchanges (key);\n"
   }
 ];
 export const hubMigrations: readonly Migration[] = [

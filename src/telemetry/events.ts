@@ -124,6 +124,23 @@ export const EVENTS = {
   "mqtt.external.subscribe_failed": [["error"], "the subscription to the external broker failed"],
   "mqtt.external.store_failed": [["error"], "a message from the external broker could not be stored"],
 
+  // CoAP (src/transports/coap).
+  "coap.started": [["info"], "the CoAP endpoint listens (UDP)"],
+  "coap.error": [["error"], "the CoAP endpoint failed on a request or its socket; the request got 5.00"],
+  "coap.observer_gone": [["debug"], "a device stopped observing its commands (reset or no acknowledgement)"],
+
+  // Modbus TCP polling (src/transports/modbus).
+  "modbus.online": [["info"], "a Modbus server answers a device's polls (at start or again after failing)"],
+  "modbus.offline": [
+    ["warn"],
+    "a Modbus server did not answer a poll: the device is offline, retried with backoff",
+  ],
+  "modbus.written": [["debug"], "a modbus.write command was carried out (or refused by the server)"],
+  "modbus.store_failed": [
+    ["error"],
+    "a poll could not be stored unexpectedly; the next poll is taken as usual",
+  ],
+
   // Self-update (src/update, src/downlink/offers.ts).
   "update.offered": [["info"], "the hub offered an update"],
   "update.up_to_date": [["info"], "the offered version is not newer than the running one"],
@@ -236,6 +253,11 @@ export const METRICS = {
     "counter",
     "ThingsBoard gateway messages or child devices refused, by reason",
   ],
+  outpost_coap_resends_total: [
+    "counter",
+    "CoAP requests recognised as retransmissions of stored ones (answered 2.01, not stored again)",
+  ],
+  outpost_modbus_polls_total: ["counter", "Modbus polls, by result (ok, failed)"],
   outpost_mqtt_external_qos0_dropped_total: [
     "counter",
     "QoS 0 messages from external brokers dropped while too many waited for the store",
