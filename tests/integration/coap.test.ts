@@ -13,6 +13,7 @@ import {
   freePort,
   type HubHandle,
   hubRecords,
+  isConnectivityEvent,
   removeDir,
   startAgent,
   startHub,
@@ -243,8 +244,12 @@ Deno.test({
       }
       assert.equal(full?.code, "5.03");
       assert.match(full!.payload, /full/i);
-      const status = await (await agent.api("/api/v1/status")).json();
-      assert.equal(status.outbox.depth, created, "every 2.01 is stored, the refused one is not");
+      const outbox = await (await agent.api("/api/v1/outbox?limit=1000")).json();
+      assert.equal(
+        outbox.records.filter((r: Record<string, unknown>) => !isConnectivityEvent(r)).length,
+        created,
+        "every 2.01 is stored, the refused one is not",
+      );
 
       // Wrong paths and methods.
       assert.equal((await client.request({ path: `/api/v1/${token}/nothing`, payload }))?.code, "4.04");
