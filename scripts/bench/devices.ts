@@ -142,6 +142,8 @@ function jitter(rows: { device: string; ts: number }[], from: number, to: number
   const deviations: number[] = [];
   let missed = 0;
   let polls = 0;
+  /** Seconds into the phase of each poll followed by a missed tick. */
+  const missedAt: number[] = [];
   for (const ts of byDevice.values()) {
     ts.sort((a, b) => a - b);
     polls += ts.length;
@@ -151,13 +153,16 @@ function jitter(rows: { device: string; ts: number }[], from: number, to: number
     const center = median(folded);
     for (const o of folded) deviations.push(Math.abs(o - center));
     for (let i = 1; i < ts.length; i++) {
-      missed += Math.max(0, Math.round((ts[i] - ts[i - 1]) / intervalMs) - 1);
+      const skipped = Math.max(0, Math.round((ts[i] - ts[i - 1]) / intervalMs) - 1);
+      missed += skipped;
+      if (skipped > 0) missedAt.push(Math.round((ts[i - 1] - from) / 100) / 10);
     }
   }
   deviations.sort((a, b) => a - b);
   const pct = (p: number) =>
     deviations.length ? deviations[Math.min(deviations.length - 1, Math.ceil(deviations.length * p) - 1)] : 0;
-  return { polls, p50: pct(0.5), p99: pct(0.99), max: deviations.at(-1) ?? 0, missed };
+  missedAt.sort((a, b) => a - b);
+  return { polls, p50: pct(0.5), p99: pct(0.99), max: deviations.at(-1) ?? 0, missed, missedAt };
 }
 
 export async function modbusJitter(ctx: BenchContext): Promise<void> {
@@ -196,6 +201,10 @@ export async function modbusJitter(ctx: BenchContext): Promise<void> {
       await new Promise((r) => setTimeout(r, seconds * 1000));
       const loadTo = Date.now();
       await load.kill("SIGTERM");
+      const metrics = await (await edge.agent.api("/metrics")).text();
+      const failedPolls = Number(
+        /^outpost_modbus_polls_total\{result="failed"\} (\d+)/m.exec(metrics)?.[1] ?? 0,
+      );
       await waitFor(async () => (await depth(edge)) === 0, 600_000, "the outbox to empty");
       const db = new Database(join(edge.hub.dataDir, "hub.db"), { readonly: true });
       const rows = db.prepare("SELECT device, ts FROM records WHERE device LIKE 'plc-%'").all() as {
@@ -216,7 +225,13 @@ export async function modbusJitter(ctx: BenchContext): Promise<void> {
         `modbus-jitter: under CoAP load (${
           Math.round(coapCount / seconds)
         } msg/s) ${seconds} s: ${busy.polls} polls, ` +
-          `jitter p50 ${busy.p50} ms, p99 ${busy.p99} ms, max ${busy.max} ms, ${busy.missed} missed ticks`,
+          `jitter p50 ${busy.p50} ms, p99 ${busy.p99} ms, max ${busy.max} ms, ${busy.missed} missed ticks` +
+          (busy.missed > 0
+            ? ` (after polls at ${busy.missedAt.slice(0, 10).join(", ")} s into the phase)`
+            : ""),
+      );
+      ctx.log(
+        `modbus-jitter: ${failedPolls} polls failed (no answer within the 1 s timeout) over both phases`,
       );
       Object.assign(ctx.summary, {
         modbus_jitter_idle_p50_ms: idle.p50,
@@ -228,6 +243,7 @@ export async function modbusJitter(ctx: BenchContext): Promise<void> {
         modbus_jitter_load_max_ms: busy.max,
         modbus_missed_load: busy.missed,
         modbus_jitter_load_coap_msgs_per_s: Math.round(coapCount / seconds),
+        modbus_failed_polls: failedPolls,
       });
     } finally {
       await edge.stop();

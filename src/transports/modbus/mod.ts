@@ -9,7 +9,8 @@
  * - Polls are asynchronous socket I/O with timeouts: nothing here blocks the event loop, and a
  *   server that does not answer costs one timer per device.
  * - Polls keep their rhythm: the n-th poll is due at start + n·interval; a poll that overran
- *   skips the ticks it missed instead of bunching up.
+ *   skips the ticks it missed instead of bunching up. A poll's message goes to the outbox in
+ *   poll order without holding up the next poll (up to two may wait for a slow commit).
  * - A failed poll makes the device offline (once, logged) and the server is retried with
  *   exponential backoff (full jitter, at most a minute) until a poll succeeds again; nothing a
  *   server does stops the agent.
@@ -77,6 +78,8 @@ export interface ModbusTransport extends Component {
 export const MODBUS_WRITE = "modbus.write";
 /** Longest wait between attempts at a server that does not answer. */
 const MAX_BACKOFF_MS = 60_000;
+/** Polls of one device whose message may wait for the outbox while the next poll runs. */
+const MAX_STORING = 2;
 
 const encoder = new TextEncoder();
 
@@ -126,6 +129,9 @@ export function createModbusTransport(
     const backoff = createBackoff({ baseMs: Math.min(config.interval, 1_000), maxMs: MAX_BACKOFF_MS });
     let connection: ModbusConnection | undefined;
     let connecting: Promise<ModbusConnection> | undefined;
+    /** The last poll's message on its way to the outbox (a chain: stored in poll order). */
+    let storing: Promise<void> = Promise.resolve();
+    let storingCount = 0;
 
     function connect(): Promise<ModbusConnection> {
       if (connection?.usable) return Promise.resolve(connection);
@@ -182,6 +188,15 @@ export function createModbusTransport(
         payload,
         source: "modbus",
       };
+      // Stored in order, without holding up the next poll: a slow commit delays the message, not
+      // the rhythm. At most MAX_STORING polls wait for the outbox; past that the poll waits too.
+      storingCount++;
+      storing = storing.then(() => store(message)).finally(() => storingCount--);
+      if (storingCount > MAX_STORING) await storing;
+      return true;
+    }
+
+    async function store(message: Message): Promise<void> {
       try {
         const result = await deps.ingest.accept([message]);
         if (!result.ok) {
@@ -193,7 +208,6 @@ export function createModbusTransport(
       } catch (error) {
         log.error("modbus.store_failed", { device: config.device, error: errorMessage(error) });
       }
-      return true;
     }
 
     const poller: Poller = {
@@ -220,6 +234,7 @@ export function createModbusTransport(
             due = monotonic();
           }
         }
+        await storing;
       },
       async write(name, value) {
         const r = poller.registers.get(name);
