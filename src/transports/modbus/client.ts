@@ -1,5 +1,5 @@
 /**
- * One Modbus TCP connection, on `modbus-serial` (docs/decisions/0011-modbus-tcp-on-modbus-serial.md):
+ * One Modbus TCP connection, on `modbus-serial` (docs/decisions/0014-modbus-tcp-on-modbus-serial.md):
  * connect, read a table, write a holding register or coil. Every call ends within the timeout
  * (our own timer on top of the library's), and a connection that failed once is never used again:
  * the caller makes a new one. Requests are made one at a time (Modbus servers often serve one
