@@ -312,6 +312,18 @@ export function isConnectivityEvent(record: { kind?: string; payload?: any }): b
 }
 
 /**
+ * The connectivity events this agent process has stored in its outbox (or is about to): its
+ * changes less those dropped from the waiting queue, from /metrics. For exact counts of records.
+ */
+export async function connectivityEvents(agent: AgentHandle): Promise<number> {
+  const text = await (await agent.api("/metrics")).text();
+  const value = (name: string) =>
+    Number(/^(\S+) (\S+)$/m.exec(text.split("\n").find((l) => l.startsWith(`${name} `)) ?? "")?.[2] ?? 0);
+  return value("outpost_device_connectivity_changes_total") -
+    value("outpost_device_connectivity_dropped_total");
+}
+
+/**
  * Every record the hub holds for an edge, in arrival order (follows `next`): the devices' data,
  * and the connectivity events only with `{connectivity: true}`.
  */

@@ -9,6 +9,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   type AgentHandle,
+  connectivityEvents,
   freePort,
   isConnectivityEvent,
   removeDir,
@@ -133,7 +134,12 @@ Deno.test({
         "not taken for a store failure",
       );
       let status = await (await agent.api("/api/v1/status")).json();
-      assert.equal(status.outbox.depth, accepted, "every 202 is in the outbox");
+      const events1 = await connectivityEvents(agent);
+      assert.equal(
+        status.outbox.depth,
+        accepted + events1,
+        "every 202 (and the device's connectivity) is in the outbox",
+      );
       assert.equal(await agent.stop("SIGTERM"), 0, "SIGTERM on a full disk exits cleanly");
       agent = undefined;
 
@@ -157,8 +163,8 @@ Deno.test({
       assert.ok(status.outbox.dropped > 300, `drop-oldest engaged (${status.outbox.dropped} dropped)`);
       assert.equal(
         status.outbox.depth + status.outbox.dropped,
-        accepted + later,
-        "every 202 is in the outbox or counted as dropped",
+        accepted + later + events1 + await connectivityEvents(agent),
+        "every 202 (and the device's connectivity) is in the outbox or counted as dropped",
       );
       assert.equal(metric(metrics, "outpost_outbox_dropped_total"), status.outbox.dropped);
       assert.equal(

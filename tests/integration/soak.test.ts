@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { median, rssMb } from "../../scripts/bench/procs.ts";
 import {
+  connectivityEvents,
   freePort,
   removeDir,
   ROOT,
@@ -15,6 +16,7 @@ import {
   startHub,
   tempDir,
   TEST_TOKEN,
+  waitDrained,
   waitFor,
   writeAgentConfig,
 } from "../helpers/procs.ts";
@@ -76,7 +78,12 @@ Deno.test({
       assert.equal(result.accepted, TOTAL);
       await waitFor(async () => (await hubCount()) >= TOTAL, 600_000, "every message at the hub");
       clearInterval(sampler);
-      assert.equal(await hubCount(), TOTAL, "each message stored exactly once");
+      await waitDrained(agent, 120_000);
+      assert.equal(
+        await hubCount(),
+        TOTAL + await connectivityEvents(agent),
+        "each message (and each device's connectivity event) stored exactly once",
+      );
       if (Deno.env.get("OUTPOST_SOAK_SERIES")) {
         console.log(JSON.stringify(samples.map((s) => [s.at, Math.round(s.rss), Math.round(s.heap)])));
       }
