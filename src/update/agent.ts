@@ -16,7 +16,10 @@ import { bootCheck, type BootDecision } from "./trial.ts";
 import { createUpdater, type Updater, type UpdateSettings } from "./updater.ts";
 
 /** Why the agent asks to be restarted. */
-export type RestartRequest = { after: "swap"; version: string } | { after: "rollback" };
+export type RestartRequest =
+  | { after: "swap"; version: string }
+  /** A failed trial restored `.prev`; or the hub's management asked (a config change or undo, a restart). */
+  | { after: "rollback" | "config" | "config-rollback" | "restart" };
 
 export interface AgentUpdate {
   readonly updater: Updater;

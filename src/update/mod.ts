@@ -10,7 +10,7 @@ export {
   restartAfter,
   type RestartRequest,
 } from "./agent.ts";
-export { type UpdatePaths, updatePaths } from "./_files.ts";
+export { fsyncDir, removeDurably, type UpdatePaths, updatePaths, writeFileAtomic } from "./_files.ts";
 export { downloadArtifact, type DownloadOptions, type DownloadResult } from "./download.ts";
 export {
   generateSigningKey,
