@@ -35,5 +35,9 @@ export const hubMigrations: readonly Migration[] = [
   {
     "name": "0002_record_conflicts.sql",
     "sql": "-- Records an edge sent again under an id the hub already holds, with other content (a cloned or\n-- restored edge reusing its ids): not stored a second time, but counted per edge, so that an\n-- operator sees it (GET /api/v1/edges, `conflicts`; docs/hub.md).\nALTER TABLE edges ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0;\n"
+  },
+  {
+    "name": "0003_operations.sql",
+    "sql": "-- Management operations on edges (SPEC §12, docs/management.md): config, logs, restart, rules,\n-- update, each pending -> executing -> successful | failed (with the reason).\n-- request: what was asked, secrets masked (what the API shows).\n-- body: what goes down to the edge (a pushed config with its secrets); kept only while the\n-- operation is open, so that it can be sent again after a reconnect, and never shown.\nCREATE TABLE operations (\n  id TEXT PRIMARY KEY,\n  edge TEXT NOT NULL,\n  kind TEXT NOT NULL,\n  version TEXT,\n  status TEXT NOT NULL,\n  reason TEXT,\n  request TEXT,\n  body TEXT,\n  result TEXT,\n  created_at INTEGER NOT NULL,\n  updated_at INTEGER NOT NULL\n);\nCREATE INDEX operations_by_edge ON operations (edge, created_at);\n"
   }
 ];

@@ -62,6 +62,11 @@ export function createHub(config: HubConfig, options: HubOptions = {}): Hub {
     const credentials = serverCredentials(config);
     store = createHubStore(join(config.dataDir, "hub.db"));
     store.registerEdges(config.edges.map((e) => e.id));
+    // A logs request lives only as long as the API call that waits for it: one the hub was
+    // waiting on when it stopped has failed. Config changes and restarts go on: they are sent
+    // again when their edge connects, and the edge reports how they ended.
+    const lost = store.failOperations("logs", "the hub restarted before the edge answered", Date.now());
+    for (const id of lost) log.warn("operation.pending_failed", { id, kind: "logs" });
     link = createEdgeLink({ store, edges: config.edges, log, commandGraceMs: options.commandGraceMs });
 
     grpcServer = new grpc.Server(GRPC_SERVER_OPTIONS);

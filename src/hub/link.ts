@@ -14,6 +14,7 @@
  */
 import { AUTH_MAX_FAILURES, AuthLimiter, peerAddress } from "../core/auth_limiter.ts";
 import { RefusalLog } from "../core/refusal_log.ts";
+import { maskSecrets } from "../core/redact.ts";
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
 import type { CommandResultFrame, EdgeFrame, HubFrame, ReportFrame } from "../proto/mod.ts";
@@ -24,7 +25,14 @@ import { createEdgeWork } from "./link_batches.ts";
 import { type CommandOutcome, type CommandOutcomeStatus, CommandWaiters } from "./link_commands.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { errorMessage } from "../core/errors.ts";
-import { type HubStore, payloadText, type PushKind } from "./store.ts";
+import {
+  type HubStore,
+  type OperationKind,
+  type OperationRow,
+  type OperationState,
+  payloadText,
+  type PushKind,
+} from "./store.ts";
 
 export const AUTH_FAILED = "unknown edge or wrong routing key/secret";
 export const AUTH_LIMITED = "too many failed authentications from this address; try again in a minute";
@@ -52,11 +60,34 @@ export interface EdgeLink {
    * connected.
    */
   runCommand(edge: string, request: CommandRequest): Promise<CommandOutcome>;
-  /** Sends rules or an update offer now, or keeps it for the edge's next connect. */
+  /**
+   * Sends rules or an update offer now, or keeps it for the edge's next connect; either way an
+   * operation records it until the edge reports on it.
+   */
   push(edge: string, kind: PushKind, version: string, body: string): "sent" | "pending";
+  /**
+   * Starts a config change or a restart: recorded `pending`, sent now if the edge is connected
+   * and again on every connect until the edge reports an outcome. `request` is what the API
+   * shows (secrets masked); `body` goes to the edge and is never shown.
+   */
+  operate(edge: string, kind: "config" | "restart", body: string, request: unknown): OperationRow;
+  /**
+   * Asks a connected edge for its log lines and waits for them (up to `timeoutMs`); recorded as
+   * an operation like any other (the lines themselves are not kept).
+   */
+  fetchLogs(edge: string, query: unknown, timeoutMs: number): Promise<LogsOutcome>;
+  /** Logs requests of this edge waiting for their answer. */
+  logsWaiting(edge: string): number;
   /** Stops taking batches, lets those in flight commit and be acknowledged, ends every stream. */
   close(): Promise<void>;
 }
+
+export type LogsOutcome =
+  | { id: string; status: "successful"; lines: unknown[]; truncated: boolean }
+  | { id: string; status: "failed"; reason: string; errors?: unknown; code: 400 | 503 | 504 };
+
+/** Logs requests waiting for their edge at once, per edge (a bound: past it, 429 at the API). */
+export const LOGS_WAITING_PER_EDGE = 4;
 
 export interface EdgeLinkOptions {
   store: HubStore;
@@ -93,6 +124,7 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   const authenticate = edgeAuthenticator(options.edges);
   const sessions = new Map<string, Session[]>();
   const waiters = new CommandWaiters();
+  const logWaiters = new Map<string, { edge: string; settle: (outcome: LogsOutcome) => void }>();
   let closing = false;
   let closed: Promise<void> | undefined;
 
@@ -155,13 +187,94 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   });
   const serially = work.serially;
 
+  function setOperation(
+    edge: string,
+    id: string,
+    kind: string,
+    next: { status: OperationState; reason?: string | null; result?: unknown },
+  ): void {
+    if (store.updateOperation(id, edge, next, now())) {
+      log.info("operation.updated", {
+        edge,
+        id,
+        kind,
+        status: next.status,
+        reason: next.reason ?? undefined,
+      });
+    }
+  }
+
+  /** The edge's word on an operation: `{id, kind, status, reason?, errors?, result?}`. */
+  function operationReport(edge: string, body: unknown): void {
+    const r = body as Record<string, unknown> | null;
+    const id = typeof r?.id === "string" ? r.id : undefined;
+    const status = r?.status;
+    if (id === undefined || (status !== "executing" && status !== "successful" && status !== "failed")) {
+      log.warn("edge.report_ignored", { edge, reason: "bad operation report" });
+      return;
+    }
+    const reason = typeof r!.reason === "string" ? r!.reason.slice(0, 4096) : null;
+    const kind = String(r!.kind ?? "");
+    if (kind === "logs") {
+      const result = (r!.result ?? {}) as { lines?: unknown; truncated?: unknown };
+      const lines = Array.isArray(result.lines) ? result.lines : [];
+      setOperation(edge, id, kind, {
+        status,
+        reason,
+        result: status === "successful"
+          ? { lines: lines.length, truncated: result.truncated === true }
+          : undefined,
+      });
+      const waiter = logWaiters.get(id);
+      if (waiter?.edge === edge && status !== "executing") {
+        waiter.settle(
+          status === "successful"
+            ? { id, status, lines, truncated: result.truncated === true }
+            : { id, status: "failed", reason: reason ?? "failed", errors: r!.errors, code: 400 },
+        );
+      }
+      return;
+    }
+    setOperation(edge, id, kind, {
+      status,
+      reason,
+      result: Array.isArray(r!.errors) ? { errors: r!.errors } : undefined,
+    });
+  }
+
+  /** Rules and update reports end (or move on) the operation that pushed them. */
+  function pushReport(edge: string, kind: PushKind, body: unknown): void {
+    const b = body as { version?: unknown; status?: unknown; reason?: unknown; errors?: unknown } | null;
+    if (typeof b?.version !== "string") return;
+    const op = store.openOperationOf(edge, kind, b.version);
+    if (op === undefined) return;
+    const reason = typeof b.reason === "string" ? b.reason : null;
+    const outcome: { status: OperationState; reason?: string | null; result?: unknown } | undefined =
+      kind === "rules"
+        ? b.status === "applied"
+          ? { status: "successful" }
+          : { status: "failed", reason: "refused by the edge", result: { errors: b.errors } }
+        : b.status === "started"
+        ? { status: "executing" }
+        : b.status === "committed"
+        ? { status: "successful" }
+        : b.status === "recorded" || b.status === "refused" || b.status === "failed" ||
+            b.status === "rolled-back"
+        ? { status: "failed", reason: b.status === "rolled-back" ? `rolled back: ${reason ?? ""}` : reason }
+        : undefined;
+    if (outcome) setOperation(edge, op.id, kind, outcome);
+  }
+
   function saveReport(session: Session, report: ReportFrame): void {
     if (!REPORT_TYPE.test(report.type)) {
       log.warn("edge.report_ignored", { edge: session.edge, reason: "bad report type" });
       return;
     }
     const body = decodeJson(report.body);
+    // Operation reports go to their operation (logs can be large: never kept as the last report).
+    if (report.type === "operation") return operationReport(session.edge, body);
     store.saveReport(session.edge, report.type, body, now());
+    if (report.type === "rules" || report.type === "update") pushReport(session.edge, report.type, body);
     // The edge's word on a rules push or an update offer ends that push, whatever it says.
     if (report.type === "rules" || report.type === "update") {
       const kind: PushKind = report.type === "rules" ? "rules" : "update";
@@ -216,6 +329,10 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     } catch (error) {
       log.error("hub.store_failed", { edge, frame: name, error: errorMessage(error) });
     }
+  }
+
+  function operationFrame(id: string, kind: string, body: string): DistributiveOmit<HubFrame, "frame"> {
+    return { operation: { id, kind, body: utf8.encode(body) } };
   }
 
   function pushFrame(kind: PushKind, version: string, body: string): DistributiveOmit<HubFrame, "frame"> {
@@ -281,6 +398,9 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       // Pushes stay in the store until the edge reports on them (a rules or update report naming
       // their version): one sent before a disconnect is sent again on every connect until then.
       for (const p of store.pushesOf(edge)) write(session, pushFrame(p.kind, p.version, p.body));
+      // Config changes and restarts not yet finished go again; the edge runs an id once and
+      // answers a repeat with its state.
+      for (const op of store.openOperations(edge)) write(session, operationFrame(op.id, op.kind, op.body));
     } catch (error) {
       log.error("hub.store_failed", { edge, error: errorMessage(error) });
     }
@@ -317,15 +437,86 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   function push(edge: string, kind: PushKind, version: string, body: string): "sent" | "pending" {
     // Durable first, deleted only when the edge reports on it (see saveReport).
     store.savePush({ edge, kind, version, body, createdAt: now() });
+    store.supersedeOperations(edge, kind, "replaced by a newer push before the edge reported on it", now());
+    store.insertOperation({
+      id: randomUUID(),
+      edge,
+      kind,
+      version,
+      status: "pending",
+      request: kind === "rules" ? { version } : maskOffer(body),
+      body: null,
+      createdAt: now(),
+    });
     const session = closing ? undefined : live(edge);
     if (session === undefined) return "pending";
     write(session, pushFrame(kind, version, body));
     return "sent";
   }
 
+  function operate(edge: string, kind: "config" | "restart", body: string, request: unknown): OperationRow {
+    const id = randomUUID();
+    store.insertOperation({
+      id,
+      edge,
+      kind,
+      version: null,
+      status: "pending",
+      request,
+      body,
+      createdAt: now(),
+    });
+    log.info("operation.updated", { edge, id, kind, status: "pending" });
+    const session = closing ? undefined : live(edge);
+    if (session !== undefined) write(session, operationFrame(id, kind, body));
+    return store.operation(id)!;
+  }
+
+  function fetchLogs(edge: string, query: unknown, timeoutMs: number): Promise<LogsOutcome> {
+    const id = randomUUID();
+    const kind: OperationKind = "logs";
+    store.insertOperation({
+      id,
+      edge,
+      kind,
+      version: null,
+      status: "pending",
+      request: query,
+      body: null,
+      createdAt: now(),
+    });
+    const session = closing ? undefined : live(edge);
+    if (session === undefined) {
+      const reason = "the edge is not connected";
+      setOperation(edge, id, kind, { status: "failed", reason });
+      return Promise.resolve({ id, status: "failed", reason, code: 503 });
+    }
+    return new Promise<LogsOutcome>((resolve) => {
+      const settle = (outcome: LogsOutcome) => {
+        clearTimeout(timer);
+        logWaiters.delete(id);
+        resolve(outcome);
+      };
+      const timer = setTimeout(() => {
+        const reason = `the edge did not answer within ${timeoutMs} ms`;
+        setOperation(edge, id, kind, { status: "failed", reason });
+        settle({ id, status: "failed", reason, code: 504 });
+      }, timeoutMs);
+      logWaiters.set(id, { edge, settle });
+      write(session, operationFrame(id, kind, JSON.stringify(query)));
+    });
+  }
+
   function close(): Promise<void> {
     closed ??= (async () => {
       closing = true;
+      for (const [id, waiter] of [...logWaiters]) {
+        const reason = "the hub is shutting down";
+        try {
+          setOperation(waiter.edge, id, "logs", { status: "failed", reason });
+        } catch { /* the answer below still goes out */ }
+        waiter.settle({ id, status: "failed", reason, code: 503 });
+      }
       waiters.timeoutAll((id, edge) => store.settleCommand(id, edge, "timeout", null, now()));
       // Batches received and not yet queued for storing are stored (and acknowledged) now.
       await work.flush();
@@ -336,7 +527,17 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     return closed;
   }
 
-  return { connect, isConnected: (edge) => live(edge) !== undefined, runCommand, push, close };
+  const logsWaiting = (edge: string) => [...logWaiters.values()].filter((w) => w.edge === edge).length;
+  return {
+    connect,
+    isConnected: (edge) => live(edge) !== undefined,
+    runCommand,
+    push,
+    operate,
+    fetchLogs,
+    logsWaiting,
+    close,
+  };
 }
 
 /** HTTP/2 receive windows the hub grants an edge's connection (stream, and connection total). */
@@ -365,6 +566,15 @@ function widenFlowControl(call: Call, log: Logger): void {
     if (typeof session.setLocalWindowSize === "function") session.setLocalWindowSize(CONNECTION_WINDOW);
   } catch (error) {
     log.debug("edge.flow_control_default", { error: errorMessage(error) });
+  }
+}
+
+/** An update offer as the API shows it: the manifest URL without credentials or query. */
+function maskOffer(body: string): unknown {
+  try {
+    return maskSecrets(JSON.parse(body));
+  } catch {
+    return null;
   }
 }
 

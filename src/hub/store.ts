@@ -70,6 +70,27 @@ export interface Push {
   createdAt: number;
 }
 
+export type OperationKind = "config" | "logs" | "restart" | "rules" | "update";
+export type OperationState = "pending" | "executing" | "successful" | "failed";
+
+/** A management operation on an edge, as the API shows it (no `body`: it may hold secrets). */
+export interface OperationRow {
+  id: string;
+  edge: string;
+  kind: OperationKind;
+  version: string | null;
+  status: OperationState;
+  reason: string | null;
+  /** What was asked, secrets masked. */
+  request: unknown;
+  result: unknown;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** Operations kept per edge; past it the oldest finished ones go. */
+export const OPERATIONS_KEPT_PER_EDGE = 1000;
+
 export interface HubStore {
   /** Adds a row for each configured edge and marks every edge disconnected (start-up). */
   registerEdges(ids: readonly string[]): void;
@@ -105,8 +126,34 @@ export interface HubStore {
   /** The edge's pushes not yet reported on by the edge (kept until it reports; SPEC §14). */
   pushesOf(edge: string): Push[];
   pushes(): Push[];
+  /** Records a new operation (`pending`), pruning the edge's oldest finished ones past the bound. */
+  insertOperation(op: Omit<OperationRow, "reason" | "result" | "updatedAt"> & { body: string | null }): void;
+  /**
+   * Moves an open operation on (a finished one never changes again; its body is dropped when it
+   * finishes). False when there is no such open operation of that edge.
+   */
+  updateOperation(
+    id: string,
+    edge: string,
+    next: { status: OperationState; reason?: string | null; result?: unknown },
+    now: number,
+  ): boolean;
+  operation(id: string): OperationRow | undefined;
+  /** The edge's operations, newest first. */
+  operationsOf(edge: string, limit: number): OperationRow[];
+  /** The edge's open operations of `kinds` that go down the link again on connect, oldest first. */
+  openOperations(edge: string): (OperationRow & { body: string })[];
+  /** The newest open operation of a kind and version (rules pushes, update offers). */
+  openOperationOf(edge: string, kind: OperationKind, version: string): OperationRow | undefined;
+  countOpenOperations(edge: string): number;
+  /** At start-up: open operations that only a live request could finish (logs) fail with `reason`. */
+  failOperations(kind: OperationKind, reason: string, now: number): string[];
+  /** Open operations of the edge and kind fail with `reason` (a newer rules push replaces them). */
+  supersedeOperations(edge: string, kind: OperationKind, reason: string, now: number): void;
   close(): void;
 }
+
+const OPERATION_COLUMNS = "id, edge, kind, version, status, reason, request, result, created_at, updated_at";
 
 const SQL = {
   countRecords: "UPDATE edges SET records = records + ?, last_seen_at = ? WHERE id = ?",
@@ -132,6 +179,29 @@ const SQL = {
   dropPush: "DELETE FROM pushes WHERE edge = ? AND kind = ?",
   edgePushes: "SELECT edge, kind, version, body, created_at FROM pushes WHERE edge = ? ORDER BY kind",
   pushes: "SELECT edge, kind, version, body, created_at FROM pushes ORDER BY edge, kind",
+  insertOperation:
+    "INSERT INTO operations (id, edge, kind, version, status, request, body, created_at, updated_at) " +
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+  pruneOperations: "DELETE FROM operations WHERE edge = ? AND status IN ('successful', 'failed') AND id IN " +
+    "(SELECT id FROM operations WHERE edge = ? ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)",
+  updateOperation: "UPDATE operations SET status = ?, reason = coalesce(?, reason), " +
+    "result = coalesce(?, result), updated_at = ?, " +
+    "body = CASE WHEN ? IN ('successful', 'failed') THEN NULL ELSE body END " +
+    "WHERE id = ? AND edge = ? AND status IN ('pending', 'executing')",
+  operation: `SELECT ${OPERATION_COLUMNS} FROM operations WHERE id = ?`,
+  operationsOf: `SELECT ${OPERATION_COLUMNS} FROM operations WHERE edge = ? ` +
+    "ORDER BY created_at DESC, rowid DESC LIMIT ?",
+  openOperations: `SELECT ${OPERATION_COLUMNS}, body FROM operations WHERE edge = ? ` +
+    "AND status IN ('pending', 'executing') AND body IS NOT NULL ORDER BY created_at, rowid",
+  openOperationOf:
+    `SELECT ${OPERATION_COLUMNS} FROM operations WHERE edge = ? AND kind = ? AND version = ? ` +
+    "AND status IN ('pending', 'executing') ORDER BY created_at DESC, rowid DESC LIMIT 1",
+  supersede: "UPDATE operations SET status = 'failed', reason = ?, body = NULL, updated_at = ? " +
+    "WHERE edge = ? AND kind = ? AND status IN ('pending', 'executing')",
+  countOpen: "SELECT count(*) AS n FROM operations WHERE edge = ? AND status IN ('pending', 'executing')",
+  openOfKind: "SELECT id FROM operations WHERE kind = ? AND status IN ('pending', 'executing')",
+  failOfKind: "UPDATE operations SET status = 'failed', reason = ?, body = NULL, updated_at = ? " +
+    "WHERE kind = ? AND status IN ('pending', 'executing')",
 } as const;
 
 /**
@@ -330,8 +400,80 @@ export function createHubStore(path: string): HubStore {
       return (q(SQL.pushes).all() as any[]).map(toPush);
     },
 
+    insertOperation(op) {
+      db.transaction(() => {
+        q(SQL.insertOperation).run(
+          op.id,
+          op.edge,
+          op.kind,
+          op.version,
+          op.status,
+          op.request === undefined ? null : JSON.stringify(op.request),
+          op.body,
+          op.createdAt,
+          op.createdAt,
+        );
+        q(SQL.pruneOperations).run(op.edge, op.edge, OPERATIONS_KEPT_PER_EDGE);
+      });
+    },
+
+    updateOperation(id, edge, next, now) {
+      const result = next.result === undefined ? null : JSON.stringify(next.result);
+      return q(SQL.updateOperation).run(next.status, next.reason ?? null, result, now, next.status, id, edge)
+        .changes > 0;
+    },
+
+    operation(id) {
+      const r = q(SQL.operation).get(id);
+      return r === undefined ? undefined : toOperation(r);
+    },
+
+    operationsOf(edge, limit) {
+      return (q(SQL.operationsOf).all(edge, limit) as any[]).map(toOperation);
+    },
+
+    openOperations(edge) {
+      return (q(SQL.openOperations).all(edge) as any[]).map((r) => ({ ...toOperation(r), body: r.body }));
+    },
+
+    openOperationOf(edge, kind, version) {
+      const r = q(SQL.openOperationOf).get(edge, kind, version);
+      return r === undefined ? undefined : toOperation(r);
+    },
+
+    countOpenOperations(edge) {
+      return Number((q(SQL.countOpen).get(edge) as { n: number }).n);
+    },
+
+    failOperations(kind, reason, now) {
+      return db.transaction(() => {
+        const ids = (q(SQL.openOfKind).all(kind) as { id: string }[]).map((r) => r.id);
+        q(SQL.failOfKind).run(reason, now, kind);
+        return ids;
+      });
+    },
+
+    supersedeOperations(edge, kind, reason, now) {
+      q(SQL.supersede).run(reason, now, edge, kind);
+    },
+
     close() {
       db.close();
     },
+  };
+}
+
+function toOperation(r: any): OperationRow {
+  return {
+    id: r.id,
+    edge: r.edge,
+    kind: r.kind,
+    version: r.version ?? null,
+    status: r.status,
+    reason: r.reason ?? null,
+    request: r.request === null || r.request === undefined ? null : JSON.parse(r.request),
+    result: r.result === null || r.result === undefined ? null : JSON.parse(r.result),
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
   };
 }
