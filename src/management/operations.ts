@@ -106,6 +106,14 @@ export function createManagement(deps: ManagementDeps): Management {
     }
   }
   syncConfigResult();
+  // A config change still `executing` with neither a trial nor an outcome of its own was stopped
+  // before its new file was in place (a kill -9 while staging): it failed, the file is unchanged.
+  for (const e of journal.entries()) {
+    if (e.kind !== "config" || e.status !== "executing" || trial?.op === e.id) continue;
+    const reason = "interrupted before the new configuration was in place; the previous one stays";
+    journal.put({ ...e, status: "failed", reason, at: now() });
+    finished(e.id, e.kind, "failed", reason);
+  }
 
   function syncConfigResult(): void {
     if (!paths) return;
