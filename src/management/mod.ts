@@ -13,6 +13,8 @@ export {
   readConfigMarker,
   readConfigResult,
   rollbackConfig,
+  stageConfig,
+  type StageOptions,
 } from "./config_trial.ts";
 export { JOURNAL_MAX, type JournalEntry, type OperationStatus } from "./journal.ts";
 export {

@@ -17,6 +17,7 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  readSync,
   renameSync,
   writeSync,
 } from "node:fs";
@@ -51,9 +52,18 @@ export function openLogRing(dataDir: string, maxBytes = LOG_RING_DEFAULT_BYTES):
   const open = () => {
     mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
     chmodSync(paths.dir, 0o700);
-    fd = openSync(paths.current, "a", 0o600);
+    fd = openSync(paths.current, "a+", 0o600);
     chmodSync(paths.current, 0o600);
     size = fstatSync(fd).size;
+    // A process killed mid-line left it without its newline: end it, so the next line stays whole.
+    if (size > 0) {
+      const last = Buffer.alloc(1);
+      readSync(fd, last, 0, 1, size - 1);
+      if (last[0] !== 0x0a) {
+        writeSync(fd, "\n");
+        size += 1;
+      }
+    }
   };
 
   return {

@@ -344,3 +344,165 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "restart from the hub; logs filtered by level, time and count include lines from before the restart; outpost logs reads the same ring",
+  fn: async () => {
+    const s = await setup();
+    try {
+      const firstStart = await s.agent.procs[0].waitForEvent("agent.started");
+      const res = await s.hub.api(`/api/v1/edges/${EDGE.id}/restart`, { method: "POST" });
+      assert.equal(res.status, 202);
+      const { id } = await res.json();
+      await s.agent.started(2);
+      const op = await waitOperation(s.hub, id);
+      assert.equal(op.status, "successful", JSON.stringify(op));
+      assert.equal(op.kind, "restart");
+      await waitConnected(s.agent);
+
+      const logs = async (body: unknown) => {
+        const r = await s.hub.api(`/api/v1/edges/${EDGE.id}/logs`, {
+          method: "POST",
+          body: JSON.stringify(body),
+        });
+        return { status: r.status, body: await r.json() };
+      };
+      // Every info line since before the first start: both starts are there.
+      const all = await logs({ since: new Date(Date.parse(String(firstStart.ts)) - 1000).toISOString() });
+      assert.equal(all.status, 200);
+      const starts = all.body.lines.filter((l: { event: string }) => l.event === "agent.started");
+      assert.equal(starts.length, 2, "lines from before and after the restart");
+      assert.ok(all.body.lines.some((l: { event: string }) => l.event === "agent.restart"));
+      // By level: warn and above only (the first start logs the hub API warning: none here).
+      const warn = await logs({ level: "warn" });
+      assert.equal(warn.status, 200);
+      assert.ok(warn.body.lines.every((l: { level: string }) => l.level === "warn" || l.level === "error"));
+      assert.ok(all.body.lines.some((l: { level: string }) => l.level === "info"));
+      // By time: only lines at or after the second start.
+      const secondStart = await s.agent.procs[1].waitForEvent("agent.started");
+      const recent = await logs({ since: secondStart.ts });
+      assert.ok(recent.body.lines.length > 0);
+      assert.ok(recent.body.lines.every((l: { ts: string }) => l.ts >= String(secondStart.ts)));
+      assert.ok(!recent.body.lines.some((l: { ts: string; event: string }) => l.ts === firstStart.ts));
+      // By count: the newest n.
+      const three = await logs({ lines: 3 });
+      assert.equal(three.body.lines.length, 3);
+      const ts = three.body.lines.map((l: { ts: string }) => l.ts);
+      assert.deepEqual(ts, [...ts].sort(), "oldest first");
+      // Bad requests: 400 with the path, nothing sent.
+      const bad = await logs({ level: "loud", lines: 0, colour: 1 });
+      assert.equal(bad.status, 400);
+      assert.deepEqual(bad.body.errors.map((e: { path: string }) => e.path).sort(), [
+        "/colour",
+        "/level",
+        "/lines",
+      ]);
+      // The logs operations are listed like any other.
+      const ops = (await (await s.hub.api(`/api/v1/edges/${EDGE.id}/operations`)).json()).operations;
+      assert.ok(
+        ops.some((o: { kind: string; status: string }) => o.kind === "logs" && o.status === "successful"),
+      );
+      assert.ok(ops.some((o: { kind: string; id: string }) => o.kind === "restart" && o.id === id));
+
+      // The CLI reads the same ring, also the lines of the first process.
+      const cli = await runOutpost(["logs", "--config", s.configPath, "--json"], { runner: RUNNER });
+      assert.equal(cli.code, 0, cli.stderr);
+      const cliStarts = cli.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((l) =>
+        l.event === "agent.started"
+      );
+      assert.equal(cliStarts.length, 2);
+      const cliWarn = await runOutpost(
+        ["logs", "--config", s.configPath, "--level", "warn", "--since", "1h"],
+        {
+          runner: RUNNER,
+        },
+      );
+      assert.equal(cliWarn.code, 0, cliWarn.stderr);
+      assert.ok(!/ info /.test(cliWarn.stdout));
+      const cliBad = await runOutpost(["logs", "--config", s.configPath, "--level", "loud"], {
+        runner: RUNNER,
+      });
+      assert.equal(cliBad.code, 2);
+      assert.match(cliBad.stderr, /--level: must be "debug", "info", "warn" or "error"/);
+      assert.ok(!cliBad.stderr.includes("    at "), "no stack trace");
+      // The ring's files are 0600 in a 0700 folder.
+      const ringDir = join(s.dir, "agent", "data", "logs");
+      assert.equal(statSync(ringDir).mode & 0o777, 0o700);
+      for (const f of readdirSync(ringDir)) assert.equal(statSync(join(ringDir, f)).mode & 0o777, 0o600, f);
+    } finally {
+      await teardown(s);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "operations of a hub killed mid-operation end in a definite state after it restarts",
+  fn: async () => {
+    const s = await setup();
+    let hub = s.hub;
+    try {
+      // A logs request the edge cannot answer (its process is stopped), and the hub killed.
+      const agentPid = s.agent.current().pid;
+      Deno.kill(agentPid, "SIGSTOP");
+      const waiting = hub.api(`/api/v1/edges/${EDGE.id}/logs`, { method: "POST", body: "{}" }).catch(() =>
+        undefined
+      );
+      const logsOp = await waitFor(
+        async () => {
+          const ops = (await (await hub.api(`/api/v1/edges/${EDGE.id}/operations`)).json()).operations;
+          return ops.find((o: { kind: string }) => o.kind === "logs");
+        },
+        10_000,
+        "the logs operation",
+      );
+      assert.equal(logsOp.status, "pending");
+      // A config change sent while the edge is stopped: it gets it when it runs again.
+      const id = await pushConfig(hub, EDGE.id, { ...s.config, log: { maxBytes: 262144 } });
+      await hub.proc.kill("SIGKILL");
+      await waiting;
+      Deno.kill(agentPid, "SIGCONT");
+      hub = await startHub({
+        dir: join(s.dir, "hub"),
+        edges: [EDGE],
+        grpcPort: s.hub.grpcPort,
+        apiPort: s.hub.apiPort,
+        runner: RUNNER,
+      });
+      const lost = await (await hub.api(`/api/v1/operations/${logsOp.id}`)).json();
+      assert.equal(lost.status, "failed");
+      assert.equal(lost.reason, "the hub restarted before the edge answered");
+      const op = await waitOperation(hub, id);
+      assert.equal(op.status, "successful", JSON.stringify(op));
+      assert.equal(JSON.parse(readFileSync(s.configPath, "utf8")).log.maxBytes, 262144);
+      // And the hub is killed while the edge is on trial with a config it will roll back.
+      const bad = await pushConfig(hub, EDGE.id, {
+        ...s.config,
+        hub: { ...s.config.hub, secret: WRONG_SECRET },
+      });
+      await waitFor(
+        async () => (await (await hub.api(`/api/v1/operations/${bad}`)).json()).status === "executing",
+        30_000,
+        "executing",
+      );
+      await hub.proc.kill("SIGKILL");
+      hub = await startHub({
+        dir: join(s.dir, "hub"),
+        edges: [EDGE],
+        grpcPort: s.hub.grpcPort,
+        apiPort: s.hub.apiPort,
+        runner: RUNNER,
+      });
+      const rolled = await waitOperation(hub, bad);
+      assert.equal(rolled.status, "failed");
+      assert.match(rolled.reason, /^rolled back: /);
+      await waitConnected(s.agent);
+    } finally {
+      await s.agent.stop();
+      await hub.stop();
+      removeDir(s.dir);
+    }
+  },
+});
