@@ -263,6 +263,14 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
         ? { status: "failed", reason: b.status === "rolled-back" ? `rolled back: ${reason ?? ""}` : reason }
         : undefined;
     if (outcome) setOperation(edge, op.id, kind, outcome);
+    // Pushes replace each other: those before this one that the edge never reported on are over.
+    store.supersedeOperations(
+      edge,
+      kind,
+      op.id,
+      "replaced by a newer push before the edge reported on it",
+      now(),
+    );
   }
 
   function saveReport(session: Session, report: ReportFrame): void {
@@ -437,7 +445,6 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   function push(edge: string, kind: PushKind, version: string, body: string): "sent" | "pending" {
     // Durable first, deleted only when the edge reports on it (see saveReport).
     store.savePush({ edge, kind, version, body, createdAt: now() });
-    store.supersedeOperations(edge, kind, "replaced by a newer push before the edge reported on it", now());
     store.insertOperation({
       id: randomUUID(),
       edge,

@@ -148,8 +148,11 @@ export interface HubStore {
   countOpenOperations(edge: string): number;
   /** At start-up: open operations that only a live request could finish (logs) fail with `reason`. */
   failOperations(kind: OperationKind, reason: string, now: number): string[];
-  /** Open operations of the edge and kind fail with `reason` (a newer rules push replaces them). */
-  supersedeOperations(edge: string, kind: OperationKind, reason: string, now: number): void;
+  /**
+   * Open operations of the edge and kind older than operation `newer` fail with `reason` (the
+   * edge reported on a newer rules push or update offer: the older ones will not come).
+   */
+  supersedeOperations(edge: string, kind: OperationKind, newer: string, reason: string, now: number): void;
   close(): void;
 }
 
@@ -197,7 +200,8 @@ const SQL = {
     `SELECT ${OPERATION_COLUMNS} FROM operations WHERE edge = ? AND kind = ? AND version = ? ` +
     "AND status IN ('pending', 'executing') ORDER BY created_at DESC, rowid DESC LIMIT 1",
   supersede: "UPDATE operations SET status = 'failed', reason = ?, body = NULL, updated_at = ? " +
-    "WHERE edge = ? AND kind = ? AND status IN ('pending', 'executing')",
+    "WHERE edge = ? AND kind = ? AND status IN ('pending', 'executing') " +
+    "AND rowid < (SELECT rowid FROM operations WHERE id = ?)",
   countOpen: "SELECT count(*) AS n FROM operations WHERE edge = ? AND status IN ('pending', 'executing')",
   openOfKind: "SELECT id FROM operations WHERE kind = ? AND status IN ('pending', 'executing')",
   failOfKind: "UPDATE operations SET status = 'failed', reason = ?, body = NULL, updated_at = ? " +
@@ -453,8 +457,8 @@ export function createHubStore(path: string): HubStore {
       });
     },
 
-    supersedeOperations(edge, kind, reason, now) {
-      q(SQL.supersede).run(reason, now, edge, kind);
+    supersedeOperations(edge, kind, newer, reason, now) {
+      q(SQL.supersede).run(reason, now, edge, kind, newer);
     },
 
     close() {

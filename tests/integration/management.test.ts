@@ -406,6 +406,47 @@ Deno.test({
       );
       assert.ok(ops.some((o: { kind: string; id: string }) => o.kind === "restart" && o.id === id));
 
+      // Rules pushes and update offers are operations too, with the edge's outcome.
+      const rulesOk = await (await s.hub.api(`/api/v1/edges/${EDGE.id}/rules`, {
+        method: "PUT",
+        body: JSON.stringify({ version: 1, rules: [{ id: "r", then: [{ remove: ["x"] }] }] }),
+      })).json();
+      const rulesBad = await (await s.hub.api(`/api/v1/edges/${EDGE.id}/rules`, {
+        method: "PUT",
+        body: JSON.stringify({ version: 1, rules: [{ id: "r", then: [{ deadband: { field: "x" } }] }] }),
+      })).json();
+      await s.hub.api(`/api/v1/edges/${EDGE.id}/update`, {
+        method: "POST",
+        body: JSON.stringify({
+          version: "9.9.9",
+          url: "https://releases.example/9.9.9/manifest.json?sig=abc",
+        }),
+      }).then((r) => r.body?.cancel());
+      const byVersion = await waitFor(
+        async () => {
+          const list = (await (await s.hub.api(`/api/v1/edges/${EDGE.id}/operations`)).json()).operations;
+          const find = (kind: string, version: string) =>
+            list.find((o: { kind: string; version: string }) => o.kind === kind && o.version === version);
+          const found = [
+            find("rules", rulesOk.version),
+            find("rules", rulesBad.version),
+            find("update", "9.9.9"),
+          ];
+          return found.every((o) => o && (o.status === "successful" || o.status === "failed"))
+            ? found
+            : undefined;
+        },
+        30_000,
+        "the rules and update operations to end",
+      );
+      const [okOp, badOp, updateOp] = byVersion!;
+      assert.equal(okOp.status, "successful");
+      assert.equal(badOp.status, "failed");
+      assert.equal(badOp.result.errors[0].path, "/rules/0/then/0/deadband/delta");
+      assert.equal(updateOp.status, "failed");
+      assert.match(updateOp.reason, /update\.auto is off/);
+      assert.ok(!JSON.stringify(updateOp).includes("sig=abc"), "the offer's query is masked");
+
       // The CLI reads the same ring, also the lines of the first process.
       const cli = await runOutpost(["logs", "--config", s.configPath, "--json"], { runner: RUNNER });
       assert.equal(cli.code, 0, cli.stderr);
