@@ -456,7 +456,20 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       createdAt: now(),
     });
     const session = closing ? undefined : live(edge);
-    if (session === undefined) return "pending";
+    if (session === undefined) {
+      // The edge gets only the newest push of a kind on connect: older unsent ones are over.
+      const op = store.openOperationOf(edge, kind, version);
+      if (op) {
+        store.supersedeOperations(
+          edge,
+          kind,
+          op.id,
+          "replaced by a newer push before the edge got it",
+          now(),
+        );
+      }
+      return "pending";
+    }
     write(session, pushFrame(kind, version, body));
     return "sent";
   }

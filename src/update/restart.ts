@@ -9,10 +9,10 @@
  * watchdog stops it, restores `.prev` and starts that instead. Nobody else would.
  */
 import {
-  args,
   type DetachedProcess,
   executablePath,
   onShutdownSignal,
+  relaunchArgs,
   RESTART_EXIT_CODE,
   spawnDetached,
   underSupervisor,
@@ -40,7 +40,7 @@ export async function restartProcess(options: RestartOptions): Promise<number> {
     return RESTART_EXIT_CODE;
   }
   const exe = executablePath();
-  const child = spawnDetached(exe, args());
+  const child = spawnDetached(exe, relaunchArgs());
   log.info("update.restart", { how: "spawn", exe, pid: child.pid });
   if (!options.watch) return 0;
   return await watchTrial(child, options.watch, log, options.now ?? Date.now);
@@ -106,7 +106,7 @@ async function watchTrial(
 
   function rollBackAndStart(marker: NonNullable<ReturnType<typeof onTrial>>, reason: string): number {
     const rolled = rollbackTrial(watch.paths, marker, reason, { log, now, by: "watchdog" });
-    const next = spawnDetached(executablePath(), args());
+    const next = spawnDetached(executablePath(), relaunchArgs());
     log.info("update.restart", { how: "spawn", pid: next.pid, rolledBack: rolled });
     return 0;
   }

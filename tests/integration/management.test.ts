@@ -11,6 +11,7 @@ import {
   hubRecords,
   removeDir,
   runOutpost,
+  startAgent,
   startHub,
   tempDir,
   TEST_TOKEN,
@@ -544,6 +545,66 @@ Deno.test({
       await s.agent.stop();
       await hub.stop();
       removeDir(s.dir);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "without a supervisor the agent run from source starts itself again onto a pushed config",
+  fn: async () => {
+    const dir = tempDir("outpost-manage-");
+    const hub = await startHub({ dir: join(dir, "hub"), edges: [EDGE], runner: RUNNER });
+    const apiPort = await freePort();
+    const config = {
+      edgeId: EDGE.id,
+      dataDir: "data",
+      api: { listen: `127.0.0.1:${apiPort}`, token: TEST_TOKEN },
+      mqtt: { broker: false },
+      hub: { url: `grpc://127.0.0.1:${hub.grpcPort}`, routingKey: EDGE.routingKey, secret: EDGE.secret },
+    };
+    const configPath = writeAgentConfig(join(dir, "agent"), config);
+    const agent = await startAgent(configPath, { runner: RUNNER, env: { OUTPOST_SUPERVISED: "0" } });
+    let childPid: number | undefined;
+    try {
+      await waitFor(
+        async () => (await (await agent.api("/api/v1/status")).json()).hub.connected,
+        30_000,
+        "link",
+      );
+      const id = await pushConfig(hub, EDGE.id, { ...config, log: { maxBytes: 196608 } });
+      const restart = await agent.proc.waitForEvent("update.restart");
+      assert.equal(restart.how, "spawn");
+      childPid = Number(restart.pid);
+      // (Its output pipe stays open: the new process writes to it too.)
+      assert.equal((await agent.proc.child.status).code, 0, "the first process left after starting the next");
+      const op = await waitOperation(hub, id);
+      assert.equal(op.status, "successful", JSON.stringify(op));
+      const status = await (await agent.api("/api/v1/status")).json();
+      assert.equal(status.hub.connected, true);
+    } finally {
+      try {
+        agent.proc.child.kill("SIGTERM");
+      } catch { /* gone */ }
+      if (childPid) {
+        try {
+          Deno.kill(childPid, "SIGTERM");
+        } catch { /* gone */ }
+        await waitFor(
+          () => {
+            try {
+              Deno.kill(childPid!, "SIGCONT");
+              return false;
+            } catch {
+              return true;
+            }
+          },
+          15_000,
+          "the restarted agent to stop",
+        );
+      }
+      await hub.stop();
+      removeDir(dir);
     }
   },
 });
