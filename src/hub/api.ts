@@ -248,7 +248,7 @@ export function createHubApi(deps: HubApiDeps): Hono {
     return c.json({ edge, version: offer.version, status }, 202);
   });
 
-  mountOperationRoutes(app, { store, link, configured, readBody, errors, logsTimeoutMs: deps.logsTimeoutMs });
+  mountOperationRoutes(app, { store, link, configured, errors, logsTimeoutMs: deps.logsTimeoutMs });
 
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => {

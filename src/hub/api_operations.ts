@@ -28,7 +28,6 @@ export interface OperationRouteDeps {
   store: Pick<HubStore, "edges" | "operation" | "operationsOf" | "countOpenOperations">;
   link: Pick<EdgeLink, "operate" | "fetchLogs" | "logsWaiting">;
   configured: ReadonlySet<string>;
-  readBody(c: Context): Promise<{ ok: true; value: unknown } | { ok: false; response: Response }>;
   errors(c: Context, issues: Issue[]): Response;
   logsTimeoutMs?: number;
 }
@@ -68,25 +67,32 @@ export function mountOperationRoutes(app: Hono, deps: OperationRouteDeps): void 
     const edge = c.req.param("edge");
     if (!configured.has(edge)) return unknownEdge(c, edge);
     const row = store.edges().find((e) => e.id === edge);
-    const reported = (row?.reports as Record<string, { source?: unknown; config?: unknown }> | undefined)
-      ?.config;
+    const reports = row?.reports as
+      | Record<string, { source?: unknown; config?: unknown; at?: unknown }>
+      | undefined;
+    const reported = reports?.config;
     return c.json({
       edge,
       source: reported?.source ?? null,
       // Masked by the edge already; masked again in case an older edge did not.
       config: reported?.config === undefined ? null : maskSecrets(reported.config),
-      reportedAt: iso(row?.lastSeenAt ?? null),
+      // When the edge last said which config it runs (on every connect).
+      reportedAt: typeof reported?.at === "string" ? reported.at : null,
     });
   });
 
   app.post("/api/v1/edges/:edge/logs", async (c) => {
     const edge = c.req.param("edge");
     if (!configured.has(edge)) return unknownEdge(c, edge);
+    // An empty body asks for everything (the newest lines, up to the bounds).
+    const text = await c.req.text();
     let body: unknown = {};
-    if ((await c.req.raw.clone().text()).trim() !== "") {
-      const read = await deps.readBody(c);
-      if (!read.ok) return read.response;
-      body = read.value;
+    if (text.trim() !== "") {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        return deps.errors(c, [{ path: "", message: "body is not valid JSON" }]);
+      }
     }
     const query = parseLogQuery(body, Date.now());
     if (!query.ok) return deps.errors(c, query.issues);

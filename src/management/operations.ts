@@ -341,7 +341,7 @@ function configReport(config: Config): Record<string, unknown> {
   if (!config.source) return { source: null, config: null };
   try {
     const text = readFileSync(config.source, "utf8");
-    return { source: config.source, config: maskSecrets(JSON.parse(text)) };
+    return { source: config.source, config: maskSecrets(JSON.parse(text)), at: new Date().toISOString() };
   } catch (error) {
     return { source: config.source, config: null, error: errorMessage(error) };
   }

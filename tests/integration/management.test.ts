@@ -133,6 +133,7 @@ Deno.test({
       assert.equal(before.body.config.rules, join(dir, "a.json"));
       assert.equal(before.body.config.hub.secret, "***");
       assert.equal(before.body.config.api.token, "***");
+      assert.equal(typeof before.body.reportedAt, "string");
 
       const id = await pushConfig(s.hub, EDGE.id, { ...s.config, rules: join(dir, "b.json") });
       const op = await waitOperation(s.hub, id);
