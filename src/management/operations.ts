@@ -194,6 +194,14 @@ export function createManagement(deps: ManagementDeps): Management {
         errors,
       );
     }
+    if (parsed.value.hub === undefined) {
+      // Without a hub the trial could never fail and the hub would never hear from it again.
+      const errors = [{
+        path: "/hub",
+        message: "is required: a config pushed by the hub must keep a hub link",
+      }];
+      return refuse(frame, `invalid configuration: /hub: ${errors[0].message}`, errors);
+    }
     busy = true;
     log.info("operation.received", { id: frame.id, kind: "config" });
     record({ id: frame.id, kind: "config", status: "executing", at: now() });

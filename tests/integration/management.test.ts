@@ -226,6 +226,12 @@ Deno.test({
       assert.match(op2.reason, /\/hub\/secret: /);
       assert.ok(!JSON.stringify(op2).includes("987654321"), JSON.stringify(op2));
       assert.ok(!s.agent.lines().join("\n").includes("987654321"));
+      // A config without a hub would cut the edge off for good: refused.
+      const { hub: _hub, ...withoutHub } = s.config;
+      const op3 = await waitOperation(s.hub, await pushConfig(s.hub, EDGE.id, withoutHub));
+      assert.equal(op3.status, "failed");
+      assert.deepEqual(op3.result.errors.map((e: { path: string }) => e.path), ["/hub"]);
+      assert.equal(readFileSync(s.configPath, "utf8"), original);
       // Not JSON, not an object: 400 at the hub with the path.
       const bad = await s.hub.api(`/api/v1/edges/${EDGE.id}/config`, { method: "PUT", body: "[1]" });
       assert.equal(bad.status, 400);
@@ -606,6 +612,48 @@ Deno.test({
       }
       await hub.stop();
       removeDir(dir);
+    }
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "a pushed config the agent cannot start on is rolled back at once; one it keeps crashing on is rolled back past update.maxStarts",
+  fn: async () => {
+    const s = await setup({ update: { trialSeconds: 600, maxStarts: 3 } });
+    try {
+      const original = readFileSync(s.configPath, "utf8");
+      // The API on a port in use (the hub's): the new process cannot start.
+      const busy = await pushConfig(s.hub, EDGE.id, {
+        ...s.config,
+        api: { ...s.config.api, listen: `127.0.0.1:${s.hub.apiPort}` },
+      });
+      const op1 = await waitOperation(s.hub, busy);
+      assert.equal(op1.status, "failed");
+      assert.match(op1.reason, /^rolled back: the agent did not start: /);
+      assert.equal(readFileSync(s.configPath, "utf8"), original);
+      await waitConnected(s.agent);
+
+      // A config on which the agent is killed at every start (as a crash would): the start
+      // after update.maxStarts goes back to the previous file before reading the new one.
+      const crash = await pushConfig(s.hub, EDGE.id, {
+        ...s.config,
+        hub: { ...s.config.hub, secret: WRONG_SECRET },
+      });
+      const before = s.agent.procs.length;
+      for (let k = 1; k <= 3; k++) {
+        await s.agent.started(before + k);
+        await s.agent.current().waitForEvent("config.trial.started");
+        await s.agent.kill9AndStart();
+      }
+      const op2 = await waitOperation(s.hub, crash);
+      assert.equal(op2.status, "failed");
+      assert.match(op2.reason, /^rolled back: the agent started 3 times on it without passing its trial/);
+      assert.equal(readFileSync(s.configPath, "utf8"), original);
+      await waitConnected(s.agent);
+    } finally {
+      await teardown(s);
     }
   },
 });
