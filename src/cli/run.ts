@@ -136,5 +136,6 @@ async function runAgent(config: Config, configBoot: ConfigBoot, log: Logger): Pr
   if (outcome.after !== "swap" && outcome.after !== "rollback") {
     log.info("agent.restart", { after: outcome.after });
   }
-  return await restartAfter(outcome as RestartRequest, config.dataDir, log);
+  const watch = outcome.after === "config" ? agent.management.staged() : undefined;
+  return await restartAfter(outcome as RestartRequest, config.dataDir, log, watch);
 }

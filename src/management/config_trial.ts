@@ -21,7 +21,7 @@ import { dirname } from "node:path";
 import { bootTime } from "../core/clock.ts";
 import { errorMessage } from "../core/errors.ts";
 import type { Logger } from "../telemetry/mod.ts";
-import { fsyncDir, removeDurably, writeFileAtomic } from "../update/mod.ts";
+import { fsyncDir, removeDurably, type WatchedTrial, writeFileAtomic } from "../update/mod.ts";
 
 export interface ConfigTrialPaths {
   config: string;
@@ -246,4 +246,29 @@ function finish(
   record(paths, { op: marker.op, status, ...(reason ? { reason } : {}), at: now });
   removeDurably(paths.marker);
   if (status === "failed") log.warn("config.trial.failed", { op: marker.op, reason });
+}
+
+/**
+ * The trial of operation `op` as the restarting process's watchdog sees it (no supervisor): on
+ * trial while the marker names `op`; a new process that dies or hangs past the deadline is
+ * rolled back from outside.
+ */
+export function watchedConfigTrial(paths: ConfigTrialPaths, op: string, log: Logger): WatchedTrial {
+  const marker = () => {
+    const m = readConfigMarker(paths);
+    return m && m !== "corrupt" && m.op === op ? m : undefined;
+  };
+  return {
+    what: `the config of operation ${op}`,
+    onTrial() {
+      const m = marker();
+      return m ? { deadline: m.deadline } : undefined;
+    },
+    rollBack(reason) {
+      const m = marker();
+      if (!m) return false;
+      rollbackConfig(paths, m, reason, Date.now(), log);
+      return true;
+    },
+  };
 }

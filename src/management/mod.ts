@@ -15,6 +15,7 @@ export {
   rollbackConfig,
   stageConfig,
   type StageOptions,
+  watchedConfigTrial,
 } from "./config_trial.ts";
 export { JOURNAL_MAX, type JournalEntry, type OperationStatus } from "./journal.ts";
 export {

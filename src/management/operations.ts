@@ -30,7 +30,9 @@ import {
   readConfigResult,
   rollbackConfig,
   stageConfig,
+  watchedConfigTrial,
 } from "./config_trial.ts";
+import type { WatchedTrial } from "../update/mod.ts";
 import { Journal, type JournalEntry, type OperationStatus } from "./journal.ts";
 
 /** Why the agent asks to be restarted by management. */
@@ -60,6 +62,8 @@ export interface Management {
   failTrial(reason: string): boolean;
   /** Resolves when the agent must drain and restart. */
   readonly restartRequested: Promise<ManagementRestart>;
+  /** After a config was staged: its trial, for the watchdog of a restart without a supervisor. */
+  staged(): WatchedTrial | undefined;
   /** Recorded operations, newest last (`GET /api/v1/operations`). */
   operations(): JournalEntry[];
   stop(): void;
@@ -81,6 +85,7 @@ export function createManagement(deps: ManagementDeps): Management {
   let trial: ConfigMarker | undefined = deps.boot.kind === "trial" ? deps.boot.marker : undefined;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
+  let stagedOp: string | undefined;
 
   const report = (body: Record<string, unknown>) =>
     deps.send({ frame: "report", report: { type: "operation", body: Buffer.from(JSON.stringify(body)) } });
@@ -231,6 +236,7 @@ export function createManagement(deps: ManagementDeps): Management {
       });
       return;
     }
+    stagedOp = frame.id;
     log.info("config.written", {
       id: frame.id,
       config: config.source,
@@ -322,6 +328,7 @@ export function createManagement(deps: ManagementDeps): Management {
     },
     failTrial,
     restartRequested: restart.promise,
+    staged: () => (paths && stagedOp ? watchedConfigTrial(paths, stagedOp, log) : undefined),
     operations: () => journal.entries(),
     stop() {
       stopped = true;

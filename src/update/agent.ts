@@ -10,7 +10,7 @@ import { executablePath, isCompiled, pid, target } from "../runtime/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { VERSION } from "../version.ts";
 import { updatePaths } from "./_files.ts";
-import { restartProcess } from "./restart.ts";
+import { restartProcess, updateTrial, type WatchedTrial } from "./restart.ts";
 import { mountUpdateRoutes } from "./routes.ts";
 import { bootCheck, type BootDecision } from "./trial.ts";
 import { createUpdater, type Updater, type UpdateSettings } from "./updater.ts";
@@ -68,11 +68,17 @@ export function bootUpdate(dataDir: string, log: Logger): BootDecision {
 }
 
 /** Restarts after the agent has stopped: the exit code for `outpost run` to end with. */
-export async function restartAfter(request: RestartRequest, dataDir: string, log: Logger): Promise<number> {
+export async function restartAfter(
+  request: RestartRequest,
+  dataDir: string,
+  log: Logger,
+  /** Another trial to watch after the restart (a pushed config's, src/management). */
+  watch?: WatchedTrial,
+): Promise<number> {
   return await restartProcess({
     log,
     watch: request.after === "swap"
-      ? { paths: updatePaths(executablePath(), dataDir), version: request.version }
-      : undefined,
+      ? updateTrial(updatePaths(executablePath(), dataDir), request.version, log, Date.now)
+      : watch,
   });
 }

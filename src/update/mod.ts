@@ -38,6 +38,7 @@ export {
   writeResult,
 } from "./marker.ts";
 export { mountUpdateRoutes } from "./routes.ts";
+export { type WatchedTrial } from "./restart.ts";
 export { compareSemver, parseSemver } from "./semver.ts";
 export { bootCheck, type BootDecision, commitTrial, rollbackTrial } from "./trial.ts";
 export {

@@ -657,3 +657,63 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "without a supervisor the process that applied a config watches the new one: killed on trial, the previous file is restored and started",
+  fn: async () => {
+    const dir = tempDir("outpost-manage-");
+    const hub = await startHub({ dir: join(dir, "hub"), edges: [EDGE], runner: RUNNER });
+    const apiPort = await freePort();
+    const config = {
+      edgeId: EDGE.id,
+      dataDir: "data",
+      api: { listen: `127.0.0.1:${apiPort}`, token: TEST_TOKEN },
+      mqtt: { broker: false },
+      hub: { url: `grpc://127.0.0.1:${hub.grpcPort}`, routingKey: EDGE.routingKey, secret: EDGE.secret },
+      update: { trialSeconds: 600 },
+    };
+    const configPath = writeAgentConfig(join(dir, "agent"), config);
+    const original = readFileSync(configPath, "utf8");
+    const agent = await startAgent(configPath, { runner: RUNNER, env: { OUTPOST_SUPERVISED: "0" } });
+    const spawned = () =>
+      agent.proc.lines.filter((l) => l.includes('"event":"update.restart"')).map((l) =>
+        Number(JSON.parse(l).pid)
+      );
+    try {
+      await waitFor(
+        async () => (await (await agent.api("/api/v1/status")).json()).hub.connected,
+        30_000,
+        "link",
+      );
+      const id = await pushConfig(hub, EDGE.id, { ...config, hub: { ...config.hub, secret: WRONG_SECRET } });
+      await agent.proc.waitForEvent("config.trial.started");
+      await agent.proc.waitForEvent("update.watchdog.started");
+      const [child] = spawned();
+      Deno.kill(child, "SIGKILL");
+      const op = await waitOperation(hub, id);
+      assert.equal(op.status, "failed");
+      assert.match(op.reason, /^rolled back: the config of operation .* exited \(SIGKILL\) during its trial/);
+      assert.equal(readFileSync(configPath, "utf8"), original);
+      assert.equal(spawned().length, 2, "the watchdog started the previous config");
+      await waitFor(
+        async () => (await (await agent.api("/api/v1/status")).json()).hub.connected,
+        30_000,
+        "link",
+      );
+    } finally {
+      try {
+        agent.proc.child.kill("SIGTERM");
+      } catch { /* gone */ }
+      for (const pid of spawned()) {
+        try {
+          Deno.kill(pid, "SIGTERM");
+        } catch { /* gone */ }
+      }
+      await hub.stop();
+      await new Promise((r) => setTimeout(r, 1000));
+      removeDir(dir);
+    }
+  },
+});
