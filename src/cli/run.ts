@@ -1,7 +1,8 @@
 /**
  * `outpost run`: the agent in the foreground until SIGINT/SIGTERM, then drain and exit 0. A
- * self-update (or a failed trial's rollback) also drains, then restarts: exit 75 under a
- * supervisor, else the new process is started here (src/update/restart.ts).
+ * self-update, a config pushed by the hub, a restart asked by the hub (or a failed trial's
+ * rollback) also drains, then restarts: exit 75 under a supervisor, else the new process is
+ * started here (src/update/restart.ts). Every log line also goes to the on-disk ring.
  */
 import { createAgent } from "../agent/mod.ts";
 import { type Config, findConfigPath, loadConfig } from "../config/mod.ts";
