@@ -558,7 +558,7 @@ Deno.test({
 
 Deno.test({
   ...opts,
-  name: "without a supervisor the agent run from source starts itself again onto a pushed config",
+  name: "without a supervisor the agent starts itself again onto a pushed config, also when run from source",
   fn: async () => {
     const dir = tempDir("outpost-manage-");
     const hub = await startHub({ dir: join(dir, "hub"), edges: [EDGE], runner: RUNNER });
