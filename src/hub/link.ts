@@ -102,9 +102,12 @@ export type LogsOutcome =
 export const LOGS_WAITING_PER_EDGE = 4;
 /** How often a replica waiting for a logs answer looks for it in the shared store. */
 const LOGS_POLL_MS = 200;
-/** With replicas: a logs request open this long has no waiter left (every wait is shorter). */
+/**
+ * With replicas: a logs request open this long has no waiter left (every wait is shorter); nor
+ * has one whose replica is no longer alive (the store knows, by the replicas' heartbeats).
+ */
 const LOGS_ORPHANED_MS = 10 * 60_000;
-const LOGS_SWEEP_MS = 60_000;
+const LOGS_SWEEP_MS = 15_000;
 
 export interface EdgeLinkOptions {
   store: HubStore;
@@ -710,8 +713,8 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
 
   /**
    * A logs request lives only as long as the API call that waits for it. With one hub process,
-   * every one still open at start-up has failed; with replicas, those older than any wait can be
-   * (their replica stopped while waiting), checked at start-up and every LOGS_SWEEP_MS.
+   * every one still open at start-up has failed; with replicas, those whose replica stopped while
+   * waiting (or older than any wait), checked at start-up and every LOGS_SWEEP_MS.
    */
   async function sweepLogs(): Promise<void> {
     const t = now();

@@ -181,8 +181,9 @@ export interface HubStore {
   countOpenOperations(edge: string): Promise<number>;
   /**
    * Open operations of `kind` created before `createdBefore` (default: all) that only a live
-   * request could finish (logs) fail with `reason`; answers of finished ones of that kind that
-   * nobody took are dropped. Returns the ids failed.
+   * request could finish (logs) fail with `reason`, and so do, in a store shared by replicas,
+   * those taken by a replica that is no longer alive; answers of such finished ones that nobody
+   * took are dropped. Returns the ids failed.
    */
   failOperations(kind: OperationKind, reason: string, now: number, createdBefore?: number): Promise<string[]>;
   /**

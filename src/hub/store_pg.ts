@@ -482,8 +482,9 @@ function createPgStore(sql: postgres.Sql, log: Logger, o: PgStoreOptions): HubSt
 
     async insertOperation(op) {
       await sql.begin(async (tx) => {
-        await tx`INSERT INTO operations (id, edge, kind, version, status, request, body, created_at, updated_at)
-          VALUES (${op.id}::text, ${op.edge}::text, ${op.kind}::text, ${op.version}::text, ${op.status}::text,
+        await tx`INSERT INTO operations (id, replica, edge, kind, version, status, request, body, created_at,
+            updated_at)
+          VALUES (${op.id}::text, ${replica}::text, ${op.edge}::text, ${op.kind}::text, ${op.version}::text, ${op.status}::text,
             ${op.request === undefined ? null : JSON.stringify(op.request)}::text, ${op.body}::text,
             ${op.createdAt}::int8, ${op.createdAt}::int8)`;
         await tx`DELETE FROM operations WHERE edge = ${op.edge}::text AND status IN ('successful', 'failed')
@@ -543,14 +544,18 @@ function createPgStore(sql: postgres.Sql, log: Logger, o: PgStoreOptions): HubSt
     },
 
     async failOperations(kind, reason, now, createdBefore = Number.MAX_SAFE_INTEGER) {
+      // Also those whose replica (where a logs request waits) is no longer alive.
+      const orphaned = sql`(created_at < ${createdBefore}::int8 OR (replica IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM hub_replicas r WHERE r.id = operations.replica
+          AND r.seen_at > now() - make_interval(secs => ${staleSeconds}))))`;
       return await sql.begin(async (tx) => {
         const failed =
           await tx`UPDATE operations SET status = 'failed', reason = ${reason}::text, body = NULL,
             updated_at = ${now}::int8
-          WHERE kind = ${kind}::text AND status IN ('pending', 'executing') AND created_at < ${createdBefore}::int8
+          WHERE kind = ${kind}::text AND status IN ('pending', 'executing') AND ${orphaned}
           RETURNING id`;
         await tx`UPDATE operations SET body = NULL WHERE kind = ${kind}::text
-          AND status IN ('successful', 'failed') AND body IS NOT NULL AND created_at < ${createdBefore}::int8`;
+          AND status IN ('successful', 'failed') AND body IS NOT NULL AND ${orphaned}`;
         return failed.map((r) => r.id as string);
       }) as string[];
     },

@@ -1,9 +1,9 @@
 /**
  * Remote management on a hub of two replicas sharing one PostgreSQL (SPEC §11, §12), with real
- * processes: the agent is connected to replica B only, every request goes to replica A. A config
- * push posted to A reaches the edge through B and ends `successful`; a logs request posted to A
- * gets the lines the edge sent to B; so does a restart; both replicas list the edge's operations; no secret in any
- * answer.
+ * processes: the agent is connected to replica B only, every request goes to replica A. A logs
+ * request posted to A gets the lines the edge sent to B; a config push and a restart posted to A
+ * reach the edge through B and end `successful`; both replicas list the edge's operations; no
+ * secret is in any answer. A logs request whose replica is killed while it waits ends `failed`.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -33,7 +33,7 @@ const EDGE = { id: "gw-replicas", routingKey: "rk-replicas", secret: "hub-secret
 Deno.test({
   ...opts,
   name:
-    "two replicas on PostgreSQL: a config push and a logs request posted to replica A reach the edge connected to replica B; both list the operations",
+    "two replicas on PostgreSQL: logs, a config push and a restart posted to replica A reach the edge connected to replica B; both list the operations; a logs request of a killed replica fails",
   fn: async () => {
     const dir = tempDir("outpost-manage-pg-");
     let pg: Postgres | undefined;
@@ -117,6 +117,33 @@ Deno.test({
         assert.equal(ops[2].id, logsBody.id);
         assert.equal(typeof ops[2].result.lines, "number");
       }
+      // Replica A killed while it waits for a logs answer (the edge is stopped): replica B fails the
+      // request once A's heartbeat is stale; the edge's late answer changes nothing.
+      await waitConnected(agent);
+      const agentPid = agent.current().pid;
+      Deno.kill(agentPid, "SIGSTOP");
+      const waiting = a.api(`/api/v1/edges/${EDGE.id}/logs`, { method: "POST", body: "{}" }).catch(() =>
+        undefined
+      );
+      const lost = await waitFor(
+        async () => {
+          const ops = (await (await b.api(`/api/v1/edges/${EDGE.id}/operations`)).json()).operations;
+          return ops.find((o: { kind: string; status: string }) =>
+            o.kind === "logs" && o.status === "pending"
+          );
+        },
+        10_000,
+        "the logs operation",
+      );
+      await a.proc.kill("SIGKILL");
+      await waiting;
+      const failed = await waitOperation(b, lost.id, 45_000);
+      Deno.kill(agentPid, "SIGCONT");
+      assert.equal(failed.status, "failed");
+      assert.equal(failed.reason, "the hub replica waiting for the answer stopped before the edge answered");
+      await waitConnected(agent);
+      assert.equal((await waitOperation(b, lost.id)).status, "failed", "a final operation never changes");
+
       for (const text of answers) {
         for (const secret of [EDGE.secret, TEST_TOKEN]) {
           assert.ok(!text.includes(secret), `an answer holds "${secret}"`);

@@ -39,6 +39,8 @@ function withStore(kind: Kind, fn: (store: HubStore) => Promise<void>): () => Pr
     const store = await open(kind, dir);
     try {
       await store.registerEdges(["gw-1", "gw-2"]);
+      // A live replica (its heartbeat written): its own logs requests are not orphans.
+      await store.shared?.listen(() => {});
       await fn(store);
     } finally {
       await store.close();
