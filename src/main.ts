@@ -10,6 +10,7 @@ import { configCommand } from "./cli/config.ts";
 import { hubCommand } from "./cli/hub.ts";
 import { errorMessage, formatIssues, UsageError } from "./core/errors.ts";
 import { initCommand } from "./cli/init.ts";
+import { logsCommand } from "./cli/logs.ts";
 import { type Io, stdio } from "./cli/io.ts";
 import { runCommand } from "./cli/run.ts";
 import { statusCommand } from "./cli/status.ts";
@@ -42,6 +43,15 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     .option("--config <file>", "Config file of the agent to ask")
     .option("--json", "Print the raw JSON status")
     .action((o) => set(() => statusCommand(o, io))());
+
+  cli.command("logs", "Print the agent's log lines from its on-disk ring (works while it is stopped)")
+    .option("--config <file>", "Config file of the agent (its data folder holds the ring)")
+    .option("--since <time>", 'Only lines since an ISO time or a duration back from now ("15m", "2h")')
+    .option("--level <level>", "Only lines at this level or above: debug, info, warn, error")
+    .option("--lines <n>", "At most this many lines, the newest (default and maximum 10000)")
+    .option("--json", "One JSON object per line, as the agent wrote them")
+    .example("outpost logs --since 1h --level warn")
+    .action((o) => set(() => logsCommand(o, io))());
 
   cli.command("config <action>", "Config tools: `outpost config schema` prints the JSON Schema")
     .action((action: string) => set(() => configCommand(action, io))());

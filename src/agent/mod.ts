@@ -31,6 +31,13 @@ import { type AgentUpdate, createAgentUpdate } from "../update/mod.ts";
 import { VERSION } from "../version.ts";
 import { createDownlink, createOfferHandling } from "../downlink/mod.ts";
 import { RulesHost } from "./rules_host.ts";
+import process from "node:process";
+import {
+  type ConfigBoot,
+  createManagement,
+  type Management,
+  mountManagementRoutes,
+} from "../management/mod.ts";
 
 export interface Agent {
   start(): Promise<{ apiPort: number }>;
@@ -40,6 +47,13 @@ export interface Agent {
   readonly ingest: Ingest;
   /** Self-update: the updater, its routes, and the restart it may ask for. */
   readonly update: AgentUpdate;
+  /** Operations from the hub: config changes on trial, logs, restarts (and the restart they ask for). */
+  readonly management: Management;
+}
+
+export interface AgentOptions {
+  /** What the start-up check decided about a pushed config on trial (src/management). */
+  configBoot?: ConfigBoot;
 }
 
 /** The API token: from the config, else the one kept in the data dir (made once, mode 0600). */
@@ -55,7 +69,7 @@ export function resolveApiToken(config: Config): string {
 }
 
 /** Every part of the agent, built from the config and wired together, nothing started yet. */
-function buildParts(config: Config, telemetry: Telemetry) {
+function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions) {
   const log = telemetry.log;
   /** Open while the transports run: HTTP ingest answers 503 outside that time. */
   const gate = { open: false };
@@ -102,6 +116,7 @@ function buildParts(config: Config, telemetry: Telemetry) {
         hello: { version: VERSION, target: target() },
         onFrame: (frame) => downlink(frame),
         onConnected: () => {
+          management.connected();
           offers.connected();
           commands.linkUp();
         },
@@ -148,6 +163,16 @@ function buildParts(config: Config, telemetry: Telemetry) {
     send: (frame) => uplink?.send(frame) ?? false,
   });
 
+  // Operations from the hub (docs/management.md): config changes on trial, logs, restarts.
+  const management = createManagement({
+    config,
+    boot: options.configBoot ?? { kind: "normal" },
+    log,
+    send: (frame) => uplink?.send(frame) ?? false,
+    hubConnected: () => hubStatus().connected,
+    pauseAt: process.env.OUTPOST_TEST_CONFIG_PAUSE || undefined,
+  });
+
   // Device commands from the hub (docs/commands.md): kept in the outbox's database, delivered
   // over the MQTT transports built below (called only after start) or HTTP polls, their results
   // sent to the hub until it acknowledges them.
@@ -169,6 +194,7 @@ function buildParts(config: Config, telemetry: Telemetry) {
     telemetry,
     send: (frame) => uplink?.send(frame) ?? false,
     onUpdateOffer: (offer) => offers.offer(offer),
+    onOperation: (operation) => management.receive(operation),
   });
 
   const app = createControlApp({
@@ -192,6 +218,7 @@ function buildParts(config: Config, telemetry: Telemetry) {
     extend: (a) => {
       update.mount(a);
       mountCommandRoutes(a, commands);
+      mountManagementRoutes(a, { dataDir: config.dataDir, management });
       // After the routes above: `/api/v1/{deviceToken}/…` never shadows one of them.
       a.route(
         "/",
@@ -278,6 +305,7 @@ function buildParts(config: Config, telemetry: Telemetry) {
     hubStatus,
     rulesHost,
     update,
+    management,
     commands,
     app,
     transports,
@@ -288,7 +316,7 @@ function buildParts(config: Config, telemetry: Telemetry) {
   };
 }
 
-export function createAgent(config: Config, telemetry: Telemetry): Agent {
+export function createAgent(config: Config, telemetry: Telemetry, options: AgentOptions = {}): Agent {
   const log = telemetry.log;
   const {
     db,
@@ -298,6 +326,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     hubStatus,
     rulesHost,
     update,
+    management,
     commands,
     app,
     transports,
@@ -305,7 +334,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     modbus,
     gate,
     connectivity,
-  } = buildParts(config, telemetry);
+  } = buildParts(config, telemetry, options);
   let server: Server | undefined;
   const { hostname, port } = splitHostPort(config.api.listen);
 
@@ -387,8 +416,13 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
           }
           return undefined;
         });
+        // On trial after a pushed config: healthy = hub connected when configured.
+        management.startTrial();
       },
-      stop: () => update.updater.stop(),
+      stop: () => {
+        update.updater.stop();
+        management.stop();
+      },
     },
   ], (name, error) => log.error("agent.stop_failed", { part: name, error: errorMessage(error) }));
 
@@ -397,6 +431,7 @@ export function createAgent(config: Config, telemetry: Telemetry): Agent {
     outbox,
     ingest,
     update,
+    management,
     async start() {
       await parts.start();
       log.info("agent.started", {

@@ -41,6 +41,7 @@ export const DEFAULTS = {
   modbusUnitId: 1,
   modbusInterval: "5s",
   modbusTimeout: "1s",
+  logMaxBytes: 4 * 1024 * 1024,
 } as const;
 
 export const BrokerSchema = v.strictObject({
@@ -350,6 +351,16 @@ export const ConfigSchema = v.strictObject({
   log: v.optional(
     v.strictObject({
       level: v.optional(v.picklist(["debug", "info", "warn", "error"]), "info"),
+      /** The on-disk log ring in `<dataDir>/logs/` (two files of half this each). */
+      maxBytes: v.optional(
+        v.pipe(
+          v.number(),
+          v.integer("must be an integer"),
+          v.minValue(65536, "must be at least 65536"),
+          v.maxValue(1024 * 1024 * 1024, "must be at most 1 GiB"),
+        ),
+        DEFAULTS.logMaxBytes,
+      ),
     }),
     {},
   ),

@@ -55,3 +55,30 @@ function redactFields(fields: Record<string, unknown>): Record<string, unknown> 
   for (const [k, v] of Object.entries(fields)) out[k] = typeof v === "string" ? redactUrlsIn(v) : v;
   return out;
 }
+
+const SECRET_KEY = /secret|token|password|passphrase|privateKey/i;
+const URL_KEY = /url$/i;
+
+/**
+ * A JSON value (a config, a request) as it may be shown or stored for showing: every value
+ * under a key that names a secret (`secret`, `token`, `password`, …) is `"***"`, and URLs under
+ * `…url` keys lose their credentials and query (`redactUrl`).
+ */
+export function maskSecrets(value: unknown, key = ""): unknown {
+  // Whatever a secret's key holds (a string, or a number or object by mistake) is not shown.
+  if (value !== null && value !== undefined && SECRET_KEY.test(key)) return MASK;
+  if (Array.isArray(value)) return value.map((v) => maskSecrets(v, key));
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = maskSecrets(v, k);
+    return out;
+  }
+  if (typeof value === "string" && URL_KEY.test(key)) return redactUrl(value);
+  return value;
+}
+
+/** True when a JSON Pointer ends at a key that names a secret (its value must not be quoted). */
+export function isSecretPath(path: string): boolean {
+  const last = path.split("/").pop() ?? "";
+  return SECRET_KEY.test(last) || URL_KEY.test(last);
+}

@@ -3,12 +3,13 @@
  * - `rules`: validated and applied through the same path as `PUT /api/v1/rules`, the outcome
  *   reported back (rules.ts);
  * - `command` and `commandResultAck`: to the device command host (src/device_commands/);
- * - `updateOffer`: to the offer handling (offers.ts), which hands it to the updater.
+ * - `updateOffer`: to the offer handling (offers.ts), which hands it to the updater;
+ * - `operation` (config, logs, restart): to the agent's management (src/management/).
  * Every frame is handled without ever throwing into the link: bad input from the hub is
  * reported back to it, like bad input from a device is dead-lettered.
  */
 import { Buffer } from "node:buffer";
-import type { EdgeFrame, HubFrame, UpdateOfferFrame } from "../proto/mod.ts";
+import type { EdgeFrame, HubFrame, OperationFrame, UpdateOfferFrame } from "../proto/mod.ts";
 import type { Commands } from "../device_commands/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { applyRulesPush, type RulesTarget } from "./rules.ts";
@@ -21,6 +22,8 @@ export interface DownlinkDeps {
   rules: RulesTarget;
   /** An update offer from the hub (`url` is the signed manifest's URL). */
   onUpdateOffer?: (offer: UpdateOfferFrame) => void;
+  /** A management operation from the hub (config, logs, restart). */
+  onOperation?: (operation: OperationFrame) => void;
   telemetry: Telemetry;
   /** Sends a frame to the hub; false when the link is down (the hub resends pushes on connect). */
   send: (frame: EdgeFrame) => boolean;
@@ -55,8 +58,12 @@ export function createDownlink(deps: DownlinkDeps): (frame: HubFrame) => void {
         if (deps.onUpdateOffer) deps.onUpdateOffer(frame.updateOffer);
         else telemetry.log.warn("hub.frame_unhandled", { frame: frame.frame });
         return;
+      case "operation":
+        if (deps.onOperation) deps.onOperation(frame.operation);
+        else telemetry.log.warn("hub.frame_unhandled", { frame: frame.frame });
+        return;
       default:
-        telemetry.log.warn("hub.frame_unhandled", { frame: frame.frame });
+        telemetry.log.warn("hub.frame_unhandled", { frame: (frame as HubFrame).frame });
     }
   };
 }

@@ -15,20 +15,30 @@ import type { EdgeLink } from "./link.ts";
 import { matchesHash, parseBearer, sha256Hex } from "../core/secret.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { errorMessage } from "../core/errors.ts";
+import { maskSecrets } from "../core/redact.ts";
 import type { HubStore } from "./store.ts";
+import { mountOperationRoutes } from "./api_operations.ts";
 
 export const RECORDS_LIMIT = { default: 1000, max: 10000 } as const;
 export const COMMAND_TIMEOUT_MS = { default: 30_000, max: 600_000 } as const;
 
 export interface HubApiDeps {
-  store: Pick<HubStore, "edges" | "records" | "command" | "pushes">;
-  link: Pick<EdgeLink, "connectedEdges" | "runCommand" | "startCommand" | "push">;
+  store: Pick<
+    HubStore,
+    "edges" | "records" | "command" | "pushes" | "operation" | "operationsOf" | "countOpenOperations"
+  >;
+  link: Pick<
+    EdgeLink,
+    "connectedEdges" | "runCommand" | "startCommand" | "push" | "operate" | "fetchLogs" | "logsWaiting"
+  >;
   /** The configured edge ids, in config order. */
   edges: readonly string[];
   /** When set, every route but `GET /healthz` needs `Authorization: Bearer <token>`. */
   token?: string;
   log?: Logger;
   now?: () => number;
+  /** How long `POST /api/v1/edges/{edge}/logs` waits for the edge (default 30 s). */
+  logsTimeoutMs?: number;
 }
 
 const nonEmpty = v.pipe(v.string(), v.minLength(1, "must not be empty"));
@@ -144,7 +154,7 @@ export function createHubApi(deps: HubApiDeps): Hono {
           lastSeenAt: iso(row?.lastSeenAt),
           records: row?.records ?? 0,
           conflicts: row?.conflicts ?? 0,
-          reports: row?.reports ?? {},
+          reports: maskSecrets(row?.reports ?? {}),
           pending: pending.get(id) ?? {},
         };
       }),
@@ -241,6 +251,8 @@ export function createHubApi(deps: HubApiDeps): Hono {
     const status = await link.push(edge, "update", offer.version, JSON.stringify(offer));
     return c.json({ edge, version: offer.version, status }, 202);
   });
+
+  mountOperationRoutes(app, { store, link, configured, errors, logsTimeoutMs: deps.logsTimeoutMs });
 
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => {

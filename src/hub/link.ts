@@ -14,6 +14,7 @@
  */
 import { AUTH_MAX_FAILURES, AuthLimiter, peerAddress } from "../core/auth_limiter.ts";
 import { RefusalLog } from "../core/refusal_log.ts";
+import { maskSecrets } from "../core/redact.ts";
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
 import type { CommandResultFrame, EdgeFrame, HubFrame, ReportFrame } from "../proto/mod.ts";
@@ -24,7 +25,16 @@ import { createEdgeWork } from "./link_batches.ts";
 import { type CommandOutcome, type CommandOutcomeStatus, CommandWaiters } from "./link_commands.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { errorMessage } from "../core/errors.ts";
-import { type CommandRow, type HubStore, payloadText, type PushKind, type ReplicaMessage } from "./store.ts";
+import {
+  type CommandRow,
+  type HubStore,
+  type OperationKind,
+  type OperationRow,
+  type OperationState,
+  payloadText,
+  type PushKind,
+  type ReplicaMessage,
+} from "./store.ts";
 
 export const AUTH_FAILED = "unknown edge or wrong routing key/secret";
 export const AUTH_LIMITED = "too many failed authentications from this address; try again in a minute";
@@ -59,13 +69,45 @@ export interface EdgeLink {
   ): Promise<{ id: string; outcome: Promise<CommandOutcome> }>;
   /** Edges connected here or, with a shared store, to any live replica. */
   connectedEdges(): Promise<Set<string>>;
-  /** Sends rules or an update offer now (wherever the edge is connected), or keeps it for its next connect. */
+  /**
+   * Sends rules or an update offer now (wherever the edge is connected), or keeps it for the
+   * edge's next connect; either way an operation records it until the edge reports on it.
+   */
   push(edge: string, kind: PushKind, version: string, body: string): Promise<"sent" | "pending">;
+  /**
+   * Starts a config change or a restart: recorded `pending`, sent now if the edge is connected
+   * (here, or through the replica it is connected to) and again on every connect until the edge
+   * reports an outcome. `request` is what the API shows (secrets masked); `body` goes to the edge
+   * and is never shown.
+   */
+  operate(edge: string, kind: "config" | "restart", body: string, request: unknown): Promise<OperationRow>;
+  /**
+   * Asks a connected edge for its log lines and waits for them (up to `timeoutMs`); recorded as
+   * an operation like any other (the lines themselves are not kept).
+   */
+  fetchLogs(edge: string, query: unknown, timeoutMs: number): Promise<LogsOutcome>;
+  /** Logs requests of this edge waiting here for their answer. */
+  logsWaiting(edge: string): number;
   /** Listens for the other replicas' messages (a shared store only). */
   start(): Promise<void>;
   /** Stops taking batches, lets those in flight commit and be acknowledged, ends every stream. */
   close(): Promise<void>;
 }
+
+export type LogsOutcome =
+  | { id: string; status: "successful"; lines: unknown[]; truncated: boolean }
+  | { id: string; status: "failed"; reason: string; errors?: unknown; code: 400 | 503 | 504 };
+
+/** Logs requests waiting for their edge at once, per edge (a bound: past it, 429 at the API). */
+export const LOGS_WAITING_PER_EDGE = 4;
+/** How often a replica waiting for a logs answer looks for it in the shared store. */
+const LOGS_POLL_MS = 200;
+/**
+ * With replicas: a logs request open this long has no waiter left (every wait is shorter); nor
+ * has one whose replica is no longer alive (the store knows, by the replicas' heartbeats).
+ */
+const LOGS_ORPHANED_MS = 10 * 60_000;
+const LOGS_SWEEP_MS = 15_000;
 
 export interface EdgeLinkOptions {
   store: HubStore;
@@ -102,8 +144,10 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   const authenticate = edgeAuthenticator(options.edges);
   const sessions = new Map<string, Session[]>();
   const waiters = new CommandWaiters();
+  const logWaiters = new Map<string, { edge: string; settle: (outcome: LogsOutcome) => void }>();
   let closing = false;
   let closed: Promise<void> | undefined;
+  let sweeper: ReturnType<typeof setInterval> | undefined;
 
   function endCall(call: Call, code: grpc.status, details: string): void {
     if (call.writableEnded) return;
@@ -168,13 +212,108 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   });
   const serially = work.serially;
 
+  async function setOperation(
+    edge: string,
+    id: string,
+    kind: string,
+    next: { status: OperationState; reason?: string | null; result?: unknown; answer?: string },
+  ): Promise<void> {
+    if (await store.updateOperation(id, edge, next, now())) {
+      log.info("operation.updated", {
+        edge,
+        id,
+        kind,
+        status: next.status,
+        reason: next.reason ?? undefined,
+      });
+    }
+  }
+
+  /** The edge's word on an operation: `{id, kind, status, reason?, errors?, result?}`. */
+  async function operationReport(edge: string, body: unknown): Promise<void> {
+    const r = body as Record<string, unknown> | null;
+    const id = typeof r?.id === "string" ? r.id : undefined;
+    const status = r?.status;
+    if (id === undefined || (status !== "executing" && status !== "successful" && status !== "failed")) {
+      log.warn("edge.report_ignored", { edge, reason: "bad operation report" });
+      return;
+    }
+    const reason = typeof r!.reason === "string" ? r!.reason.slice(0, 4096) : null;
+    const kind = String(r!.kind ?? "");
+    if (kind === "logs") {
+      const result = (r!.result ?? {}) as { lines?: unknown; truncated?: unknown };
+      const lines = Array.isArray(result.lines) ? result.lines : [];
+      const outcome: LogsOutcome | undefined = status === "executing"
+        ? undefined
+        : status === "successful"
+        ? { id, status, lines, truncated: result.truncated === true }
+        : { id, status: "failed", reason: reason ?? "failed", errors: r!.errors, code: 400 };
+      const waiter = logWaiters.get(id);
+      const here = waiter?.edge === edge;
+      await setOperation(edge, id, kind, {
+        status,
+        reason,
+        result: status === "successful"
+          ? { lines: lines.length, truncated: result.truncated === true }
+          : undefined,
+        // The request waits on another replica: the answer stays in the row until it takes it.
+        answer: outcome !== undefined && !here && store.shared !== undefined
+          ? JSON.stringify(outcome)
+          : undefined,
+      });
+      if (here && outcome !== undefined) waiter!.settle(outcome);
+      return;
+    }
+    await setOperation(edge, id, kind, {
+      status,
+      reason,
+      result: Array.isArray(r!.errors) ? { errors: r!.errors } : undefined,
+    });
+  }
+
+  /** Rules and update reports end (or move on) the operation that pushed them. */
+  async function pushReport(edge: string, kind: PushKind, body: unknown): Promise<void> {
+    const b = body as { version?: unknown; status?: unknown; reason?: unknown; errors?: unknown } | null;
+    if (typeof b?.version !== "string") return;
+    const op = await store.openOperationOf(edge, kind, b.version);
+    if (op === undefined) return;
+    const reason = typeof b.reason === "string" ? b.reason : null;
+    const outcome: { status: OperationState; reason?: string | null; result?: unknown } | undefined =
+      kind === "rules"
+        ? b.status === "applied"
+          ? { status: "successful" }
+          : { status: "failed", reason: "refused by the edge", result: { errors: b.errors } }
+        : b.status === "started"
+        ? { status: "executing" }
+        : b.status === "committed"
+        ? { status: "successful" }
+        : b.status === "recorded" || b.status === "refused" || b.status === "failed" ||
+            b.status === "rolled-back"
+        ? { status: "failed", reason: b.status === "rolled-back" ? `rolled back: ${reason ?? ""}` : reason }
+        : undefined;
+    if (outcome) await setOperation(edge, op.id, kind, outcome);
+    // Pushes replace each other: those before this one that the edge never reported on are over.
+    await store.supersedeOperations(
+      edge,
+      kind,
+      op.id,
+      "replaced by a newer push before the edge reported on it",
+      now(),
+    );
+  }
+
   async function saveReport(session: Session, report: ReportFrame): Promise<void> {
     if (!REPORT_TYPE.test(report.type)) {
       log.warn("edge.report_ignored", { edge: session.edge, reason: "bad report type" });
       return;
     }
     const body = decodeJson(report.body);
+    // Operation reports go to their operation (logs can be large: never kept as the last report).
+    if (report.type === "operation") return await operationReport(session.edge, body);
     await store.saveReport(session.edge, report.type, body, now());
+    if (report.type === "rules" || report.type === "update") {
+      await pushReport(session.edge, report.type, body);
+    }
     // The edge's word on a rules push or an update offer ends that push, whatever it says.
     if (report.type === "rules" || report.type === "update") {
       const kind: PushKind = report.type === "rules" ? "rules" : "update";
@@ -233,6 +372,10 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       default:
         log.debug("edge.frame_ignored", { edge });
     }
+  }
+
+  function operationFrame(id: string, kind: string, body: string): DistributiveOmit<HubFrame, "frame"> {
+    return { operation: { id, kind, body: utf8.encode(body) } };
   }
 
   function pushFrame(kind: PushKind, version: string, body: string): DistributiveOmit<HubFrame, "frame"> {
@@ -310,6 +453,11 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
       for (const p of await store.pushesOf(session.edge)) {
         write(session, pushFrame(p.kind, p.version, p.body));
       }
+      // Config changes and restarts not yet finished go again; the edge runs an id once and
+      // answers a repeat with its state.
+      for (const op of await store.openOperations(session.edge)) {
+        write(session, operationFrame(op.id, op.kind, op.body));
+      }
     } catch (error) {
       log.error("hub.store_failed", { edge: session.edge, error: errorMessage(error) });
     }
@@ -350,6 +498,14 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     if (session === undefined) return;
     if (m.type === "push") {
       void sendPushes(session);
+      return;
+    }
+    if (m.type === "operation") {
+      // Posted to another replica: its body is in the shared store.
+      store.openOperations(m.edge).then((ops) => {
+        const op = ops.find((o) => o.id === m.id);
+        if (op !== undefined) write(session, operationFrame(op.id, op.kind, op.body));
+      }).catch(failed);
       return;
     }
     if (waiters.has(m.id)) return; // sent by this replica itself
@@ -397,15 +553,38 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
   ): Promise<"sent" | "pending"> {
     // Durable first, deleted only when the edge reports on it (see saveReport).
     await store.savePush({ edge, kind, version, body, createdAt: now() });
-    if (closing) return "pending";
-    const session = live(edge);
+    await store.insertOperation({
+      id: randomUUID(),
+      edge,
+      kind,
+      version,
+      status: "pending",
+      request: kind === "rules" ? { version } : maskOffer(body),
+      body: null,
+      createdAt: now(),
+    });
+    const session = closing ? undefined : live(edge);
     if (session !== undefined) {
       write(session, pushFrame(kind, version, body));
       return "sent";
     }
-    if (!await connectedElsewhere(edge)) return "pending";
-    await store.shared!.notify({ type: "push", edge });
-    return "sent";
+    if (!closing && await connectedElsewhere(edge)) {
+      // The replica the edge is connected to sends the edge's pushes.
+      await store.shared!.notify({ type: "push", edge });
+      return "sent";
+    }
+    // The edge gets only the newest push of a kind on connect: older unsent ones are over.
+    const op = await store.openOperationOf(edge, kind, version);
+    if (op) {
+      await store.supersedeOperations(
+        edge,
+        kind,
+        op.id,
+        "replaced by a newer push before the edge got it",
+        now(),
+      );
+    }
+    return "pending";
   }
 
   async function connectedEdges(): Promise<Set<string>> {
@@ -415,9 +594,158 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     return here;
   }
 
+  /**
+   * Sends an operation down the edge's stream here, or has the replica the edge is connected to
+   * send it (it reads the body from the shared store). False when the edge is connected nowhere.
+   */
+  async function sendOperation(
+    edge: string,
+    id: string,
+    kind: OperationKind,
+    body: string,
+  ): Promise<boolean> {
+    if (closing) return false;
+    const session = live(edge);
+    if (session !== undefined) {
+      write(session, operationFrame(id, kind, body));
+      return true;
+    }
+    if (!await connectedElsewhere(edge)) return false;
+    await store.shared!.notify({ type: "operation", edge, id });
+    return true;
+  }
+
+  async function operate(
+    edge: string,
+    kind: "config" | "restart",
+    body: string,
+    request: unknown,
+  ): Promise<OperationRow> {
+    const id = randomUUID();
+    await store.insertOperation({
+      id,
+      edge,
+      kind,
+      version: null,
+      status: "pending",
+      request,
+      body,
+      createdAt: now(),
+    });
+    log.info("operation.updated", { edge, id, kind, status: "pending" });
+    await sendOperation(edge, id, kind, body);
+    return (await store.operation(id))!;
+  }
+
+  /**
+   * A logs answer that reached another replica (kept in the operation's row until taken). An
+   * operation that ended without one (failed by a sweep, or answered here) is left to its waiter.
+   */
+  async function takeLogsAnswer(id: string): Promise<LogsOutcome | undefined> {
+    const op = await store.operation(id);
+    if (op === undefined || op.status === "pending" || op.status === "executing") return undefined;
+    const text = await store.takeOperationAnswer(id);
+    return text === null ? undefined : JSON.parse(text) as LogsOutcome;
+  }
+
+  async function fetchLogs(edge: string, query: unknown, timeoutMs: number): Promise<LogsOutcome> {
+    const id = randomUUID();
+    const kind: OperationKind = "logs";
+    const body = JSON.stringify(query);
+    await store.insertOperation({
+      id,
+      edge,
+      kind,
+      version: null,
+      status: "pending",
+      request: query,
+      // With replicas, the one the edge is connected to reads the request from the row.
+      body: store.shared !== undefined ? body : null,
+      createdAt: now(),
+    });
+    const failed = (error: unknown) => log.error("hub.store_failed", { edge, error: errorMessage(error) });
+    return await new Promise<LogsOutcome>((resolve) => {
+      let done = false;
+      let poll: ReturnType<typeof setInterval> | undefined;
+      const settle = (outcome: LogsOutcome) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        clearInterval(poll);
+        logWaiters.delete(id);
+        resolve(outcome);
+      };
+      logWaiters.set(id, { edge, settle });
+      const timer = setTimeout(() => {
+        void (async () => {
+          const reason = `the edge did not answer within ${timeoutMs} ms`;
+          const timedOut = { id, status: "failed", reason, code: 504 } as const;
+          try {
+            if (await store.updateOperation(id, edge, { status: "failed", reason }, now())) {
+              log.info("operation.updated", { edge, id, kind, status: "failed", reason });
+            } else if (store.shared !== undefined) {
+              // It ended meanwhile: its answer may be waiting in the row.
+              return settle(await takeLogsAnswer(id) ?? timedOut);
+            }
+          } catch (error) {
+            failed(error);
+          }
+          settle(timedOut);
+        })();
+      }, timeoutMs);
+      if (store.shared !== undefined) {
+        // The answer may reach another replica: it leaves it in the row, read here.
+        poll = setInterval(() => {
+          takeLogsAnswer(id).then((outcome) => outcome && settle(outcome)).catch(failed);
+        }, LOGS_POLL_MS);
+      }
+      sendOperation(edge, id, kind, body).then(async (sent) => {
+        if (sent) return;
+        const reason = "the edge is not connected";
+        await setOperation(edge, id, kind, { status: "failed", reason });
+        settle({ id, status: "failed", reason, code: 503 });
+      }).catch((error) => {
+        failed(error);
+        settle({ id, status: "failed", reason: "the hub's store failed", code: 503 });
+      });
+    });
+  }
+
+  /**
+   * A logs request lives only as long as the API call that waits for it. With one hub process,
+   * every one still open at start-up has failed; with replicas, those whose replica stopped while
+   * waiting (or older than any wait), checked at start-up and every LOGS_SWEEP_MS.
+   */
+  async function sweepLogs(): Promise<void> {
+    const t = now();
+    const before = store.shared === undefined ? Number.MAX_SAFE_INTEGER : t - LOGS_ORPHANED_MS;
+    const reason = store.shared === undefined
+      ? "the hub restarted before the edge answered"
+      : "the hub replica waiting for the answer stopped before the edge answered";
+    const lost = await store.failOperations("logs", reason, t, before);
+    for (const id of lost) log.warn("operation.pending_failed", { id, kind: "logs" });
+  }
+
+  async function start(): Promise<void> {
+    await sweepLogs();
+    if (store.shared === undefined) return;
+    await store.shared.listen(onReplicaMessage);
+    sweeper = setInterval(() => {
+      sweepLogs().catch((error) => log.error("hub.store_failed", { error: errorMessage(error) }));
+    }, LOGS_SWEEP_MS);
+  }
+
   function close(): Promise<void> {
     closed ??= (async () => {
       closing = true;
+      clearInterval(sweeper);
+      for (const [id, waiter] of [...logWaiters]) {
+        const reason = "the hub is shutting down";
+        try {
+          await setOperation(waiter.edge, id, "logs", { status: "failed", reason });
+        } catch { /* the answer below still goes out */ }
+        waiter.settle({ id, status: "failed", reason, code: 503 });
+      }
       waiters.timeoutAll((id, edge) =>
         void store.settleCommand(id, edge, "timeout", null, now()).catch(() => {})
       );
@@ -431,6 +759,7 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     return closed;
   }
 
+  const logsWaiting = (edge: string) => [...logWaiters.values()].filter((w) => w.edge === edge).length;
   return {
     connect,
     isConnected: (edge) => live(edge) !== undefined,
@@ -438,8 +767,11 @@ export function createEdgeLink(options: EdgeLinkOptions): EdgeLink {
     runCommand,
     startCommand,
     push,
+    operate,
+    fetchLogs,
+    logsWaiting,
     close,
-    start: () => store.shared?.listen(onReplicaMessage) ?? Promise.resolve(),
+    start,
   };
 }
 
@@ -469,6 +801,15 @@ function widenFlowControl(call: Call, log: Logger): void {
     if (typeof session.setLocalWindowSize === "function") session.setLocalWindowSize(CONNECTION_WINDOW);
   } catch (error) {
     log.debug("edge.flow_control_default", { error: errorMessage(error) });
+  }
+}
+
+/** An update offer as the API shows it: the manifest URL without credentials or query. */
+function maskOffer(body: string): unknown {
+  try {
+    return maskSecrets(JSON.parse(body));
+  } catch {
+    return null;
   }
 }
 

@@ -79,11 +79,13 @@ export interface Push {
 export type ReplicaMessage =
   | { type: "command"; edge: string; id: string }
   | { type: "result"; edge: string; id: string }
-  | { type: "push"; edge: string };
+  | { type: "push"; edge: string }
+  /** An operation (config, logs, restart) for the replica the edge is connected to to send. */
+  | { type: "operation"; edge: string; id: string };
 
 /**
  * What a store shared by several hub processes (replicas) adds: which edges are connected to a
- * live replica, and messages between replicas (commands, their results, pushes).
+ * live replica, and messages between replicas (commands, their results, pushes, operations).
  */
 export interface SharedHub {
   /** This process's replica id (fresh on every start). */
@@ -95,6 +97,27 @@ export interface SharedHub {
   /** Starts listening (and the replica heartbeat); `handler` gets every message. */
   listen(handler: (message: ReplicaMessage) => void): Promise<void>;
 }
+
+export type OperationKind = "config" | "logs" | "restart" | "rules" | "update";
+export type OperationState = "pending" | "executing" | "successful" | "failed";
+
+/** A management operation on an edge, as the API shows it (no `body`: it may hold secrets). */
+export interface OperationRow {
+  id: string;
+  edge: string;
+  kind: OperationKind;
+  version: string | null;
+  status: OperationState;
+  reason: string | null;
+  /** What was asked, secrets masked. */
+  request: unknown;
+  result: unknown;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** Operations kept per edge; past it the oldest finished ones go. */
+export const OPERATIONS_KEPT_PER_EDGE = 1000;
 
 export interface HubStore {
   /** Adds a row for each configured edge and marks its edges disconnected (start-up). */
@@ -131,6 +154,49 @@ export interface HubStore {
   /** The edge's pushes not yet reported on by the edge (kept until it reports; SPEC §14). */
   pushesOf(edge: string): Promise<Push[]>;
   pushes(): Promise<Push[]>;
+  /** Records a new operation (`pending`), pruning the edge's oldest finished ones past the bound. */
+  insertOperation(
+    op: Omit<OperationRow, "reason" | "result" | "updatedAt"> & { body: string | null },
+  ): Promise<void>;
+  /**
+   * Moves an open operation on (a finished one never changes again; its body is dropped when it
+   * finishes, unless `answer` is given: a logs answer kept for the replica waiting for it, see
+   * `takeOperationAnswer`). False when there is no such open operation of that edge.
+   */
+  updateOperation(
+    id: string,
+    edge: string,
+    next: { status: OperationState; reason?: string | null; result?: unknown; answer?: string },
+    now: number,
+  ): Promise<boolean>;
+  /** The answer kept by `updateOperation` for a finished operation, removed as it is read. */
+  takeOperationAnswer(id: string): Promise<string | null>;
+  operation(id: string): Promise<OperationRow | undefined>;
+  /** The edge's operations, newest first. */
+  operationsOf(edge: string, limit: number): Promise<OperationRow[]>;
+  /** The edge's open operations that go down the link again on connect (those with a body), oldest first. */
+  openOperations(edge: string): Promise<(OperationRow & { body: string })[]>;
+  /** The newest open operation of a kind and version (rules pushes, update offers). */
+  openOperationOf(edge: string, kind: OperationKind, version: string): Promise<OperationRow | undefined>;
+  countOpenOperations(edge: string): Promise<number>;
+  /**
+   * Open operations of `kind` created before `createdBefore` (default: all) that only a live
+   * request could finish (logs) fail with `reason`, and so do, in a store shared by replicas,
+   * those taken by a replica that is no longer alive; answers of such finished ones that nobody
+   * took are dropped. Returns the ids failed.
+   */
+  failOperations(kind: OperationKind, reason: string, now: number, createdBefore?: number): Promise<string[]>;
+  /**
+   * Open operations of the edge and kind older than operation `newer` fail with `reason` (the
+   * edge reported on a newer rules push or update offer: the older ones will not come).
+   */
+  supersedeOperations(
+    edge: string,
+    kind: OperationKind,
+    newer: string,
+    reason: string,
+    now: number,
+  ): Promise<void>;
   /** Deletes up to `limit` records received before `before` (ms), oldest first; returns how many. */
   deleteBefore(before: number, limit: number): Promise<number>;
   close(): Promise<void>;
@@ -139,6 +205,41 @@ export interface HubStore {
   /** What the store is, for logs: `libsql file`, `postgres`, … */
   readonly kind: string;
 }
+
+const OPERATION_COLUMNS = "id, edge, kind, version, status, reason, request, result, created_at, updated_at";
+
+/** The operations' SQL, shared by the libSQL file and the libSQL server stores. */
+export const OPERATION_SQL = {
+  insertOperation:
+    "INSERT INTO operations (id, edge, kind, version, status, request, body, created_at, updated_at) " +
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+  pruneOperations: "DELETE FROM operations WHERE edge = ? AND status IN ('successful', 'failed') AND id IN " +
+    "(SELECT id FROM operations WHERE edge = ? ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)",
+  updateOperation: "UPDATE operations SET status = ?, reason = coalesce(?, reason), " +
+    "result = coalesce(?, result), updated_at = ?, " +
+    "body = CASE WHEN ? IS NOT NULL THEN ? WHEN ? IN ('successful', 'failed') THEN NULL ELSE body END " +
+    "WHERE id = ? AND edge = ? AND status IN ('pending', 'executing')",
+  readAnswer: "SELECT body FROM operations WHERE id = ? AND status IN ('successful', 'failed')",
+  dropAnswer: "UPDATE operations SET body = NULL WHERE id = ? AND status IN ('successful', 'failed')",
+  operation: `SELECT ${OPERATION_COLUMNS} FROM operations WHERE id = ?`,
+  operationsOf: `SELECT ${OPERATION_COLUMNS} FROM operations WHERE edge = ? ` +
+    "ORDER BY created_at DESC, rowid DESC LIMIT ?",
+  openOperations: `SELECT ${OPERATION_COLUMNS}, body FROM operations WHERE edge = ? ` +
+    "AND status IN ('pending', 'executing') AND body IS NOT NULL ORDER BY created_at, rowid",
+  openOperationOf:
+    `SELECT ${OPERATION_COLUMNS} FROM operations WHERE edge = ? AND kind = ? AND version = ? ` +
+    "AND status IN ('pending', 'executing') ORDER BY created_at DESC, rowid DESC LIMIT 1",
+  supersede: "UPDATE operations SET status = 'failed', reason = ?, body = NULL, updated_at = ? " +
+    "WHERE edge = ? AND kind = ? AND status IN ('pending', 'executing') " +
+    "AND rowid < (SELECT rowid FROM operations WHERE id = ?)",
+  countOpen: "SELECT count(*) AS n FROM operations WHERE edge = ? AND status IN ('pending', 'executing')",
+  openOfKind:
+    "SELECT id FROM operations WHERE kind = ? AND status IN ('pending', 'executing') AND created_at < ?",
+  failOfKind: "UPDATE operations SET status = 'failed', reason = ?, body = NULL, updated_at = ? " +
+    "WHERE kind = ? AND status IN ('pending', 'executing') AND created_at < ?",
+  dropAnswers: "UPDATE operations SET body = NULL " +
+    "WHERE kind = ? AND status IN ('successful', 'failed') AND body IS NOT NULL AND created_at < ?",
+} as const;
 
 const SQL = {
   countRecords: "UPDATE edges SET records = records + ?, last_seen_at = ? WHERE id = ?",
@@ -373,10 +474,107 @@ export function createHubStore(path: string): HubStore {
       return q(SQL.deleteUpTo).run(last.seq, before).changes;
     },
 
+    async insertOperation(op) {
+      db.transaction(() => {
+        q(OPERATION_SQL.insertOperation).run(
+          op.id,
+          op.edge,
+          op.kind,
+          op.version,
+          op.status,
+          op.request === undefined ? null : JSON.stringify(op.request),
+          op.body,
+          op.createdAt,
+          op.createdAt,
+        );
+        q(OPERATION_SQL.pruneOperations).run(op.edge, op.edge, OPERATIONS_KEPT_PER_EDGE);
+      });
+    },
+
+    async updateOperation(id, edge, next, now) {
+      const result = next.result === undefined ? null : JSON.stringify(next.result);
+      const answer = next.answer ?? null;
+      return q(OPERATION_SQL.updateOperation).run(
+        next.status,
+        next.reason ?? null,
+        result,
+        now,
+        answer,
+        answer,
+        next.status,
+        id,
+        edge,
+      ).changes > 0;
+    },
+
+    async takeOperationAnswer(id) {
+      return db.transaction(() => {
+        const r = q(OPERATION_SQL.readAnswer).get(id) as { body: string | null } | undefined;
+        if (r?.body == null) return null;
+        q(OPERATION_SQL.dropAnswer).run(id);
+        return r.body;
+      });
+    },
+
+    async operation(id) {
+      const r = q(OPERATION_SQL.operation).get(id);
+      return r === undefined ? undefined : toOperation(r);
+    },
+
+    async operationsOf(edge, limit) {
+      return (q(OPERATION_SQL.operationsOf).all(edge, limit) as any[]).map(toOperation);
+    },
+
+    async openOperations(edge) {
+      return (q(OPERATION_SQL.openOperations).all(edge) as any[]).map((r) => ({
+        ...toOperation(r),
+        body: r.body,
+      }));
+    },
+
+    async openOperationOf(edge, kind, version) {
+      const r = q(OPERATION_SQL.openOperationOf).get(edge, kind, version);
+      return r === undefined ? undefined : toOperation(r);
+    },
+
+    async countOpenOperations(edge) {
+      return Number((q(OPERATION_SQL.countOpen).get(edge) as { n: number }).n);
+    },
+
+    async failOperations(kind, reason, now, createdBefore = Number.MAX_SAFE_INTEGER) {
+      return db.transaction(() => {
+        const ids = (q(OPERATION_SQL.openOfKind).all(kind, createdBefore) as { id: string }[]).map((r) =>
+          r.id
+        );
+        q(OPERATION_SQL.failOfKind).run(reason, now, kind, createdBefore);
+        q(OPERATION_SQL.dropAnswers).run(kind, createdBefore);
+        return ids;
+      });
+    },
+
+    async supersedeOperations(edge, kind, newer, reason, now) {
+      q(OPERATION_SQL.supersede).run(reason, now, edge, kind, newer);
+    },
+
     async close() {
       db.close();
     },
 
     kind: "libsql file",
+  };
+}
+
+export function toOperation(r: any): OperationRow {
+  return {
+    id: r.id,
+    edge: r.edge,
+    kind: r.kind,
+    version: r.version ?? null,
+    status: r.status,
+    reason: r.reason ?? null,
+    request: r.request === null || r.request === undefined ? null : JSON.parse(r.request),
+    result: r.result === null || r.result === undefined ? null : JSON.parse(r.result),
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
   };
 }

@@ -16,7 +16,8 @@
  * - Connectivity across replicas: an edge row names its replica and a generation bumped on every
  *   connect; a replica marks an edge disconnected only under the generation it connected it
  *   with, and an edge counts as connected only while its replica's heartbeat is recent.
- * - NOTIFY is sent only for commands, their results and pushes, never from ingest.
+ * - NOTIFY is sent only for commands, their results, pushes and operations, never from ingest.
+ * - Operations are rows every replica reads and moves on; a finished one never changes again.
  *
  * postgres (porsager/postgres) is the driver: it prepares each statement once per connection by
  * itself, passes arrays as one parameter, and LISTENs on a connection of its own that comes back
@@ -34,7 +35,7 @@ import type { Migration } from "../db/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import type { WireRecord } from "../proto/mod.ts";
 import type { HubStore, Push, ReplicaMessage, SharedHub, StoredRecord } from "./store.ts";
-import { payloadText } from "./store.ts";
+import { OPERATIONS_KEPT_PER_EDGE, payloadText, toOperation } from "./store.ts";
 import * as t from "./pg_tables.ts";
 
 /** The advisory lock that serialises migrations across replicas ('outp' as an integer). */
@@ -51,6 +52,7 @@ const HORIZON_CACHE_MS = 20;
 const HEARTBEAT_MS = 2_000;
 const REPLICA_STALE_S = 10;
 const CHANNEL = "outpost_hub";
+const OPERATION_COLUMNS = "id, edge, kind, version, status, reason, request, result, created_at, updated_at";
 
 /** Numbers for int8 (ms timestamps, counts, seqs stay below 2^53). */
 const INT8 = { to: 20, from: [20], serialize: (x: number) => String(x), parse: (x: string) => Number(x) };
@@ -476,6 +478,93 @@ function createPgStore(sql: postgres.Sql, log: Logger, o: PgStoreOptions): HubSt
       const result = await sql`DELETE FROM records WHERE seq IN (
         SELECT seq FROM records WHERE received_at < ${before}::int8 ORDER BY seq LIMIT ${limit}::int8)`;
       return result.count;
+    },
+
+    async insertOperation(op) {
+      await sql.begin(async (tx) => {
+        await tx`INSERT INTO operations (id, replica, edge, kind, version, status, request, body, created_at,
+            updated_at)
+          VALUES (${op.id}::text, ${replica}::text, ${op.edge}::text, ${op.kind}::text, ${op.version}::text, ${op.status}::text,
+            ${op.request === undefined ? null : JSON.stringify(op.request)}::text, ${op.body}::text,
+            ${op.createdAt}::int8, ${op.createdAt}::int8)`;
+        await tx`DELETE FROM operations WHERE edge = ${op.edge}::text AND status IN ('successful', 'failed')
+          AND id IN (SELECT id FROM operations WHERE edge = ${op.edge}::text
+            ORDER BY created_at DESC, n DESC OFFSET ${OPERATIONS_KEPT_PER_EDGE}::int8)`;
+      });
+    },
+
+    async updateOperation(id, edge, next, now) {
+      const result = next.result === undefined ? null : JSON.stringify(next.result);
+      const answer = next.answer ?? null;
+      const r = await sql`UPDATE operations SET status = ${next.status}::text,
+          reason = coalesce(${next.reason ?? null}::text, reason), result = coalesce(${result}::text, result),
+          updated_at = ${now}::int8,
+          body = CASE WHEN ${answer}::text IS NOT NULL THEN ${answer}::text
+            WHEN ${next.status}::text IN ('successful', 'failed') THEN NULL ELSE body END
+        WHERE id = ${id}::text AND edge = ${edge}::text AND status IN ('pending', 'executing')`;
+      return r.count > 0;
+    },
+
+    async takeOperationAnswer(id) {
+      // The row's old body, read and cleared in one statement.
+      const [r] = await sql`UPDATE operations o SET body = NULL FROM (
+          SELECT id, body FROM operations WHERE id = ${id}::text FOR UPDATE) old
+        WHERE o.id = old.id AND o.status IN ('successful', 'failed') AND old.body IS NOT NULL
+        RETURNING old.body`;
+      return r === undefined ? null : r.body as string;
+    },
+
+    async operation(id) {
+      const [r] = await sql`SELECT ${sql.unsafe(OPERATION_COLUMNS)} FROM operations WHERE id = ${id}::text`;
+      return r === undefined ? undefined : toOperation(r);
+    },
+
+    async operationsOf(edge, limit) {
+      return (await sql`SELECT ${sql.unsafe(OPERATION_COLUMNS)} FROM operations WHERE edge = ${edge}::text
+        ORDER BY created_at DESC, n DESC LIMIT ${limit}::int8`).map(toOperation);
+    },
+
+    async openOperations(edge) {
+      return (await sql`SELECT ${sql.unsafe(OPERATION_COLUMNS)}, body FROM operations
+        WHERE edge = ${edge}::text AND status IN ('pending', 'executing') AND body IS NOT NULL
+        ORDER BY created_at, n`).map((r) => ({ ...toOperation(r), body: r.body as string }));
+    },
+
+    async openOperationOf(edge, kind, version) {
+      const [r] = await sql`SELECT ${sql.unsafe(OPERATION_COLUMNS)} FROM operations
+        WHERE edge = ${edge}::text AND kind = ${kind}::text AND version = ${version}::text
+          AND status IN ('pending', 'executing') ORDER BY created_at DESC, n DESC LIMIT 1`;
+      return r === undefined ? undefined : toOperation(r);
+    },
+
+    async countOpenOperations(edge) {
+      const [r] = await sql`SELECT count(*)::int AS n FROM operations
+        WHERE edge = ${edge}::text AND status IN ('pending', 'executing')`;
+      return Number(r.n);
+    },
+
+    async failOperations(kind, reason, now, createdBefore = Number.MAX_SAFE_INTEGER) {
+      // Also those whose replica (where a logs request waits) is no longer alive.
+      const orphaned = sql`(created_at < ${createdBefore}::int8 OR (replica IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM hub_replicas r WHERE r.id = operations.replica
+          AND r.seen_at > now() - make_interval(secs => ${staleSeconds}))))`;
+      return await sql.begin(async (tx) => {
+        const failed =
+          await tx`UPDATE operations SET status = 'failed', reason = ${reason}::text, body = NULL,
+            updated_at = ${now}::int8
+          WHERE kind = ${kind}::text AND status IN ('pending', 'executing') AND ${orphaned}
+          RETURNING id`;
+        await tx`UPDATE operations SET body = NULL WHERE kind = ${kind}::text
+          AND status IN ('successful', 'failed') AND body IS NOT NULL AND ${orphaned}`;
+        return failed.map((r) => r.id as string);
+      }) as string[];
+    },
+
+    async supersedeOperations(edge, kind, newer, reason, now) {
+      await sql`UPDATE operations SET status = 'failed', reason = ${reason}::text, body = NULL,
+          updated_at = ${now}::int8
+        WHERE edge = ${edge}::text AND kind = ${kind}::text AND status IN ('pending', 'executing')
+          AND n < (SELECT n FROM operations WHERE id = ${newer}::text)`;
     },
 
     async close() {

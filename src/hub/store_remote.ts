@@ -17,7 +17,7 @@ import { errorMessage } from "../core/errors.ts";
 import { hubMigrations } from "../db/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import type { HubStore, Push, StoredRecord } from "./store.ts";
-import { payloadText } from "./store.ts";
+import { OPERATION_SQL as OP, OPERATIONS_KEPT_PER_EDGE, payloadText, toOperation } from "./store.ts";
 
 const ROWS_PER_INSERT = 64;
 const FIELDS = 8;
@@ -284,6 +284,81 @@ function createRemoteStore(client: Client, _log: Logger): HubStore {
         args: [before, limit],
       });
       return r.rowsAffected;
+    },
+
+    async insertOperation(op) {
+      await client.batch([
+        {
+          sql: OP.insertOperation,
+          args: [
+            op.id,
+            op.edge,
+            op.kind,
+            op.version,
+            op.status,
+            op.request === undefined ? null : JSON.stringify(op.request),
+            op.body,
+            op.createdAt,
+            op.createdAt,
+          ],
+        },
+        { sql: OP.pruneOperations, args: [op.edge, op.edge, OPERATIONS_KEPT_PER_EDGE] },
+      ], "write");
+    },
+
+    async updateOperation(id, edge, next, now) {
+      const result = next.result === undefined ? null : JSON.stringify(next.result);
+      const answer = next.answer ?? null;
+      const r = await client.execute({
+        sql: OP.updateOperation,
+        args: [next.status, next.reason ?? null, result, now, answer, answer, next.status, id, edge],
+      });
+      return r.rowsAffected > 0;
+    },
+
+    async takeOperationAnswer(id) {
+      const [read] = await client.batch([
+        { sql: OP.readAnswer, args: [id] },
+        { sql: OP.dropAnswer, args: [id] },
+      ], "write");
+      const body = read.rows[0]?.body;
+      return body === null || body === undefined ? null : String(body);
+    },
+
+    async operation(id) {
+      const r = (await client.execute({ sql: OP.operation, args: [id] })).rows[0];
+      return r === undefined ? undefined : toOperation(r);
+    },
+
+    async operationsOf(edge, limit) {
+      return (await client.execute({ sql: OP.operationsOf, args: [edge, limit] })).rows.map(toOperation);
+    },
+
+    async openOperations(edge) {
+      return (await client.execute({ sql: OP.openOperations, args: [edge] })).rows
+        .map((r) => ({ ...toOperation(r), body: String(r.body) }));
+    },
+
+    async openOperationOf(edge, kind, version) {
+      const r = (await client.execute({ sql: OP.openOperationOf, args: [edge, kind, version] })).rows[0];
+      return r === undefined ? undefined : toOperation(r);
+    },
+
+    async countOpenOperations(edge) {
+      return Number((await client.execute({ sql: OP.countOpen, args: [edge] })).rows[0].n);
+    },
+
+    async failOperations(kind, reason, now, createdBefore = Number.MAX_SAFE_INTEGER) {
+      const [open] = await client.batch([
+        { sql: OP.openOfKind, args: [kind, createdBefore] },
+        { sql: OP.failOfKind, args: [reason, now, kind, createdBefore] },
+        { sql: OP.dropAnswers, args: [kind, createdBefore] },
+      ], "write");
+      return open.rows.map((r) => String(r.id));
+    },
+
+    async supersedeOperations(edge, kind, newer, reason, now) {
+      await client.execute({ sql: OP.supersede, args: [reason, now, edge, kind, newer] });
     },
 
     close() {

@@ -36,6 +36,12 @@ export interface UpdateOfferFrame {
   signature: string;
   size: number;
 }
+/** A management operation from the hub (config, logs, restart); `body` is UTF-8 JSON or empty. */
+export interface OperationFrame {
+  id: string;
+  kind: string;
+  body: Uint8Array;
+}
 export interface ReportFrame {
   type: string;
   body: Uint8Array;
@@ -55,4 +61,5 @@ export type HubFrame =
   | { frame: "rules"; rules: RulesFrame }
   | { frame: "updateOffer"; updateOffer: UpdateOfferFrame }
   | { frame: "heartbeat"; heartbeat: { ts: number } }
-  | { frame: "commandResultAck"; commandResultAck: { id: string } };
+  | { frame: "commandResultAck"; commandResultAck: { id: string } }
+  | { frame: "operation"; operation: OperationFrame };

@@ -56,7 +56,8 @@ export const hubDescriptor = {
                     "rules",
                     "updateOffer",
                     "heartbeat",
-                    "commandResultAck"
+                    "commandResultAck",
+                    "operation"
                   ]
                 }
               },
@@ -86,6 +87,10 @@ export const hubDescriptor = {
                   "type": "CommandResultAck",
                   "id": 6,
                   "protoName": "command_result_ack"
+                },
+                "operation": {
+                  "type": "Operation",
+                  "id": 7
                 }
               }
             },
@@ -228,6 +233,22 @@ export const hubDescriptor = {
                 "size": {
                   "type": "uint64",
                   "id": 5
+                }
+              }
+            },
+            "Operation": {
+              "fields": {
+                "id": {
+                  "type": "string",
+                  "id": 1
+                },
+                "kind": {
+                  "type": "string",
+                  "id": 2
+                },
+                "body": {
+                  "type": "bytes",
+                  "id": 3
                 }
               }
             },

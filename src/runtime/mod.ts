@@ -278,6 +278,19 @@ export function args(): string[] {
 }
 
 /**
+ * The arguments that start this program again with the executable (`executablePath()`): the
+ * same as `args()` for a compiled binary; from source, the script comes first (and under Deno,
+ * `run -A`), so that a restart without a supervisor also works from a checkout (`npm start`).
+ */
+export function relaunchArgs(): string[] {
+  if (isCompiled()) return args();
+  if (runtimeName() === "deno") {
+    return ["run", "-A", new URL(g.Deno.mainModule).pathname, ...g.Deno.args];
+  }
+  return process.argv[1] ? [process.argv[1], ...args()] : args();
+}
+
+/**
  * The exit code that asks the supervisor to start us again after a self-update or rollback
  * (EX_TEMPFAIL). install.sh's unit restarts on it (`Restart=always`, and
  * `RestartForceExitStatus=75` for units that restart only on failure) and counts it as success.

@@ -163,6 +163,43 @@ export const EVENTS = {
   "update.rollback_impossible": [["error"], "the trial failed and no previous version is kept"],
   "update.failed": [["error"], "an update failed (verification, download, swap); the running version stays"],
 
+  // Management from the hub (src/management): operations, config changes on trial.
+  "operation.received": [["info"], "the hub asked for a config change or a restart"],
+  "operation.refused": [
+    ["warn"],
+    "an operation from the hub was refused (invalid config, busy, unknown kind)",
+  ],
+  "operation.finished": [["info"], "an operation from the hub ended: successful or failed, with the reason"],
+  "operation.store_failed": [
+    ["error"],
+    "an operation's outcome could not be recorded; it is reported anyway",
+  ],
+  "config.written": [["info"], "a pushed config is in place (the previous one kept); the agent restarts"],
+  "config.stage_failed": [["error"], "a pushed config could not be written; the config in force stays"],
+  "config.paused": [["warn"], "test hook: the config change stops here for good"],
+  "config.trial.started": [
+    ["info"],
+    "the agent runs on a pushed config, on trial until the hub is connected",
+  ],
+  "config.trial.failed": [["warn"], "a pushed config failed (not in place, or its trial failed)"],
+  "config.trial.marker_corrupt": [["warn"], "the config trial marker was unreadable and was removed"],
+  "config.trial.commit_failed": [
+    ["error"],
+    "the config trial passed but could not be recorded; judged again",
+  ],
+  "config.committed": [["info"], "the pushed config passed its trial and stays"],
+  "config.rolled_back": [["error"], "the pushed config failed its trial: the previous one is back"],
+  "config.rollback_impossible": [
+    ["error"],
+    "the pushed config failed and the previous file cannot be restored",
+  ],
+  "agent.restart": [["info"], "the agent restarts, as the hub asked or to apply or undo a config"],
+  "operation.pending_failed": [
+    ["warn"],
+    "the hub restarted while it waited for an answer: the operation failed",
+  ],
+  "operation.updated": [["info"], "an operation's state changed at the hub"],
+
   // The reference hub (src/hub).
   "hub.started": [["info"], "the hub listens: gRPC and API addresses"],
   "hub.stopping": [["info"], "the hub is stopping"],

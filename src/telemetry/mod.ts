@@ -8,6 +8,17 @@
 import { RefusalLog } from "../core/refusal_log.ts";
 import { type EventAt, type Level, type MetricName, METRICS } from "./events.ts";
 
+export {
+  LOG_READ_MAX_LINES,
+  LOG_RING_DEFAULT_BYTES,
+  type LogLine,
+  type LogQuery,
+  type LogRing,
+  logRingPaths,
+  openLogRing,
+  parseLogQuery,
+  readLogRing,
+} from "./log_ring.ts";
 export { type EventAt, type EventName, EVENTS, type Level, type MetricName, METRICS } from "./events.ts";
 
 const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };

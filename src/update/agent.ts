@@ -10,13 +10,16 @@ import { executablePath, installedAs, pid, target } from "../runtime/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import { VERSION } from "../version.ts";
 import { updatePaths } from "./_files.ts";
-import { restartProcess } from "./restart.ts";
+import { restartProcess, updateTrial, type WatchedTrial } from "./restart.ts";
 import { mountUpdateRoutes } from "./routes.ts";
 import { bootCheck, type BootDecision } from "./trial.ts";
 import { createUpdater, type Updater, type UpdateSettings } from "./updater.ts";
 
 /** Why the agent asks to be restarted. */
-export type RestartRequest = { after: "swap"; version: string } | { after: "rollback" };
+export type RestartRequest =
+  | { after: "swap"; version: string }
+  /** A failed trial restored `.prev`; or the hub's management asked (a config change or undo, a restart). */
+  | { after: "rollback" | "config" | "config-rollback" | "restart" };
 
 export interface AgentUpdate {
   readonly updater: Updater;
@@ -66,11 +69,17 @@ export function bootUpdate(dataDir: string, log: Logger): BootDecision {
 }
 
 /** Restarts after the agent has stopped: the exit code for `outpost run` to end with. */
-export async function restartAfter(request: RestartRequest, dataDir: string, log: Logger): Promise<number> {
+export async function restartAfter(
+  request: RestartRequest,
+  dataDir: string,
+  log: Logger,
+  /** Another trial to watch after the restart (a pushed config's, src/management). */
+  watch?: WatchedTrial,
+): Promise<number> {
   return await restartProcess({
     log,
     watch: request.after === "swap"
-      ? { paths: updatePaths(executablePath(), dataDir), version: request.version }
-      : undefined,
+      ? updateTrial(updatePaths(executablePath(), dataDir), request.version, log, Date.now)
+      : watch,
   });
 }

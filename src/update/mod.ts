@@ -10,7 +10,7 @@ export {
   restartAfter,
   type RestartRequest,
 } from "./agent.ts";
-export { type UpdatePaths, updatePaths } from "./_files.ts";
+export { fsyncDir, removeDurably, type UpdatePaths, updatePaths, writeFileAtomic } from "./_files.ts";
 export { downloadArtifact, type DownloadOptions, type DownloadResult } from "./download.ts";
 export {
   generateSigningKey,
@@ -38,6 +38,7 @@ export {
   writeResult,
 } from "./marker.ts";
 export { mountUpdateRoutes } from "./routes.ts";
+export { type WatchedTrial } from "./restart.ts";
 export { compareSemver, parseSemver } from "./semver.ts";
 export { bootCheck, type BootDecision, commitTrial, rollbackTrial } from "./trial.ts";
 export {

@@ -9,10 +9,10 @@
  * watchdog stops it, restores `.prev` and starts that instead. Nobody else would.
  */
 import {
-  args,
   type DetachedProcess,
   executablePath,
   onShutdownSignal,
+  relaunchArgs,
   RESTART_EXIT_CODE,
   spawnDetached,
   underSupervisor,
@@ -25,11 +25,46 @@ import { rollbackTrial } from "./trial.ts";
 /** How long after the trial's deadline the watchdog gives the new process to settle itself. */
 export const WATCHDOG_GRACE_MS = 5_000;
 
+/**
+ * A trial the restarting process watches from outside (without a supervisor): a self-update's,
+ * or a pushed config's (src/management). `onTrial()` answers the trial's deadline (unix ms)
+ * while the new process is on it; `rollBack(reason)` puts the previous file back and records it.
+ */
+export interface WatchedTrial {
+  what: string;
+  onTrial(): { deadline: number } | undefined;
+  rollBack(reason: string): boolean;
+}
+
 export interface RestartOptions {
   log: Logger;
-  /** After a swap: watch the trial of this version (only without a supervisor). */
-  watch?: { paths: UpdatePaths; version: string };
+  /** After a swap or a config change: watch the new process's trial (only without a supervisor). */
+  watch?: WatchedTrial;
   now?: () => number;
+}
+
+/** The trial of the self-update to `version`, as the watchdog sees it. */
+export function updateTrial(
+  paths: UpdatePaths,
+  version: string,
+  log: Logger,
+  now: () => number,
+): WatchedTrial {
+  const marker = () => {
+    const m = readMarker(paths.marker);
+    return m && m !== "corrupt" && m.version === version ? m : undefined;
+  };
+  return {
+    what: version,
+    onTrial() {
+      const m = marker();
+      return m ? { deadline: m.deadline * 1000 } : undefined;
+    },
+    rollBack(reason) {
+      const m = marker();
+      return m ? rollbackTrial(paths, m, reason, { log, now, by: "watchdog" }) : false;
+    },
+  };
 }
 
 /** Restarts into the executable: the exit code for the CLI entry to end with. */
@@ -40,7 +75,7 @@ export async function restartProcess(options: RestartOptions): Promise<number> {
     return RESTART_EXIT_CODE;
   }
   const exe = executablePath();
-  const child = spawnDetached(exe, args());
+  const child = spawnDetached(exe, relaunchArgs());
   log.info("update.restart", { how: "spawn", exe, pid: child.pid });
   if (!options.watch) return 0;
   return await watchTrial(child, options.watch, log, options.now ?? Date.now);
@@ -48,7 +83,7 @@ export async function restartProcess(options: RestartOptions): Promise<number> {
 
 async function watchTrial(
   child: DetachedProcess,
-  watch: { paths: UpdatePaths; version: string },
+  watch: WatchedTrial,
   log: Logger,
   now: () => number,
 ): Promise<number> {
@@ -56,17 +91,14 @@ async function watchTrial(
   child.exited.then((code) => (exitCode = code));
   let stopped = false;
   const unhook = onShutdownSignal(() => (stopped = true));
-  const onTrial = () => {
-    const m = readMarker(watch.paths.marker);
-    return m && m !== "corrupt" && m.version === watch.version ? m : undefined;
-  };
-  log.info("update.watchdog.started", { pid: child.pid, version: watch.version });
+  const onTrial = () => watch.onTrial();
+  log.info("update.watchdog.started", { pid: child.pid, version: watch.what });
   try {
     while (!stopped) {
       await new Promise((r) => setTimeout(r, 250));
       const marker = onTrial();
       if (!marker) {
-        log.info("update.watchdog.done", { pid: child.pid, version: watch.version });
+        log.info("update.watchdog.done", { pid: child.pid, version: watch.what });
         return 0;
       }
       if (exitCode !== undefined) {
@@ -75,11 +107,10 @@ async function watchTrial(
           log.info("update.watchdog.done", { pid: child.pid, exit: 0, onTrial: true });
           return 0;
         }
-        const again = onTrial();
-        if (!again) return 0;
-        return rollBackAndStart(again, `${watch.version} exited (${exitCode}) during its trial`);
+        if (!onTrial()) return 0;
+        return rollBackAndStart(`${watch.what} exited (${exitCode}) during its trial`);
       }
-      if (now() > marker.deadline * 1000 + WATCHDOG_GRACE_MS) {
+      if (now() > marker.deadline + WATCHDOG_GRACE_MS) {
         child.kill("SIGTERM");
         const gone = await Promise.race([
           child.exited,
@@ -89,11 +120,9 @@ async function watchTrial(
           child.kill("SIGKILL");
           await child.exited;
         }
-        const again = onTrial();
-        if (!again) return 0;
+        if (!onTrial()) return 0;
         return rollBackAndStart(
-          again,
-          `${watch.version} was still not healthy ${
+          `${watch.what} was still not healthy ${
             WATCHDOG_GRACE_MS / 1000
           } s after its trial deadline (stopped by the watchdog)`,
         );
@@ -104,9 +133,9 @@ async function watchTrial(
     unhook();
   }
 
-  function rollBackAndStart(marker: NonNullable<ReturnType<typeof onTrial>>, reason: string): number {
-    const rolled = rollbackTrial(watch.paths, marker, reason, { log, now, by: "watchdog" });
-    const next = spawnDetached(executablePath(), args());
+  function rollBackAndStart(reason: string): number {
+    const rolled = watch.rollBack(reason);
+    const next = spawnDetached(executablePath(), relaunchArgs());
     log.info("update.restart", { how: "spawn", pid: next.pid, rolledBack: rolled });
     return 0;
   }

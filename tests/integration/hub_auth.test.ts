@@ -52,7 +52,16 @@ Deno.test({
       );
       assert.equal(status.hub.connected, false);
       assert.match(status.hub.error, /^UNAUTHENTICATED/);
-      assert.equal(status.outbox.depth, 50);
+      // The 50 messages and the agent's connectivity event for d1 (its first message).
+      const outbox = (await (await agent.api("/api/v1/outbox?limit=100")).json()).records;
+      assert.equal(outbox.filter((r: { kind: string }) => r.kind === "telemetry").length, 50);
+      assert.deepEqual(
+        outbox.filter((r: { kind: string }) => r.kind !== "telemetry").map((
+          r: { payload: { type: string } },
+        ) => r.payload.type),
+        ["connectivity"],
+      );
+      assert.equal(status.outbox.depth, 51);
       assert.ok(!JSON.stringify(status).includes("a-wrong-secret-456"), "the secret never appears in status");
       assert.ok(
         !agent.proc.lines.join("\n").includes("a-wrong-secret-456"),

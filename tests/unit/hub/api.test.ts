@@ -33,6 +33,11 @@ async function withApi(
       sent.push({ edge, kind, version });
       return Promise.resolve("pending");
     },
+    operate: () => {
+      throw new Error("not used here");
+    },
+    fetchLogs: () => Promise.reject(new Error("not used here")),
+    logsWaiting: () => 0,
   };
   try {
     await fn(createHubApi({ store, link, edges: ["gw-01"], token: TOKEN }), store, sent);
