@@ -1,0 +1,78 @@
+/**
+ * `GET /api/v1/events`: the bus as Server-Sent Events (SPEC §9). Authentication is the app's.
+ * The body is pulled: a client that does not read is never written to, and its events wait in
+ * its bounded queue (or are counted as dropped), so publishing never waits for it.
+ */
+import type { Hono } from "hono";
+import { type BusEvent, type EventBus, LOG_LINES, parseFilter } from "./bus.ts";
+
+const encoder = new TextEncoder();
+const KEEPALIVE_MS = 15_000;
+
+function frame(e: BusEvent): string {
+  return `id: ${e.id}\nevent: ${e.name}\ndata: ${e.data}\n\n`;
+}
+
+/** `GET /api/v1/events` and `GET /api/v1/logs?limit=` (the latest warn and error lines). */
+export function mountEventRoutes(app: Hono, bus: EventBus): void {
+  app.get("/api/v1/logs", (c) => {
+    const raw = c.req.query("limit") ?? "100";
+    const limit = /^\d{1,4}$/.test(raw) ? Number(raw) : NaN;
+    if (!(limit >= 1 && limit <= LOG_LINES)) {
+      return c.json({
+        errors: [{ path: "/limit", message: `must be a whole number from 1 to ${LOG_LINES}` }],
+      }, 400);
+    }
+    return c.json({ logs: bus.recentLogs(limit) });
+  });
+
+  app.get("/api/v1/events", (c) => {
+    const header = c.req.header("last-event-id") ?? c.req.query("lastEventId");
+    const last = header !== undefined && /^\d{1,15}$/.test(header) ? Number(header) : undefined;
+    const client = bus.subscribe(parseFilter(c.req.query("device"), c.req.query("kind")), last);
+    if (client === undefined) {
+      return c.json({ error: `Too many event streams (at most ${bus.maxClients})` }, 503);
+    }
+    let first = true;
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          if (first) {
+            first = false;
+            controller.enqueue(encoder.encode(": outpost events\nretry: 2000\n\n"));
+            return;
+          }
+          await client.wait(KEEPALIVE_MS);
+          if (client.closed) {
+            controller.close();
+            return;
+          }
+          let out = "";
+          // What is queued is older than what was lost while the queue was full.
+          for (const e of client.take()) out += frame(e);
+          if (client.dropped > 0) {
+            out += `event: dropped\ndata: {"count":${client.dropped}}\n\n`;
+            client.dropped = 0;
+          }
+          controller.enqueue(encoder.encode(out === "" ? ": ping\n\n" : out));
+        } catch {
+          bus.unsubscribe(client);
+          try {
+            controller.close();
+          } catch { /* already closed */ }
+        }
+      },
+      cancel() {
+        bus.unsubscribe(client);
+      },
+    }, { highWaterMark: 1 });
+    c.req.raw.signal?.addEventListener("abort", () => bus.unsubscribe(client));
+    return new Response(stream, {
+      headers: {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-store",
+        "x-accel-buffering": "no",
+      },
+    });
+  });
+}
