@@ -140,6 +140,11 @@ export class EventBus {
     this.now = options.now ?? Date.now;
   }
 
+  /** The id of the oldest event the ring still holds (the next id when it is empty). */
+  get oldestId(): number {
+    return Math.max(1, this.nextId - this.ring.length);
+  }
+
   get listeners(): number {
     return this.clients.size;
   }

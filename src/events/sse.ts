@@ -1,5 +1,6 @@
 /**
  * `GET /api/v1/events`: the bus as Server-Sent Events (SPEC §9). Authentication is the app's.
+ * `Last-Event-ID` (or `?lastEventId=`) resumes from the ring; `?replay=1` starts with all it holds.
  * The body is pulled: a client that does not read is never written to, and its events wait in
  * its bounded queue (or are counted as dropped), so publishing never waits for it.
  */
@@ -28,7 +29,9 @@ export function mountEventRoutes(app: Hono, bus: EventBus): void {
 
   app.get("/api/v1/events", (c) => {
     const header = c.req.header("last-event-id") ?? c.req.query("lastEventId");
-    const last = header !== undefined && /^\d{1,15}$/.test(header) ? Number(header) : undefined;
+    let last = header !== undefined && /^\d{1,15}$/.test(header) ? Number(header) : undefined;
+    // `?replay=1` (the console on a fresh load): everything the ring holds, with no gap counted.
+    if (last === undefined && c.req.query("replay") === "1") last = bus.oldestId - 1;
     const client = bus.subscribe(parseFilter(c.req.query("device"), c.req.query("kind")), last);
     if (client === undefined) {
       return c.json({ error: `Too many event streams (at most ${bus.maxClients})` }, 503);
