@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the system packages the test suite needs (idempotent, quiet): a real mosquitto broker
-# and its clients, qemu for the arm64 binary, shellcheck for install.sh. Needs root (or sudo);
+# and its clients, qemu for the arm64 binary, shellcheck for install.sh, chromium for the web
+# console's browser tests. Needs root (or sudo);
 # without either it says what is missing and goes on (those tests then fail with a clear reason).
 set -eu
 
@@ -10,6 +11,7 @@ command -v mosquitto_pub >/dev/null 2>&1 || need="$need mosquitto-clients"
 command -v qemu-aarch64-static >/dev/null 2>&1 || need="$need qemu-user-static"
 command -v shellcheck >/dev/null 2>&1 || need="$need shellcheck"
 command -v curl >/dev/null 2>&1 || need="$need curl"
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need="$need chromium"
 
 if [ -n "$need" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else

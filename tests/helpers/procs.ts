@@ -200,7 +200,15 @@ export interface EdgeCredentials {
 
 /** Starts `outpost hub` with its own config; ports are fixed so a restart keeps them. */
 export async function startHub(
-  options: { dir: string; edges: EdgeCredentials[]; grpcPort?: number; apiPort?: number; runner?: Runner },
+  options: {
+    dir: string;
+    edges: EdgeCredentials[];
+    grpcPort?: number;
+    apiPort?: number;
+    runner?: Runner;
+    /** The API's bearer token (and the fleet console's sign-in); none by default. */
+    token?: string;
+  },
 ): Promise<HubHandle> {
   const grpcPort = options.grpcPort ?? await freePort();
   const apiPort = options.apiPort ?? await freePort();
@@ -211,7 +219,7 @@ export async function startHub(
     configPath,
     JSON.stringify({
       listen: `127.0.0.1:${grpcPort}`,
-      api: { listen: `127.0.0.1:${apiPort}` },
+      api: { listen: `127.0.0.1:${apiPort}`, ...(options.token ? { token: options.token } : {}) },
       dataDir,
       edges: options.edges,
     }),
@@ -224,7 +232,11 @@ export async function startHub(
     apiPort,
     dataDir,
     configPath,
-    api: (path, init) => fetch(`http://127.0.0.1:${apiPort}${path}`, init),
+    api: (path, init) =>
+      fetch(`http://127.0.0.1:${apiPort}${path}`, {
+        ...init,
+        headers: { ...(options.token ? { authorization: `Bearer ${options.token}` } : {}), ...init?.headers },
+      }),
     async stop() {
       await proc.kill("SIGTERM");
     },
