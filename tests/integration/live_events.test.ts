@@ -124,3 +124,82 @@ Deno.test({
     }
   },
 });
+
+/** Reads an SSE response until `count` blocks have arrived (or the time runs out); the raw text. */
+async function readBlocks(res: Response, count: number, timeoutMs = 15_000): Promise<string> {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && (text.match(/\n\nid: |^id: /gm) ?? []).length < count) {
+    const chunk = await Promise.race([
+      reader.read(),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), 500)),
+    ]);
+    if (chunk === undefined) continue;
+    if (chunk.done) break;
+    text += decoder.decode(chunk.value, { stream: true });
+  }
+  await reader.cancel().catch(() => {});
+  return text;
+}
+
+Deno.test({
+  name: "event stream: a console cookie works, Last-Event-ID resumes, and no secret is in any event",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = tempDir("outpost-events-cookie-");
+    const configPath = writeAgentConfig(join(dir, "agent"), {
+      edgeId: "gw-events-2",
+      dataDir: "data",
+      api: { listen: `127.0.0.1:${await freePort()}`, token: TEST_TOKEN },
+      mqtt: { broker: false },
+    });
+    const agent = await startAgent(configPath);
+    try {
+      const base = `http://127.0.0.1:${agent.apiPort}`;
+      const login = await fetch(`${base}/ui/login`, {
+        method: "POST",
+        redirect: "manual",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ token: TEST_TOKEN }).toString(),
+      });
+      assert.equal(login.status, 303);
+      const cookie = login.headers.get("set-cookie")!.split(";")[0];
+      const stream = await fetch(`${base}/api/v1/events?kind=message,rules,log`, { headers: { cookie } });
+      assert.equal(stream.status, 200);
+      // A device made through the API (its token is shown once), a message, a rules change and a
+      // refused request (a warn line) — none of which may carry a secret into the stream.
+      const created =
+        await (await agent.api("/api/v1/devices", { method: "POST", body: '{"id":"ev-secret"}' })).json();
+      assert.equal(typeof created.token, "string");
+      for (let i = 0; i < 3; i++) {
+        const res = await agent.api("/api/v1/devices/ev-1/telemetry", { method: "POST", body: `{"v":${i}}` });
+        assert.equal(res.status, 202);
+      }
+      const put = await agent.api("/api/v1/rules", { method: "PUT", body: '{"version":1,"rules":[]}' });
+      assert.equal(put.status, 200);
+      await (await fetch(`${base}/api/v1/status`, { headers: { authorization: "Bearer wrong-token-xyz" } }))
+        .body
+        ?.cancel();
+      const text = await readBlocks(stream, 5);
+      assert.match(text, /event: message\n/);
+      assert.match(text, /event: rules\n/);
+      assert.match(text, /event: log\n.*auth\.refused/);
+      for (const secret of [TEST_TOKEN, created.token, cookie.split("=")[1], "wrong-token-xyz"]) {
+        assert.ok(!text.includes(secret), "no secret in the stream");
+      }
+      // Resume after the first message: the two after it come again.
+      const firstId = Number(/^id: (\d+)\nevent: message/m.exec(text)![1]);
+      const resumed = await fetch(`${base}/api/v1/events?kind=message`, {
+        headers: { cookie, "last-event-id": String(firstId) },
+      });
+      const again = await readBlocks(resumed, 2);
+      assert.deepEqual([...again.matchAll(/"payload":\{"v":(\d)\}/g)].map((m) => Number(m[1])), [1, 2]);
+    } finally {
+      await agent.stop();
+      removeDir(dir);
+    }
+  },
+});

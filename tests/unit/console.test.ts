@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { gzipSync } from "node:zlib";
 import { createControlApp } from "../../src/control/mod.ts";
 import { ASSETS, CSP, sessionCookie, sessionFromCookie, SessionTable } from "../../src/console/mod.ts";
 import { createHubApi } from "../../src/hub/api.ts";
@@ -288,4 +289,26 @@ Deno.test("the hub's fleet console: sign-in with its token; read-only without on
     headers: { cookie, origin: "http://hub.local", host: "hub.local" },
   }, env);
   assert.equal(same.status, 202);
+});
+
+Deno.test("the console's assets are embedded, fetch nothing from outside, and stay under 200 KB gzipped", () => {
+  let raw = 0;
+  let gzipped = 0;
+  for (const [name, asset] of Object.entries(ASSETS)) {
+    raw += asset.body.length;
+    gzipped += gzipSync(asset.body, { level: 9 }).length;
+    const urls = asset.body.match(/https?:\/\/[^\s"'`)]+/g) ?? [];
+    assert.deepEqual(
+      urls.filter((u) => u !== "http://www.w3.org/2000/svg"),
+      [],
+      `${name} names no outside URL`,
+    );
+    assert.doesNotMatch(
+      asset.body,
+      /\beval\(|new Function\(|innerHTML/,
+      `${name}: no eval, no HTML from data`,
+    );
+  }
+  console.log(`console assets: ${raw} bytes, ${gzipped} bytes gzipped (${Object.keys(ASSETS).length} files)`);
+  assert.ok(gzipped <= 200 * 1024, `${gzipped} bytes gzipped`);
 });
