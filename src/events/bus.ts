@@ -27,6 +27,8 @@ export interface BusEvent {
   readonly kind: string | undefined;
   /** The `data:` line, JSON. */
   readonly data: string;
+  /** The event's SSE frame as bytes, made once by the first stream that sends it and shared. */
+  wire?: Uint8Array;
 }
 
 export interface EventFilter {

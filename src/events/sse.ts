@@ -10,8 +10,22 @@ import { type BusEvent, type EventBus, LOG_LINES, parseFilter } from "./bus.ts";
 const encoder = new TextEncoder();
 const KEEPALIVE_MS = 15_000;
 
-function frame(e: BusEvent): string {
-  return `id: ${e.id}\nevent: ${e.name}\ndata: ${e.data}\n\n`;
+/** The event's frame, encoded once however many streams send it. */
+function wire(e: BusEvent): Uint8Array {
+  return e.wire ??= encoder.encode(`id: ${e.id}\nevent: ${e.name}\ndata: ${e.data}\n\n`);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  n = 0;
+  for (const p of parts) {
+    out.set(p, n);
+    n += p.length;
+  }
+  return out;
 }
 
 /** `GET /api/v1/events` and `GET /api/v1/logs?limit=` (the latest warn and error lines). */
@@ -50,14 +64,13 @@ export function mountEventRoutes(app: Hono, bus: EventBus): void {
             controller.close();
             return;
           }
-          let out = "";
           // What is queued is older than what was lost while the queue was full.
-          for (const e of client.take()) out += frame(e);
+          const parts = client.take().map(wire);
           if (client.dropped > 0) {
-            out += `event: dropped\ndata: {"count":${client.dropped}}\n\n`;
+            parts.push(encoder.encode(`event: dropped\ndata: {"count":${client.dropped}}\n\n`));
             client.dropped = 0;
           }
-          controller.enqueue(encoder.encode(out === "" ? ": ping\n\n" : out));
+          controller.enqueue(parts.length === 0 ? encoder.encode(": ping\n\n") : concat(parts));
         } catch {
           bus.unsubscribe(client);
           try {
