@@ -234,7 +234,7 @@ export function createControlApp(deps: ControlDeps): Hono {
   app.get("/api/v1/deadletters", (c) => {
     const limit = intParam(c.req.query("limit"), 100, 1, 1000);
     if (typeof limit === "string") return c.json({ errors: [{ path: "/limit", message: limit }] }, 400);
-    return c.json({ deadletters: deps.deadLetters.list(limit) });
+    return c.json({ deadletters: deps.deadLetters.list(limit), total: deps.deadLetters.size });
   });
 
   if (deps.rules) {

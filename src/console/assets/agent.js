@@ -175,7 +175,7 @@ function overview(main) {
   const stop = every(5000, async () => {
     try {
       s = await api("/api/v1/status");
-      dead = (await api("/api/v1/deadletters?limit=1000")).deadletters.length;
+      dead = (await api("/api/v1/deadletters?limit=1")).total;
       if (!state.hub) drawHub();
       if (!state.lastOutbox) drawOutbox();
       drawInfo();
@@ -233,9 +233,12 @@ function devices(main) {
     }
   };
   const stop = every(5000, refresh);
-  // A device's first message shows at once, not at the next refresh.
+  // A device's first message shows at once (at most one extra refresh a second), not at the next round.
+  let soon;
   const off = live.on("message", (m) => {
-    if (!list.some((d) => d.id === m.device)) refresh();
+    if (soon || list.some((d) => d.id === m.device)) return;
+    refresh();
+    soon = setTimeout(() => soon = undefined, 1000);
   });
   return () => {
     stop();
@@ -282,17 +285,18 @@ function device(main, [id]) {
     charts,
     h("section", { "aria-labelledby": "dv-cmd" }, h("h2", { id: "dv-cmd" }, "Send a command"), form),
   );
-  const drawValues = (d) =>
+  let current;
+  const drawValues = () =>
     fill(
       values,
       h("h2", { id: "dv-values" }, "Latest values"),
-      d
+      current
         ? [
-          facts([["Last activity", fmtAgo(d.lastActivityAt ?? d.lastSeenAt)], [
-            "Messages",
-            String(d.messages ?? "—"),
-          ]]),
-          h("pre", { id: "device-values" }, json(d.lastValues)),
+          facts([
+            ["Last activity", fmtAgo(current.lastActivityAt ?? current.lastSeenAt)],
+            ["Messages", String(current.messages ?? "—")],
+          ]),
+          h("pre", { id: "device-values" }, json(current.lastValues)),
         ]
         : h("p", {}, "This device has not been seen."),
     );
@@ -303,14 +307,29 @@ function device(main, [id]) {
   const refresh = async () => {
     try {
       const all = (await api("/api/v1/devices?limit=10000")).devices;
-      drawValues(all.find((d) => d.id === id));
+      current = all.find((d) => d.id === id);
+      drawValues();
     } catch { /* next round */ }
   };
-  const stop = every(5000, refresh);
+  const stop = every(10_000, refresh);
+  // Between refreshes, the device's messages update the page (redrawn at most 4 times a second).
+  let pending = false;
   const off = live.on("message", (m) => {
     if (m.device !== id) return;
-    drawChart();
-    refresh();
+    current = {
+      ...current,
+      id,
+      lastSeenAt: new Date().toISOString(),
+      messages: (current?.messages ?? 0) + 1,
+      lastValues: { ...current?.lastValues, ...m.payload },
+    };
+    if (pending) return;
+    pending = true;
+    setTimeout(() => {
+      pending = false;
+      drawValues();
+      drawChart();
+    }, 250);
   });
   drawChart();
   return () => {
