@@ -8,7 +8,9 @@
  * - a command sent from a device page is answered by a scripted device, and the answer shows;
  * - the hub stopped: Overview shows the link down with the reason and the outbox depth rising;
  *   the hub restarted: the depth falls back to 0;
- * - the hub's console lists the edge as connected and shows its records.
+ * - the hub's console lists the edge as connected and shows its records; a command sent from it is
+ *   answered by a scripted device; rules pushed from it reach the edge;
+ * - keyboard: the skip link, then the navigation; at phone width nothing is wider than the screen.
  * Screenshots go to docs/console/ (docs/console.md shows them). Figures (time to first render,
  * agent RSS with the console open) are printed, not asserted.
  */
@@ -155,8 +157,15 @@ Deno.test({
       });
 
       await t.step("a device that publishes appears on Devices, its value on Live", async () => {
-        await page.click("nav a[href='/ui/devices']");
+        // By keyboard: the skip link first, then the navigation.
+        await page.keyboard.press("Tab");
+        assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Skip to content");
+        await page.keyboard.press("Tab");
+        await page.keyboard.press("Tab");
+        assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Devices");
+        await page.keyboard.press("Enter");
         await page.waitForSelector("#devices");
+        assert.equal(new URL(page.url()).pathname, "/ui/devices");
         const sent = performance.now();
         const r = await pub(mqttPort, "devices/boiler-1/telemetry", '{"temperature": 21.5}', ["-q", "1"]);
         assert.equal(r.code, 0, r.stderr);
@@ -304,27 +313,76 @@ Deno.test({
         await waitText(page, "#outbox-depth", (t) => t === "0", 60_000);
         await shot(page, "overview");
         await page.setViewport({ width: 390, height: 844, isMobile: true });
+        assert.ok(
+          await page.evaluate(() => document.documentElement.scrollWidth <= 390),
+          "nothing wider than a phone's screen",
+        );
         await shot(page, "overview-phone");
         await page.setViewport({ width: 1100, height: 800 });
       });
 
-      await t.step("the hub's console lists the edge as connected and shows its records", async () => {
-        const hubPage = await browser.newPage();
-        await hubPage.setViewport({ width: 1100, height: 800 });
-        const hubBase = `http://127.0.0.1:${hub.apiPort}`;
-        await hubPage.goto(`${hubBase}/ui/`);
-        assert.equal(new URL(hubPage.url()).pathname, "/ui/login");
-        await hubPage.type("#token", HUB_TOKEN);
-        await Promise.all([hubPage.waitForNavigation(), hubPage.click("button[type=submit]")]);
-        await waitText(hubPage, "#edges-table", (t) => t.includes(edge.id) && t.includes("connected"));
-        assert.ok(!(await hubPage.$eval("#edges-table", (e) => e.textContent!)).includes("disconnected"));
-        await shot(hubPage, "hub-edges");
-        await hubPage.click(`a[href='/ui/edges/${edge.id}']`);
-        await waitText(hubPage, "#records-table", (t) => t.includes("boiler-1") && t.includes("fahrenheit"));
-        await waitText(hubPage, "#edge-link", (t) => t === "connected");
-        await shot(hubPage, "hub-edge");
-        await hubPage.close();
-      });
+      await t.step(
+        "the hub's console lists the edge as connected, shows its records, sends a command and pushes rules",
+        async () => {
+          const hubPage = await browser.newPage();
+          await hubPage.setViewport({ width: 1100, height: 800 });
+          const hubBase = `http://127.0.0.1:${hub.apiPort}`;
+          await hubPage.goto(`${hubBase}/ui/`);
+          assert.equal(new URL(hubPage.url()).pathname, "/ui/login");
+          await hubPage.type("#token", HUB_TOKEN);
+          await Promise.all([hubPage.waitForNavigation(), hubPage.click("button[type=submit]")]);
+          await waitText(hubPage, "#edges-table", (t) => t.includes(edge.id) && t.includes("connected"));
+          assert.ok(!(await hubPage.$eval("#edges-table", (e) => e.textContent!)).includes("disconnected"));
+          await shot(hubPage, "hub-edges");
+          await hubPage.click(`a[href='/ui/edges/${edge.id}']`);
+          await waitText(
+            hubPage,
+            "#records-table",
+            (t) => t.includes("boiler-1") && t.includes("fahrenheit"),
+          );
+          await waitText(hubPage, "#edge-link", (t) => t === "connected");
+          await shot(hubPage, "hub-edge");
+
+          // A command from the hub's console, answered by a scripted device.
+          const valve = subscribe(mqttPort, ["devices/valve-1/commands/+"], [
+            "-q",
+            "1",
+            "-v",
+            "-i",
+            "valve-1",
+          ]);
+          try {
+            await valve.subscribed;
+            await hubPage.type("#hc-device", "valve-1");
+            await hubPage.type("#hc-method", "close");
+            await hubPage.click("form:has(#hc-device) button[type=submit]");
+            const line = await waitFor(
+              () => valve.messages().find((l) => l.startsWith("devices/valve-1/commands/")),
+              15_000,
+              "the hub's command at the device",
+            ) as string;
+            const body = JSON.parse(line.slice(line.indexOf(" ") + 1));
+            assert.equal(body.method, "close");
+            await pub(mqttPort, `devices/valve-1/commands/${body.id}/response`, '{"closed": true}');
+            assert.match(await waitText(hubPage, "#hc-result", (t) => t.startsWith("ok")), /"closed":true/);
+          } finally {
+            await valve.stop();
+          }
+          // Rules pushed from the hub's console reach the edge.
+          await hubPage.$eval(
+            "#hr-doc",
+            (el) => (el as HTMLTextAreaElement).value = '{"version": 1, "rules": []}',
+          );
+          await hubPage.click("form:has(#hr-doc) button[type=submit]");
+          await waitText(hubPage, "form:has(#hr-doc) [role=status]", (t) => t.startsWith("Pushed"));
+          await waitFor(
+            async () => (await (await agent.api("/api/v1/rules")).json()).count === 0,
+            15_000,
+            "the pushed rules at the edge",
+          );
+          await hubPage.close();
+        },
+      );
 
       assert.deepEqual(errors, [], "no script error in the pages");
       console.log(figures.join("\n"));
