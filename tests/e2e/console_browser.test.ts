@@ -322,6 +322,29 @@ Deno.test({
       });
 
       await t.step(
+        "Outbox, Commands, Update and Logs load from their deep links and show their data",
+        async () => {
+          await page.goto(`${base}/ui/outbox`);
+          await waitText(page, "#outbox-records", (t) => t.includes("records waiting"));
+          await page.waitForSelector("#deadletters table");
+          await page.goto(`${base}/ui/commands`);
+          await waitText(
+            page,
+            "#commands",
+            (t) => t.includes("valve-1") && t.includes("open") && t.includes("ok"),
+          );
+          await shot(page, "commands");
+          await page.goto(`${base}/ui/update`);
+          await waitText(page, "#update-state", (t) => t.includes("idle"));
+          await page.waitForSelector("#update-progress");
+          await page.goto(`${base}/ui/logs`);
+          // The hub was stopped a moment ago: its warning is among the recent lines.
+          await waitText(page, "#log-list", (t) => t.includes("hub.disconnected"));
+          await shot(page, "logs");
+        },
+      );
+
+      await t.step(
         "the hub's console lists the edge as connected, shows its records, sends a command and pushes rules",
         async () => {
           const hubPage = await browser.newPage();
