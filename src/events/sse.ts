@@ -82,7 +82,6 @@ export function mountEventRoutes(app: Hono, bus: EventBus): void {
         bus.unsubscribe(client);
       },
     }, { highWaterMark: 1 });
-    c.req.raw.signal?.addEventListener("abort", () => bus.unsubscribe(client));
     return new Response(stream, {
       headers: {
         "content-type": "text/event-stream; charset=utf-8",
