@@ -2,8 +2,9 @@
 # Installs the system packages the test suite needs (idempotent, quiet): a real mosquitto broker
 # and its clients, qemu for the arm64 binary, shellcheck for install.sh, grpcio for the Python
 # interop tests, PostgreSQL for the hub's PostgreSQL store, libcoap's coap-client and pymodbus (a
-# Modbus TCP server) for the device tests. Needs root (or sudo);
-# without either it says what is missing and goes on (those tests then fail with a clear reason).
+# Modbus TCP server) for the device tests, chromium for the web console's browser tests. Needs
+# root (or sudo); without either it says what is missing and goes on (those tests then fail with a
+# clear reason).
 set -eu
 
 need=""
@@ -21,6 +22,8 @@ command -v curl >/dev/null 2>&1 || need="$need curl"
 # libcoap's coap-client for the CoAP tests, and a real Modbus TCP server (pymodbus) for the Modbus tests.
 command -v coap-client-notls >/dev/null 2>&1 || need="$need libcoap3-bin"
 /usr/bin/python3 -c "import pymodbus" >/dev/null 2>&1 || need="$need python3-pymodbus"
+# Chromium for the web console's browser tests.
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need="$need chromium"
 
 if [ -n "$need" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else

@@ -8,7 +8,16 @@
 import { redactUrl } from "../core/redact.ts";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createCommands, mountCommandRoutes } from "../device_commands/mod.ts";
+import { CONSOLE_COMMAND_PREFIX, createCommands, mountCommandRoutes } from "../device_commands/mod.ts";
+import {
+  collectEventMetrics,
+  EventBus,
+  ingestWithEvents,
+  mountEventRoutes,
+  tapLogger,
+  watchStatus,
+} from "../events/mod.ts";
+import { rulesJsonSchema } from "../rules/mod.ts";
 import { type Config, DEFAULTS, resolveFromConfig } from "../config/mod.ts";
 import { lifecycle } from "../core/component.ts";
 import { joinHostPort, localUrl, splitHostPort } from "../core/hostport.ts";
@@ -29,7 +38,7 @@ import type { Telemetry } from "../telemetry/mod.ts";
 import { createUplink, type Uplink } from "../uplink/mod.ts";
 import { type AgentUpdate, createAgentUpdate } from "../update/mod.ts";
 import { VERSION } from "../version.ts";
-import { createDownlink, createOfferHandling } from "../downlink/mod.ts";
+import { createDownlink, createOfferHandling, report } from "../downlink/mod.ts";
 import { RulesHost } from "./rules_host.ts";
 import process from "node:process";
 import {
@@ -98,6 +107,23 @@ function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions)
   });
   const deadLetters = new DeadLetters(1000);
 
+  // Live events (SPEC §9): fed where events originate, read by GET /api/v1/events. Never waits
+  // for a reader.
+  const events = new EventBus();
+  const watched = {
+    hub: () => {
+      const s = hubStatus();
+      return s.url === undefined ? s : { ...s, url: redactUrl(s.url) };
+    },
+    outbox: () => {
+      const counts = telemetry.counts();
+      return { ...outbox.stats(), accepted: counts.accepted, delivered: counts.delivered, at: Date.now() };
+    },
+    update: () => update.updater.status(),
+    rules: () => rulesHost.status(),
+  };
+  tapLogger(log, events, watched);
+
   // Uplink.
   let uplink: Uplink | undefined;
   if (config.hub) {
@@ -126,14 +152,17 @@ function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions)
   const hubStatus = (): HubStatus =>
     uplink?.status() ?? { configured: false, connected: false, lastAckAt: null };
 
-  const ingest = createIngest({
-    outbox,
-    devices,
-    telemetry,
-    rules: () => rulesHost.processor,
-    // Rules routing to `mqtt:<topic>` publish on the transports built below (called only after start).
-    publishLocal: (topic, message) => transports.publishLocal(topic, message),
-  });
+  const ingest = ingestWithEvents(
+    createIngest({
+      outbox,
+      devices,
+      telemetry,
+      rules: () => rulesHost.processor,
+      // Rules routing to `mqtt:<topic>` publish on the transports built below (called only after start).
+      publishLocal: (topic, message) => transports.publishLocal(topic, message),
+    }),
+    events,
+  );
 
   // Connectivity (docs/devices.md): the inactivity sweep, and every change to the hub as an event.
   const connectivity = createConnectivity({
@@ -142,6 +171,9 @@ function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions)
     telemetry,
     // A device coming online (a gateway's child named only in its telemetry, say) gets what waits.
     onOnline: (device) => commands.listening(device),
+    // The live events' `device` event (SPEC §9): online or offline, the transport, when.
+    onChange: (change) =>
+      events.publish("device", { ...change, at: new Date(change.at).toISOString() }, change.device),
   });
 
   // Rules: the engine is pure; the host loads, watches, replaces and persists.
@@ -179,7 +211,15 @@ function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions)
   const commands = createCommands({
     db,
     telemetry,
-    send: (frame) => uplink?.send(frame) ?? false,
+    send: (frame) => {
+      // A command sent from this edge's console: its result stays here (the hub never knew it).
+      const id = frame.frame === "commandResult" ? frame.commandResult.id : undefined;
+      if (id !== undefined && id.startsWith(CONSOLE_COMMAND_PREFIX)) {
+        queueMicrotask(() => commands.acknowledged(id));
+        return true;
+      }
+      return uplink?.send(frame) ?? false;
+    },
     isKnownDevice: (id) => devices.isKnown(id),
     seenDevices: () => devices.ids().sort(),
     // A polled Modbus device's commands are its own; others go to whoever listens now.
@@ -219,6 +259,7 @@ function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions)
       update.mount(a);
       mountCommandRoutes(a, commands);
       mountManagementRoutes(a, { dataDir: config.dataDir, management });
+      mountEventRoutes(a, events);
       // After the routes above: `/api/v1/{deviceToken}/…` never shadows one of them.
       a.route(
         "/",
@@ -237,8 +278,10 @@ function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions)
       get: () => rulesHost.document(),
       put: (document) => rulesHost.apply(document, "api"),
       test: (body) => rulesHost.test(body),
+      schema: () => rulesJsonSchema(),
     },
   });
+  telemetry.metrics.collectors.push(() => collectEventMetrics(events, telemetry.metrics));
 
   // Transports (sources): started last, stopped first.
   const transports: MqttTransports = createMqttTransports({
@@ -313,6 +356,8 @@ function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions)
     modbus,
     gate,
     connectivity,
+    events,
+    watched,
   };
 }
 
@@ -334,8 +379,11 @@ export function createAgent(config: Config, telemetry: Telemetry, options: Agent
     modbus,
     gate,
     connectivity,
+    events,
+    watched,
   } = buildParts(config, telemetry, options);
   let server: Server | undefined;
+  let stopWatching: (() => void) | undefined;
   const { hostname, port } = splitHostPort(config.api.listen);
 
   const parts = lifecycle([
@@ -359,6 +407,13 @@ export function createAgent(config: Config, telemetry: Telemetry, options: Agent
       name: "downlink",
       start: ({ signal }) => {
         commands.start();
+        // The outbox as the hub's fleet console shows it: reported every 10 s while connected.
+        const outboxReport = setInterval(() => {
+          try {
+            uplink?.send(report("outbox", outbox.stats()));
+          } catch { /* the next round tries again */ }
+        }, 10_000);
+        signal.addEventListener("abort", () => clearInterval(outboxReport), { once: true });
         // Open long polls answer as soon as stopping begins, so the API server can close.
         signal.addEventListener("abort", () => commands.stop(), { once: true });
       },
@@ -367,9 +422,15 @@ export function createAgent(config: Config, telemetry: Telemetry, options: Agent
     {
       name: "control",
       start: async () => {
+        stopWatching = watchStatus(events, watched);
         server = await serve({ hostname, port, fetch: app.fetch });
       },
-      stop: () => server?.close(),
+      stop: () => {
+        // Open event streams end first, so the server can close.
+        stopWatching?.();
+        events.close();
+        return server?.close();
+      },
     },
     {
       name: "rules",

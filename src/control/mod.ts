@@ -15,6 +15,14 @@ import { RefusalLog } from "../core/refusal_log.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { AUTH_MAX_FAILURES, AuthLimiter } from "../core/auth_limiter.ts";
 import { bearer, isApiToken, unauthorized } from "./auth.ts";
+import {
+  changesState,
+  isConsolePath,
+  mountConsole,
+  sameOrigin,
+  sessionFromCookie,
+  SessionTable,
+} from "../console/mod.ts";
 import { intParam, jsonBody } from "../core/http.ts";
 
 export interface HubStatus {
@@ -39,6 +47,8 @@ export interface RulesApi {
   ): { ok: true; version: string; count: number } | { ok: false; issues: Issue[]; storage?: boolean };
   /** Dry run: outputs and trace, or issues for an invalid document. */
   test(body: unknown): { ok: true; outputs: unknown[]; trace: unknown[] } | { ok: false; issues: Issue[] };
+  /** The JSON Schema of a rules document (the console's editor checks against it). */
+  schema?(): unknown;
 }
 
 export interface ControlDeps {
@@ -64,6 +74,8 @@ export interface ControlDeps {
   /** Extra routes (MQTT, update, commands) mounted by their owners. */
   extend?: (app: Hono) => void;
   now?: () => number;
+  /** Console sessions (sign-in by cookie, SPEC §9); made here when not given. */
+  sessions?: SessionTable;
 }
 
 export function createControlApp(deps: ControlDeps): Hono {
@@ -90,13 +102,14 @@ export function createControlApp(deps: ControlDeps): Hono {
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
 
-  // Authentication: the API token everywhere; on a device's own ingest and command routes also
-  // the device's own token.
+  // Authentication: the API token (bearer, or the console's session cookie) everywhere; on a
+  // device's own ingest and command routes also the device's own token.
   const limiter = new AuthLimiter({ now });
   const limited = telemetry.metrics.family("outpost_auth_limited_total");
   const limitedLog = new RefusalLog(now);
+  const sessions = deps.sessions ?? new SessionTable({ now });
   app.use("*", async (c, next) => {
-    if (c.req.path === "/healthz") return await next();
+    if (c.req.path === "/healthz" || isConsolePath(c.req.path)) return await next();
     const address = (c.env as { remoteAddress?: string } | undefined)?.remoteAddress ?? "unknown";
     if (limiter.blocked(address)) {
       limited.add(1);
@@ -122,6 +135,18 @@ export function createControlApp(deps: ControlDeps): Hono {
       telemetry.authRefused("wrong-token", { path: shownPath(c.req.method, c.req.path), transport: "http" });
       return c.json({ error: "Unknown device token" }, 401);
     }
+    if (candidate === undefined && sessions.valid(sessionFromCookie(c.req.header("cookie")))) {
+      // A cookie rides along on any request the browser makes, so a change must come from the
+      // console's own origin (SPEC §9).
+      if (changesState(c.req.method) && !sameOrigin(c)) {
+        telemetry.log.warn("console.origin_refused", {
+          path: c.req.path,
+          origin: (c.req.header("origin") ?? "none").slice(0, 200),
+        });
+        return c.json({ error: "Cross-origin request refused: Origin must match the console" }, 403);
+      }
+      return await next();
+    }
     const device = ownDeviceRoute(c.req.method, c.req.path);
     if (device !== undefined && candidate !== undefined && deps.devices.verify(device, candidate)) {
       return await next();
@@ -132,6 +157,17 @@ export function createControlApp(deps: ControlDeps): Hono {
       transport: "http",
     });
     return unauthorized(c, candidate === undefined ? "Missing bearer token" : "Invalid token");
+  });
+
+  mountConsole(app, {
+    app: "agent",
+    title: `outpost ${deps.edgeId}`,
+    sessions,
+    verify: (t) => isApiToken(t, deps.token),
+    limiter,
+    onSignIn: (address) => telemetry.log.info("console.signed_in", { address }),
+    onWrongToken: (address) =>
+      telemetry.authRefused("wrong-token", { path: "/ui/login", transport: "http", address }),
   });
 
   for (const routes of deps.routes ?? []) app.route("/", routes);
@@ -169,6 +205,7 @@ export function createControlApp(deps: ControlDeps): Hono {
     gauges.family("outpost_js_heap_total_bytes").set(m.heapTotal);
     gauges.family("outpost_js_external_bytes")
       .set(m.external);
+    gauges.family("outpost_console_sessions").set(sessions.size);
   });
 
   app.get("/metrics", (c) => {
@@ -220,12 +257,14 @@ export function createControlApp(deps: ControlDeps): Hono {
   app.get("/api/v1/deadletters", (c) => {
     const limit = intParam(c.req.query("limit"), 100, 1, 1000);
     if (typeof limit === "string") return c.json({ errors: [{ path: "/limit", message: limit }] }, 400);
-    return c.json({ deadletters: deps.deadLetters.list(limit) });
+    return c.json({ deadletters: deps.deadLetters.list(limit), total: deps.deadLetters.size });
   });
 
   if (deps.rules) {
     const rules = deps.rules;
     app.get("/api/v1/rules", (c) => c.json({ ...rules.status(), document: rules.get() }));
+    const schema = rules.schema?.();
+    if (schema !== undefined) app.get("/api/v1/rules/schema", (c) => c.json(schema));
     app.put("/api/v1/rules", async (c) => {
       const body = await jsonBody(c);
       if (!body.ok) return c.json({ errors: body.issues }, 400);

@@ -31,4 +31,4 @@ export {
   parseCommand,
   type ParseCommandResult,
 } from "./parse.ts";
-export { MAX_WAIT_SECONDS, mountCommandRoutes } from "./routes.ts";
+export { CONSOLE_COMMAND_PREFIX, MAX_WAIT_SECONDS, mountCommandRoutes } from "./routes.ts";

@@ -25,6 +25,8 @@ export interface ConnectivityDeps {
   sweepEveryMs?: number;
   /** A device came online (e.g. waiting commands may go to it now). Must not throw. */
   onOnline?: (device: string) => void;
+  /** Every change as it happens (the live events' `device` event). Must not throw or wait. */
+  onChange?: (change: ConnectivityChange) => void;
 }
 
 export interface Connectivity {
@@ -68,6 +70,7 @@ export function createConnectivity(deps: ConnectivityDeps): Connectivity {
     changes.add(1);
     log.debug("device.connectivity", { ...change });
     if (change.state === "online") deps.onOnline?.(change.device);
+    deps.onChange?.(change);
     if (queue.length >= MAX_QUEUED_CHANGES) drop(1);
     queue.push(change);
     schedule();

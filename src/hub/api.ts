@@ -18,6 +18,14 @@ import { errorMessage } from "../core/errors.ts";
 import { maskSecrets } from "../core/redact.ts";
 import type { HubStore } from "./store.ts";
 import { mountOperationRoutes } from "./api_operations.ts";
+import {
+  changesState,
+  isConsolePath,
+  mountConsole,
+  sameOrigin,
+  sessionFromCookie,
+  SessionTable,
+} from "../console/mod.ts";
 
 export const RECORDS_LIMIT = { default: 1000, max: 10000 } as const;
 export const COMMAND_TIMEOUT_MS = { default: 30_000, max: 600_000 } as const;
@@ -111,8 +119,11 @@ export function createHubApi(deps: HubApiDeps): Hono {
   const now = deps.now ?? Date.now;
   const limiter = new AuthLimiter({ now });
   const refusals = new RefusalLog(now);
+  const sessions = new SessionTable({ now });
   app.use("*", async (c, next) => {
-    if (tokenDigest === undefined || c.req.path === "/healthz") return await next();
+    if (tokenDigest === undefined || c.req.path === "/healthz" || isConsolePath(c.req.path)) {
+      return await next();
+    }
     const address = (c.env as { remoteAddress?: string } | undefined)?.remoteAddress ?? "unknown";
     if (limiter.blocked(address)) {
       const n = refusals.note();
@@ -127,6 +138,13 @@ export function createHubApi(deps: HubApiDeps): Hono {
       return c.json({ error: "Too many failed authentications from this address; try again later" }, 429);
     }
     const token = parseBearer(c.req.header("authorization"));
+    if (token === undefined && sessions.valid(sessionFromCookie(c.req.header("cookie")))) {
+      // The fleet console's session cookie: a change must come from the console's own origin.
+      if (changesState(c.req.method) && !sameOrigin(c)) {
+        return c.json({ error: "cross-origin request refused: Origin must match the console" }, 403);
+      }
+      return await next();
+    }
     if (token === undefined || !matchesHash(token, tokenDigest)) {
       limiter.fail(address);
       c.header("WWW-Authenticate", 'Bearer realm="outpost-hub"');
@@ -136,6 +154,15 @@ export function createHubApi(deps: HubApiDeps): Hono {
   });
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
+
+  // The fleet console (SPEC §9): signed in with the API token; read-only without one.
+  mountConsole(app, {
+    app: "hub",
+    title: "outpost hub",
+    sessions,
+    verify: tokenDigest === undefined ? undefined : (t) => matchesHash(t, tokenDigest),
+    limiter,
+  });
 
   app.get("/api/v1/edges", async (c) => {
     const rows = new Map((await store.edges()).map((row) => [row.id, row]));

@@ -191,6 +191,10 @@ export function nodeRequestListener(
       // No `connection: close` for an unread body: Node would destroy the socket right after the
       // answer, and the unread bytes would turn into a reset that can lose the answer.
       res.writeHead(response.status, Object.fromEntries(response.headers));
+      if (response.body && (response.headers.get("content-type") ?? "").startsWith("text/event-stream")) {
+        await streamBody(response.body, res);
+        return;
+      }
       res.end(Buffer.from(await response.arrayBuffer()), () => {
         if (!unread) return;
         // Discard the rest as it arrives (nothing is kept), so the client reads the answer rather
@@ -206,6 +210,37 @@ export function nodeRequestListener(
       if (!req.complete) req.destroy();
     }
   };
+}
+
+/**
+ * Writes a streamed answer (Server-Sent Events) as it comes: a chunk is pulled only once the last
+ * one was taken by the socket, so a client that does not read holds nothing here (its events wait,
+ * bounded, in the stream's own queue). The stream is cancelled when the client goes away.
+ */
+async function streamBody(body: ReadableStream<Uint8Array>, res: ServerResponse): Promise<void> {
+  const reader = body.getReader();
+  const gone = () => void reader.cancel().catch(() => {});
+  res.once("close", gone);
+  res.flushHeaders();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || res.destroyed) break;
+      if (!res.write(value)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            res.off("drain", done);
+            res.off("close", done);
+            resolve();
+          };
+          res.once("drain", done);
+          res.once("close", done);
+        });
+      }
+    }
+  } catch { /* the stream failed or the client went away: end the answer */ }
+  res.off("close", gone);
+  if (!res.destroyed) res.end();
 }
 
 /** The request's body as a pull stream: a chunk is read from the socket only when asked for. */

@@ -54,6 +54,11 @@ export const EVENTS = {
   "api.storage_full": [["error"], "a request could not be kept because the disk is full: answered 507"],
   "auth.refused": [["warn"], "a request or connection without a valid token or password"],
   "auth.limited": [["warn"], "an address refused for a minute after too many failed authentications"],
+  "console.signed_in": [["info"], "someone signed in to the web console with the API token"],
+  "console.origin_refused": [
+    ["warn"],
+    "a state-changing request signed in by cookie came from another origin: answered 403",
+  ],
 
   // Rules (src/agent/rules_host.ts).
   "rules.loaded": [["info"], "the rules in force at start: version and rule count"],
@@ -299,6 +304,11 @@ export const METRICS = {
     "counter",
     "QoS 0 messages from external brokers dropped while too many waited for the store",
   ],
+  outpost_live_streams: ["gauge", "Live event streams open (GET /api/v1/events)"],
+  outpost_live_queue_max: ["gauge", "Events queued for the slowest live event stream"],
+  outpost_live_dropped: ["gauge", "Events lost by slow live event streams, ever"],
+  outpost_live_refused: ["gauge", "Live event streams refused at the bound, ever"],
+  outpost_console_sessions: ["gauge", "Console sessions signed in"],
 } as const satisfies Record<string, readonly ["counter" | "gauge", string]>;
 
 /** Every metric family's name. */

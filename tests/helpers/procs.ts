@@ -210,6 +210,8 @@ export async function startHub(
     config?: Record<string, unknown>;
     /** How long to wait for `hub.started` (default 30 s). */
     startTimeoutMs?: number;
+    /** The API's bearer token (and the fleet console's sign-in); none by default. */
+    token?: string;
   },
 ): Promise<HubHandle> {
   const grpcPort = options.grpcPort ?? await freePort();
@@ -221,7 +223,7 @@ export async function startHub(
     configPath,
     JSON.stringify({
       listen: `127.0.0.1:${grpcPort}`,
-      api: { listen: `127.0.0.1:${apiPort}` },
+      api: { listen: `127.0.0.1:${apiPort}`, ...(options.token ? { token: options.token } : {}) },
       dataDir,
       edges: options.edges,
       ...options.config,
@@ -235,7 +237,11 @@ export async function startHub(
     apiPort,
     dataDir,
     configPath,
-    api: (path, init) => fetch(`http://127.0.0.1:${apiPort}${path}`, init),
+    api: (path, init) =>
+      fetch(`http://127.0.0.1:${apiPort}${path}`, {
+        ...init,
+        headers: { ...(options.token ? { authorization: `Bearer ${options.token}` } : {}), ...init?.headers },
+      }),
     async stop() {
       await proc.kill("SIGTERM");
     },

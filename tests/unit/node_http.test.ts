@@ -87,6 +87,36 @@ Deno.test({
         } MB after 4 × 300 MiB`,
       );
       assert.ok(after.peak - before.rss < 64, `peak RSS grew ${(after.peak - before.rss).toFixed(1)} MB`);
+
+      // Server-Sent Events stream as they come; a client that never reads stays at its queue's bound
+      // and does not hold up the others.
+      const auth = { authorization: "Bearer right" };
+      const stalled = createConnection({ port, host: "127.0.0.1" });
+      stalled.pause();
+      stalled.write(`GET /api/v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer right\r\n\r\n`);
+      const events = await fetch(`http://127.0.0.1:${port}/api/v1/events`, { headers: auth });
+      assert.equal(events.status, 200);
+      const reader = events.body!.getReader();
+      const decoder = new TextDecoder();
+      let text = decoder.decode((await reader.read()).value);
+      assert.match(text, /^: outpost events/, "the first bytes arrive before any event");
+      let published = 0;
+      let report: { clients: number; queued: number } = { clients: 0, queued: 0 };
+      let seen = 0;
+      for (let round = 0; round < 50; round++) {
+        const r = await fetch(`http://127.0.0.1:${port}/publish?n=50`, { method: "POST", headers: auth });
+        report = await r.json();
+        published += 50;
+        while (seen < published) {
+          text = decoder.decode((await reader.read()).value, { stream: true });
+          seen += (text.match(/^event: log$/gm) ?? []).length;
+        }
+      }
+      await reader.cancel();
+      stalled.destroy();
+      assert.equal(seen, published, "the reading stream got every event");
+      assert.equal(report.clients, 2);
+      assert.equal(report.queued, 64, "the stalled stream's queue is full and bounded");
     } finally {
       await proc.kill("SIGKILL");
       removeDir(dir);
