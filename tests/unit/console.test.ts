@@ -250,11 +250,16 @@ Deno.test("sessions expire after 12 h, end on logout, and the table is bounded",
 
 Deno.test("the hub's fleet console: sign-in with its token; read-only without one", async () => {
   const deps = {
-    store: { edges: () => [], records: () => [], command: () => undefined, pushes: () => [] },
+    store: {
+      edges: () => Promise.resolve([]),
+      records: () => Promise.resolve([]),
+      command: () => Promise.resolve(undefined),
+      pushes: () => Promise.resolve([]),
+    },
     link: {
-      isConnected: () => false,
+      connectedEdges: () => Promise.resolve(new Set<string>()),
       runCommand: () => Promise.reject(new Error("no")),
-      push: () => "queued",
+      push: () => Promise.resolve("pending"),
     },
     edges: ["gw-01"],
   } as unknown as Parameters<typeof createHubApi>[0];
