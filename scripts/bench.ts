@@ -4,7 +4,7 @@
  * also written to bench-results/latest.json. Method and latest figures: docs/performance.md.
  *
  *   npm run bench                      every scenario, 3 runs each
- *   npm run bench -- --quick           one short pass of each (under 3 minutes)
+ *   npm run bench -- --quick           one short pass of each (about 5 minutes)
  *   npm run bench -- --only e2e-mqtt,peers --runs 5
  *   npm run bench -- --runner bun      run the agent and hub from source under Bun (or deno, or a PATH)
  *   npm run bench -- --load deno       run the load generators under Deno instead of Bun
