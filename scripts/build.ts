@@ -306,6 +306,27 @@ const NODE_ADDON_LOADER = "let beside;" +
   " if (beside) return require(beside);" +
   " return require(`@libsql/${target}`);";
 
+/**
+ * outpost speaks Modbus TCP only: `serialport`, which modbus-serial loads for its optional serial
+ * ports (inside a try/catch), becomes a module that throws, so no build carries or loads its
+ * native binding (a compiled binary would otherwise map it from the build machine's node_modules).
+ */
+function noSerialPortPlugin() {
+  return {
+    name: "no-serialport",
+    setup(build: any) {
+      build.onResolve(
+        { filter: /^serialport$/ },
+        () => ({ path: "serialport", namespace: "outpost-no-serialport" }),
+      );
+      build.onLoad({ filter: /.*/, namespace: "outpost-no-serialport" }, () => ({
+        contents: 'throw new Error("Serial ports are not part of outpost (Modbus TCP only)");',
+        loader: "js",
+      }));
+    },
+  };
+}
+
 /** A Bun plugin that lets the Node bundle take libSQL's addon from beside it. */
 function libsqlBesidePlugin() {
   return libsqlPlugin("libsql-addon-beside", NODE_ADDON_LOADER);
@@ -331,7 +352,7 @@ async function buildNodeBundle(version: string, outfile: string, smokeRun: boole
       naming: "outpost.mjs",
       define: { OUTPOST_BUILD_VERSION: JSON.stringify(version) },
       minify: { whitespace: true, syntax: true, identifiers: false },
-      plugins: [libsqlBesidePlugin()],
+      plugins: [libsqlBesidePlugin(), noSerialPortPlugin()],
       throw: false,
     });
     if (!result.success) {
@@ -454,7 +475,7 @@ async function buildWithBun(target: Target, version: string, outfile: string): P
     minify: { whitespace: true, syntax: true, identifiers: false },
     format: "esm",
     bytecode: true,
-    plugins: [libsqlAddonPlugin(addon)],
+    plugins: [libsqlAddonPlugin(addon), noSerialPortPlugin()],
     throw: false,
   });
   if (!result.success) {
