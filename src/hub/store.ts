@@ -417,16 +417,7 @@ export function createHubStore(path: string): HubStore {
     },
 
     async insertCommand(c) {
-      q(SQL.insertCommand).run(
-        c.id,
-        c.edge,
-        c.device,
-        c.method,
-        JSON.stringify(c.params),
-        c.timeoutMs,
-        c.status,
-        c.createdAt,
-      );
+      q(SQL.insertCommand).run(...insertCommandArgs(c));
     },
 
     async settleCommand(id, edge, status, payload, now) {
@@ -476,17 +467,7 @@ export function createHubStore(path: string): HubStore {
 
     async insertOperation(op) {
       db.transaction(() => {
-        q(OPERATION_SQL.insertOperation).run(
-          op.id,
-          op.edge,
-          op.kind,
-          op.version,
-          op.status,
-          op.request === undefined ? null : JSON.stringify(op.request),
-          op.body,
-          op.createdAt,
-          op.createdAt,
-        );
+        q(OPERATION_SQL.insertOperation).run(...insertOperationArgs(op));
         q(OPERATION_SQL.pruneOperations).run(op.edge, op.edge, OPERATIONS_KEPT_PER_EDGE);
       });
     },
@@ -577,4 +558,15 @@ export function toOperation(r: any): OperationRow {
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
+}
+
+/** The parameters of the commands INSERT, in its column order (the libSQL file and server stores). */
+export function insertCommandArgs(c: Omit<CommandRow, "payload" | "completedAt">) {
+  return [c.id, c.edge, c.device, c.method, JSON.stringify(c.params), c.timeoutMs, c.status, c.createdAt];
+}
+
+/** The parameters of `OPERATION_SQL.insertOperation`, in its column order. */
+export function insertOperationArgs(op: Parameters<HubStore["insertOperation"]>[0]) {
+  const request = op.request === undefined ? null : JSON.stringify(op.request);
+  return [op.id, op.edge, op.kind, op.version, op.status, request, op.body, op.createdAt, op.createdAt];
 }

@@ -17,7 +17,14 @@ import { errorMessage } from "../core/errors.ts";
 import { hubMigrations } from "../db/mod.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import type { HubStore, Push, StoredRecord } from "./store.ts";
-import { OPERATION_SQL as OP, OPERATIONS_KEPT_PER_EDGE, payloadText, toOperation } from "./store.ts";
+import {
+  insertCommandArgs,
+  insertOperationArgs,
+  OPERATION_SQL as OP,
+  OPERATIONS_KEPT_PER_EDGE,
+  payloadText,
+  toOperation,
+} from "./store.ts";
 
 const ROWS_PER_INSERT = 64;
 const FIELDS = 8;
@@ -207,16 +214,7 @@ function createRemoteStore(client: Client, _log: Logger): HubStore {
       await client.execute({
         sql: "INSERT INTO commands (id, edge, device, method, params, timeout_ms, status, created_at) " +
           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        args: [
-          c.id,
-          c.edge,
-          c.device,
-          c.method,
-          JSON.stringify(c.params),
-          c.timeoutMs,
-          c.status,
-          c.createdAt,
-        ],
+        args: insertCommandArgs(c),
       });
     },
 
@@ -290,17 +288,7 @@ function createRemoteStore(client: Client, _log: Logger): HubStore {
       await client.batch([
         {
           sql: OP.insertOperation,
-          args: [
-            op.id,
-            op.edge,
-            op.kind,
-            op.version,
-            op.status,
-            op.request === undefined ? null : JSON.stringify(op.request),
-            op.body,
-            op.createdAt,
-            op.createdAt,
-          ],
+          args: insertOperationArgs(op),
         },
         { sql: OP.pruneOperations, args: [op.edge, op.edge, OPERATIONS_KEPT_PER_EDGE] },
       ], "write");
