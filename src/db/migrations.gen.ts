@@ -29,6 +29,10 @@ export const agentMigrations: readonly Migration[] = [
   {
     "name": "0007_coap_exchanges.sql",
     "sql": "-- CoAP requests already stored (src/transports/coap/exchanges.ts), by peer address, port and\n-- message id, written in the outbox transaction that stores the request's messages: a\n-- retransmission arriving after a crash (the request committed, its 2.01 lost with the process)\n-- is answered 2.01 without being stored twice. The newest rows only: writing row n deletes row\n-- n - 200,000, so the table is bounded with a few B-tree operations per request and never needs a\n-- bulk delete; rows older than EXCHANGE_LIFETIME (RFC 7252 §4.8.2) no longer count.\nCREATE TABLE coap_exchanges (\n  n INTEGER PRIMARY KEY,\n  key TEXT NOT NULL,\n  digest TEXT NOT NULL,\n  created_at INTEGER NOT NULL\n);\nCREATE INDEX coap_exchanges_key ON coap_exchanges (key);\n"
+  },
+  {
+    "name": "0009_mqtt_seen_packs.sql",
+    "sql": "-- The redelivery memory packed per commit (src/transports/mqtt/dedupe.ts): one row holds every\n-- publish of one MQTT session (and connection) stored by one outbox transaction, as\n-- \",<packet id>:<digest>\" entries in arrival order. The n-th pack of a session lands in slot\n-- n % 1024, replacing what the slot held. Before, each publish was a row of its own (0005): under\n-- load a session stores several publishes per commit, and every row cost a bound INSERT and a\n-- B-tree write.\nCREATE TABLE mqtt_seen_packs (\n  session TEXT NOT NULL,\n  slot INTEGER NOT NULL,\n  n INTEGER NOT NULL,\n  conn TEXT NOT NULL,\n  created_at INTEGER NOT NULL,\n  entries TEXT NOT NULL,\n  PRIMARY KEY (session, slot)\n) WITHOUT ROWID;\n\n-- Each remembered publish of 0005's ring becomes a pack of one, in the same slot.\nINSERT INTO mqtt_seen_packs (session, slot, n, conn, created_at, entries)\n  SELECT session, slot, n, conn, created_at, ',' || packet_id || ':' || digest FROM mqtt_seen;\n\nDROP TABLE mqtt_seen;\n"
   }
 ];
 export const hubMigrations: readonly Migration[] = [

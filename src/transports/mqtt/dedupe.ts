@@ -24,17 +24,21 @@
  * possibly unacknowledged: that is the crash the memory exists for.
  *
  * What is remembered, per MQTT session (client id, or the external connection): the packet id,
- * the digest, and the connection it came on, for the last `window` publishes of the session.
- * The memory lives in the agent's database and is written by `write()` inside the very outbox
- * transaction that stores the messages (`ingest.accept(…, {inTransaction})`): a message is
+ * the digest, and the connection it came on, for the publishes of the session's last `window`
+ * writes. The memory lives in the agent's database and is written by `write()` inside the very
+ * outbox transaction that stores the messages (`ingest.accept(…, {inTransaction})`): a message is
  * remembered if and only if it was stored, whatever the moment of a crash.
  *
- * Cost per publish (this runs for every QoS 1 message): the table is a ring per session (slot =
- * n % window, migrations/0005), written with multi-row INSERTs, one B-tree write per publish.
- * The database is read only for a DUP publish, or a persistent session's publish whose packet id
- * is in the small set of ids unacknowledged at its previous connection's end. The sessions known
- * in memory are bounded (`maxSessions`, least recently used forgotten first; a forgotten session
- * is treated as one from an earlier process).
+ * Cost per publish (this runs for every QoS 1 message): one `write()` stores one row per session
+ * and connection, a "pack" of its publishes' `,<packet id>:<digest>` entries (migrations/0009),
+ * in a ring per session (slot = n % window, n counting the session's packs). Under load a session
+ * stores several publishes per commit, so there are fewer rows than publishes. The database is
+ * read only for a DUP publish, or a persistent session's publish whose packet id is in the small
+ * set of ids unacknowledged at its previous connection's end; that read finds the newest pack
+ * holding the id with `instr()` inside SQLite. A pack holds at most what the session had in
+ * flight at once, so the memory stays bounded per session. The sessions known in memory are
+ * bounded (`maxSessions`, least recently used forgotten first; a forgotten session is treated as
+ * one from an earlier process).
  */
 import { Buffer } from "node:buffer";
 import * as crypto from "node:crypto";
@@ -88,20 +92,20 @@ export interface Redelivery {
 }
 
 export interface RedeliveryOptions {
-  /** Packet ids remembered per session. */
+  /** Writes (packs of publishes) remembered per session. */
   window?: number;
   /** Sessions whose connection state is kept in memory (least recently used forgotten first). */
   maxSessions?: number;
   now?: () => number;
 }
 
-const WRITE_HEAD = "INSERT OR REPLACE INTO mqtt_seen (session, slot, packet_id, digest, conn, n, created_at)";
+const WRITE_HEAD = "INSERT OR REPLACE INTO mqtt_seen_packs (session, slot, n, conn, created_at, entries)";
 
 /** What is known in memory of one session. */
 interface SessionState {
   /** The connection its latest publish came on. */
   conn: string;
-  /** The sequence number of its last remembered publish (slot = n % window). */
+  /** The sequence number of its last pack (slot = n % window). */
   n: number;
   /**
    * Packet ids that may be unacknowledged from earlier connections, sorted; undefined when there
@@ -133,21 +137,32 @@ function withId(ids: Uint16Array | undefined, id: number): Uint16Array {
   return next.sort();
 }
 
+/** The entries of a pack: `,<packet id>:<digest>` each, in the order they were stored. */
+function* parseEntries(entries: string): Generator<{ packetId: number; digest: string }> {
+  for (const entry of entries.split(",")) {
+    const colon = entry.indexOf(":");
+    if (colon <= 0) continue;
+    yield { packetId: Number(entry.slice(0, colon)), digest: entry.slice(colon + 1) };
+  }
+}
+
 export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions = {}): Redelivery {
-  // Tables: migrations/0005_mqtt_seen_ring.sql (mqtt_seen) and 0003 (mqtt_notes).
+  // Tables: migrations/0009_mqtt_seen_packs.sql (mqtt_seen_packs) and 0003 (mqtt_notes).
   const window = options.window ?? 1024;
   const maxSessions = options.maxSessions ?? 10_000;
   const now = options.now ?? Date.now;
+  // The newest pack of the session holding the packet id (`?` is ",<id>:").
   const latest = db.prepare(
-    "SELECT digest, conn FROM mqtt_seen WHERE session = ? AND packet_id = ? ORDER BY n DESC LIMIT 1",
-  );
-  const held = db.prepare("SELECT packet_id, n FROM mqtt_seen WHERE session = ?").raw(true);
-  const old = db.prepare("DELETE FROM mqtt_seen WHERE created_at < ?");
+    "SELECT conn, entries FROM mqtt_seen_packs WHERE session = ? AND instr(entries, ?) > 0 " +
+      "ORDER BY n DESC LIMIT 1",
+  ).raw(true);
+  const held = db.prepare("SELECT entries, n FROM mqtt_seen_packs WHERE session = ?").raw(true);
+  const old = db.prepare("DELETE FROM mqtt_seen_packs WHERE created_at < ?");
   // Client ids are the client's choice: beyond the most recently active sessions, rows go.
-  const sessionCount = db.prepare("SELECT COUNT(DISTINCT session) AS n FROM mqtt_seen");
+  const sessionCount = db.prepare("SELECT COUNT(DISTINCT session) AS n FROM mqtt_seen_packs");
   const extraSessions = db.prepare(
-    "DELETE FROM mqtt_seen WHERE session NOT IN " +
-      "(SELECT session FROM mqtt_seen GROUP BY session ORDER BY MAX(created_at) DESC LIMIT ?)",
+    "DELETE FROM mqtt_seen_packs WHERE session NOT IN " +
+      "(SELECT session FROM mqtt_seen_packs GROUP BY session ORDER BY MAX(created_at) DESC LIMIT ?)",
   );
   const getNote = db.prepare("SELECT value FROM mqtt_notes WHERE key = ?");
   const putNote = db.prepare(
@@ -169,14 +184,14 @@ export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions =
     } else {
       // Last connected to an earlier process (or forgotten): whatever the memory holds may be
       // unacknowledged.
-      const rows = held.all(session) as [number, number][];
+      const rows = held.all(session) as [string, number][];
       if (rows.length > 0) {
-        const ids = new Uint16Array(rows.length);
-        for (let i = 0; i < rows.length; i++) {
-          ids[i] = rows[i][0];
-          if (rows[i][1] > n) n = rows[i][1];
+        const ids = new Set<number>();
+        for (const [entries, packN] of rows) {
+          for (const entry of parseEntries(entries)) ids.add(entry.packetId);
+          if (packN > n) n = packN;
         }
-        earlier = ids.sort();
+        earlier = Uint16Array.from(ids).sort();
       }
     }
     state = { conn, n, earlier, unacked: new Set() };
@@ -195,23 +210,37 @@ export function createRedelivery(db: LocalDatabase, options: RedeliveryOptions =
           return false;
         }
       }
-      const row = latest.get(key.session, key.packetId) as { digest: string; conn: string } | undefined;
-      if (row === undefined || row.digest !== key.digest) return false;
-      return key.dup || row.conn !== key.conn;
+      const row = latest.get(key.session, `,${key.packetId}:`) as [string, string] | undefined;
+      if (row === undefined) return false;
+      // Within a pack the last entry of an id is its newest publish.
+      let digest: string | undefined;
+      for (const entry of parseEntries(row[1])) if (entry.packetId === key.packetId) digest = entry.digest;
+      if (digest !== key.digest) return false;
+      return key.dup || row[0] !== key.conn;
     },
     write(keys) {
       if (closed || keys.length === 0) return;
       const t = now();
       const params: unknown[] = [];
-      for (const k of keys) {
-        const state = sessions.get(k.session) ?? stateFor(k.session, k.conn);
+      // One pack per run of keys of the same session and connection (one, unless several
+      // sessions' publishes are written together).
+      let i = 0;
+      while (i < keys.length) {
+        const first = keys[i];
+        const state = sessions.get(first.session) ?? stateFor(first.session, first.conn);
         // A publish of an older connection stored after a newer one began: it is "earlier" now.
-        if (state.conn !== k.conn) state.earlier = withId(state.earlier, k.packetId);
-        else state.unacked.add(k.packetId);
+        const late = state.conn !== first.conn;
+        let entries = "";
+        for (; i < keys.length && keys[i].session === first.session && keys[i].conn === first.conn; i++) {
+          const k = keys[i];
+          if (late) state.earlier = withId(state.earlier, k.packetId);
+          else state.unacked.add(k.packetId);
+          entries += `,${k.packetId}:${k.digest}`;
+        }
         const n = ++state.n;
-        params.push(k.session, n % window, k.packetId, k.digest, k.conn, n, t);
+        params.push(first.session, n % window, n, first.conn, t, entries);
       }
-      db.insertRows(WRITE_HEAD, 7, params);
+      db.insertRows(WRITE_HEAD, 6, params);
     },
     acked(keys) {
       for (const k of keys) {

@@ -291,3 +291,77 @@ Deno.test("payloadDigest is SHA-256 of topic NUL payload (stored digests stay co
     "acda469d0c330d01c98b8895f1166e89",
   );
 });
+
+Deno.test("the redelivery memory packs one write per session into one row, and finds each publish in it", () => {
+  const dir = tempDir("outpost-mqtt-dedupe-");
+  try {
+    const path = join(dir, "agent.db");
+    let db = openDatabase(path, { migrations: agentMigrations });
+    const r = createRedelivery(db, { window: 4 });
+    const k = (id: number, digest: string, session = "s"): PublishKey => ({
+      session,
+      packetId: id,
+      digest,
+      conn: "c1",
+      dup: false,
+    });
+    // One transaction: five publishes of s (id 3 twice, the later one newer), two of t.
+    db.transaction(() =>
+      r.write([k(1, "a"), k(2, "b"), k(3, "c"), k(30, "d"), k(3, "e"), k(7, "f", "t"), k(8, "g", "t")])
+    );
+    const rows = db.prepare(
+      "SELECT session, COUNT(*) AS n FROM mqtt_seen_packs GROUP BY session ORDER BY session",
+    )
+      .all() as { session: string; n: number }[];
+    assert.deepEqual(rows.map((x) => [x.session, x.n]), [["s", 1], ["t", 1]]);
+    db.close();
+    db = openDatabase(path, { migrations: agentMigrations });
+    const again = createRedelivery(db, { window: 4 });
+    const later = (key: PublishKey) => again.isResend({ ...key, conn: "c2" });
+    assert.ok(later(k(1, "a")) && later(k(2, "b")) && later(k(30, "d")) && later(k(8, "g", "t")));
+    assert.ok(later(k(3, "e")), "the newest publish of an id within a pack counts");
+    assert.ok(!later(k(3, "c")), "an older publish of that id does not");
+    assert.ok(!later(k(13, "c")) && !later(k(0, "a")), "ids that only share digits are not matched");
+    // Four more writes of s push its first pack out of the ring (window 4).
+    for (let i = 0; i < 4; i++) db.transaction(() => again.write([{ ...k(100 + i, "x"), conn: "c2" }]));
+    const next = createRedelivery(db, { window: 4 });
+    assert.ok(!next.isResend({ ...k(1, "a"), conn: "c3" }), "a pack overwritten in the ring is forgotten");
+    assert.ok(next.isResend({ ...k(103, "x"), conn: "c3" }));
+    db.close();
+  } finally {
+    removeDir(dir);
+  }
+});
+
+Deno.test("migration 0009 packs the ring's rows, and their publishes are still known", () => {
+  const dir = tempDir("outpost-mqtt-dedupe-");
+  try {
+    const path = join(dir, "agent.db");
+    let db = openDatabase(path, { migrations: agentMigrations.filter((m) => m.name < "0009") });
+    const put = db.prepare(
+      "INSERT INTO mqtt_seen (session, slot, packet_id, digest, conn, n, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    );
+    db.transaction(() => {
+      put.run("s", 1, 11, "d11", "old-1", 1, Date.now());
+      put.run("s", 2, 12, "d12", "old-1", 2, Date.now());
+    });
+    db.close();
+    db = openDatabase(path, { migrations: agentMigrations });
+    const r = createRedelivery(db);
+    const key = (id: number, digest: string): PublishKey => ({
+      session: "s",
+      packetId: id,
+      digest,
+      conn: "new-1",
+      dup: false,
+    });
+    assert.ok(r.isResend(key(11, "d11")) && r.isResend(key(12, "d12")));
+    assert.ok(!r.isResend(key(12, "d11")));
+    // The session's packs continue after the migrated ones: nothing migrated is overwritten.
+    db.transaction(() => r.write([{ ...key(13, "d13"), conn: "new-1" }]));
+    assert.ok(createRedelivery(db).isResend({ ...key(11, "d11"), conn: "new-2" }));
+    db.close();
+  } finally {
+    removeDir(dir);
+  }
+});
