@@ -483,6 +483,9 @@ function keepValues(s: Seen, payload: Record<string, unknown>): void {
 
 /** About the JSON size of `value`, or -1 as soon as it passes `budget` (never walks further). */
 function sizeWithin(value: unknown, budget: number): number {
+  // Most values are numbers, booleans or short strings: no walk for them.
+  if (typeof value === "number" || typeof value === "boolean") return 8 > budget ? -1 : 8;
+  if (typeof value === "string") return value.length + 2 > budget ? -1 : value.length + 2;
   let used = 0;
   const stack: unknown[] = [value];
   while (stack.length > 0) {
