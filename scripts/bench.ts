@@ -162,7 +162,7 @@ for (const [name, fn] of scenarios) {
 }
 summary.bench_seconds = Math.round((performance.now() - started) / 1000);
 
-/** Ratios to the peers, and the targets of issue 8 with whether this run met them. */
+/** Ratios to the peers, and the targets with whether this run met them. */
 const n = (key: string) => typeof summary[key] === "number" ? summary[key] as number : undefined;
 const ratio = (a?: number, b?: number) => a !== undefined && b ? Number((a / b).toFixed(2)) : undefined;
 const e2e = n("e2e_mqtt_msgs_per_s");
@@ -174,11 +174,14 @@ const target = (name: string, value: number | undefined, op: ">=" | "<=", limit:
   if (value === undefined) return;
   targets[name] = { value, target: `${op} ${limit}`, met: op === ">=" ? value >= limit : value <= limit };
 };
-target("e2e_mqtt_vs_bridge", summary.e2e_mqtt_vs_bridge as number | undefined, ">=", 1.0);
-target("e2e_mqtt_vs_raw_qos1", summary.e2e_mqtt_vs_raw_qos1 as number | undefined, ">=", 0.8);
+// Issue 17's targets (half the CPU per message): CPU per message, against the peers, e2e-http.
+target("e2e_mqtt_cpu_s_per_100k", n("e2e_mqtt_cpu_s_per_100k"), "<=", 4.5);
+target("e2e_mqtt_vs_bridge", summary.e2e_mqtt_vs_bridge as number | undefined, ">=", 1.5);
+target("e2e_mqtt_vs_raw_qos1", summary.e2e_mqtt_vs_raw_qos1 as number | undefined, ">=", 1.0);
 target("e2e_mqtt_vs_node_red", summary.e2e_mqtt_vs_node_red as number | undefined, ">=", 2.5);
+target("e2e_http_msgs_per_s", n("e2e_http_msgs_per_s"), ">=", 60_000);
 target("backlog_drain_msgs_per_s", n("backlog_drain_msgs_per_s"), ">=", 100_000);
-target("e2e_mqtt_peak_rss_mb", n("e2e_mqtt_peak_rss_mb"), "<=", 150);
+target("e2e_mqtt_peak_rss_mb", n("e2e_mqtt_peak_rss_mb"), "<=", 120);
 // Idle RSS: the larger of the 3 s median and where the last start settled after 30 s.
 const idleRss = [n("idle_rss_mb"), n("idle_rss_30s_mb")].filter((x) => x !== undefined) as number[];
 target("idle_rss_mb", idleRss.length ? Math.max(...idleRss) : undefined, "<=", 60);
