@@ -29,6 +29,10 @@ export const agentMigrations: readonly Migration[] = [
   {
     "name": "0007_coap_exchanges.sql",
     "sql": "-- CoAP requests already stored (src/transports/coap/exchanges.ts), by peer address, port and\n-- message id, written in the outbox transaction that stores the request's messages: a\n-- retransmission arriving after a crash (the request committed, its 2.01 lost with the process)\n-- is answered 2.01 without being stored twice. The newest rows only: writing row n deletes row\n-- n - 200,000, so the table is bounded with a few B-tree operations per request and never needs a\n-- bulk delete; rows older than EXCHANGE_LIFETIME (RFC 7252 §4.8.2) no longer count.\nCREATE TABLE coap_exchanges (\n  n INTEGER PRIMARY KEY,\n  key TEXT NOT NULL,\n  digest TEXT NOT NULL,\n  created_at INTEGER NOT NULL\n);\nCREATE INDEX coap_exchanges_key ON coap_exchanges (key);\n"
+  },
+  {
+    "name": "0008_outbox_groups.sql",
+    "sql": "-- The outbox as the hub link sends it (src/outbox/mod.ts, docs/decisions/0020-…): one row per\n-- group of records committed together, holding them already encoded as on the wire (each record\n-- a `Record records = 2` field of the Batch message, laid end to end). The row holds the records\n-- seq - n + 1 … seq; seq, the key, is its last record's. bytes is what the records count against\n-- outbox.maxBytes. records is the last column so that reading the others never reads the blob.\n-- The rows before are in the `outbox` table of 0001: the outbox converts them into this table\n-- when it opens, with their seqs and ids, and then drops that table.\nCREATE TABLE outbox_groups (\n  seq INTEGER PRIMARY KEY AUTOINCREMENT,\n  n INTEGER NOT NULL,\n  bytes INTEGER NOT NULL,\n  created_at INTEGER NOT NULL,\n  records BLOB NOT NULL\n);\n\n-- A seq is never used twice: the new table goes on from the highest seq the old one ever gave.\n-- (The outbox sets each row's seq itself; AUTOINCREMENT keeps the highest ever inserted.)\nINSERT INTO sqlite_sequence (name, seq) SELECT 'outbox_groups', seq FROM sqlite_sequence WHERE name = 'outbox';\n"
   }
 ];
 export const hubMigrations: readonly Migration[] = [
