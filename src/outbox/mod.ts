@@ -3,25 +3,37 @@
  * acknowledges it. Invariants:
  * - `enqueue()` resolves only after the transaction holding its records has committed
  *   (group commit: every caller that arrives while a commit runs shares the next one).
+ * - Records are stored as the hub link sends them: a transaction's records become groups of at
+ *   most `groupRecords` records and `groupBytes` counted bytes (a larger record is a group alone),
+ *   one row each, holding the records encoded as on the wire (src/proto/records_codec.ts). The
+ *   uplink sends whole groups as they are (`claimGroups`), an ack deletes whole groups, and
+ *   `drop-oldest` drops whole groups. People and tests read decoded records (`peek`, `claim`).
  * - A record leaves only by `ack()` (delivered) or by `onFull: "drop-oldest"` (counted).
  * - Acknowledged deletes ride in the same transaction as the next inserts (one commit, one
  *   fsync, for both). A delete lost in a crash only means a resend, which the hub recognises.
  * - Group commit sizes itself by load: one transaction per event-loop turn holds everything that
  *   arrived meanwhile; a slow fsync (flash storage) makes turns, and so transactions, larger.
- * - `seq` never repeats (AUTOINCREMENT); with the store's random epoch it makes the record id
- *   the hub deduplicates on, stable across resends and restarts.
+ * - `seq` goes up by one per stored record, in commit order, and never repeats: not across
+ *   restarts, nor after everything was acknowledged or dropped (AUTOINCREMENT keeps the highest
+ *   ever stored; a failed transaction's seqs are used again, as nothing saw them). With the
+ *   store's random epoch it makes the record id `<epoch>-<seq>` the hub deduplicates on, stable
+ *   across resends and restarts; seq order is the order records are sent in.
+ * - Records an older version stored one row each (the `outbox` table) are converted into groups
+ *   when the outbox opens, keeping their seqs, ids and times, before anything new is stored.
  * - Each distinct SQL text is prepared once (see src/db/mod.ts).
  */
-import { asc, count, sql, sum } from "drizzle-orm";
+import { sql } from "drizzle-orm";
 import { randomBytes } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { statfsSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Message } from "../core/message.ts";
-import { agentMigrations, type LocalDatabase, openDatabase, type Statement } from "../db/mod.ts";
-import { meta, outbox } from "./tables.ts";
+import { agentMigrations, type LocalDatabase, openDatabase } from "../db/mod.ts";
+import { decodeRecords, encodeRecords, type PreparedRecord, prepareRecord } from "../proto/mod.ts";
+import { meta } from "./tables.ts";
 import { errorMessage } from "../core/errors.ts";
 
+/** A record decoded for people (the control API) and tests. */
 export interface OutboxRecord {
   seq: number;
   /** `<epoch>-<seq>`: unique per edge, stable across resends. */
@@ -36,9 +48,24 @@ export interface OutboxRecord {
   createdAt: number;
 }
 
-/** A record as the uplink sends it: the payload as its UTF-8 bytes, read as such from the store. */
-export interface OutboxRecordBytes extends Omit<OutboxRecord, "payload"> {
-  payload: Uint8Array;
+/** A stored group: the records `seq - n + 1 … seq`, committed together, encoded as on the wire. */
+export interface OutboxGroup {
+  /** The seq of its last record. */
+  seq: number;
+  /** How many records it holds. */
+  n: number;
+  /** What its records count against `maxBytes`. */
+  bytes: number;
+  createdAt: number;
+  /** The records as `Record records = 2` fields of a Batch, end to end (src/proto/records_codec.ts). */
+  records: Uint8Array;
+}
+
+/** What `claimGroups` found. */
+export interface ClaimedGroups {
+  groups: OutboxGroup[];
+  /** A next group exists and did not fit the limits: the caller's batch is as full as it gets. */
+  full: boolean;
 }
 
 export interface OutboxStats {
@@ -61,6 +88,13 @@ export interface OutboxOptions {
    */
   minFreeBytes?: number;
   synchronous?: "full" | "normal";
+  /**
+   * Records per stored group at most (default 128); `limitGroups` lowers it to the uplink's batch
+   * size, so that a batch always takes whole groups.
+   */
+  groupRecords?: number;
+  /** Counted bytes per stored group at most (default 128 KiB); a larger record is a group alone. */
+  groupBytes?: number;
   now?: () => number;
   /** Called after records were dropped to make room (for logging and metrics). */
   /**
@@ -136,7 +170,7 @@ export interface EnqueueOptions {
 }
 
 interface Pending {
-  rows: PreparedRow[];
+  records: PreparedRecord[];
   inTransaction?: () => void;
   onRefused?: () => void;
   /** onRefused has run. */
@@ -146,30 +180,34 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
-type ClaimRow = [number, string, string, number, string | null, string | Uint8Array, number, number];
-
-interface PreparedRow {
-  device: string;
-  kind: string;
-  ts: number;
-  topic: string | null;
-  payload: string;
-  bytes: number;
-}
-
-const INSERT_HEAD = "INSERT INTO outbox (device, kind, ts, topic, payload, bytes, created_at)";
+/** A group's row without its records: seq, n, bytes, created_at. */
+type GroupRow = [number, number, number, number];
 
 /** Fixed per-record overhead counted against `maxBytes` (row header, index entry). */
 const ROW_OVERHEAD = 48;
 
+const GROUP_RECORDS = 128;
+const GROUP_BYTES = 128 * 1024;
+/** Groups read per query when decoding for people, and dropped per step by `drop-oldest`. */
+const PAGE_GROUPS = 64;
+/** Old one-row-per-record rows converted per transaction at open. */
+const CONVERT_ROWS = 4096;
+
 export function recordBytes(device: string, topic: string | null | undefined, payload: string): number {
   return Buffer.byteLength(payload) + device.length + (topic?.length ?? 0) + ROW_OVERHEAD;
+}
+
+/** `recordBytes` of a prepared record (its lengths are measured already). */
+function countedBytes(r: PreparedRecord): number {
+  return r.payloadLength + r.device.length + r.topic.length + ROW_OVERHEAD;
 }
 
 export class Outbox {
   readonly db: LocalDatabase;
   private readonly ownsDb: boolean;
   readonly epoch: string;
+  /** `<epoch>-`: every record id starts with it. */
+  private readonly idPrefix: string;
   private readonly options: OutboxOptions;
   private readonly now: () => number;
   private pending: Pending[] = [];
@@ -177,6 +215,10 @@ export class Outbox {
   private depth = 0;
   private totalBytes = 0;
   private dropped = 0;
+  /** The seq the next stored record gets. */
+  private nextSeq = 1;
+  private groupRecords: number;
+  private groupBytes: number;
   private listeners = new Set<() => void>();
   private closed = false;
   private ackFrom: [number, number][] = [];
@@ -185,44 +227,70 @@ export class Outbox {
   private free = { bytes: Infinity, at: -Infinity, outboxBytes: 0, failed: false };
 
   private readonly q;
-  private readonly claimStatement;
+  /** Every prepared statement of the outbox (raw ones return arrays: no per-row mapping). */
+  private readonly s;
 
   /** The configured capacity (`outbox.maxBytes`). */
   get maxBytes(): number {
     return this.options.maxBytes;
   }
-  private readonly claimBytesStatement;
 
   constructor(options: OutboxOptions) {
     this.options = options;
     this.now = options.now ?? Date.now;
+    this.groupRecords = Math.max(1, options.groupRecords ?? GROUP_RECORDS);
+    this.groupBytes = Math.max(1, options.groupBytes ?? GROUP_BYTES);
     this.ownsDb = options.db === undefined;
     this.db = options.db ??
       openDatabase(options.path!, { migrations: agentMigrations, synchronous: options.synchronous });
     const orm = this.db.orm;
     const p = sql.placeholder;
     this.q = {
-      totals: orm.select({ n: count(), bytes: sum(outbox.bytes) }).from(outbox).prepare(),
-      oldest: orm.select({ createdAt: outbox.createdAt }).from(outbox).orderBy(asc(outbox.seq)).limit(1)
-        .prepare(),
       getMeta: orm.select({ value: meta.value }).from(meta).where(sql`${meta.key} = ${p("key")}`).prepare(),
       setMeta: orm.insert(meta).values({ key: p("key"), value: p("value") }).onConflictDoUpdate({
         target: meta.key,
         set: { value: sql`excluded.value` },
       }).prepare(),
     };
-    this.claimStatement = this.db.prepare(
-      "SELECT seq, device, kind, ts, topic, payload, bytes, created_at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-    ).raw(true);
-    this.claimBytesStatement = this.db.prepare(
-      "SELECT seq, device, kind, ts, topic, CAST(payload AS BLOB), bytes, created_at FROM outbox " +
-        "WHERE seq > ? ORDER BY seq LIMIT ?",
-    ).raw(true);
+    const db = this.db;
+    this.s = {
+      /** Records, bytes, the highest seq ever stored, and whether the old table is still there. */
+      state: db.prepare(
+        "SELECT (SELECT COALESCE(SUM(n), 0) FROM outbox_groups), " +
+          "(SELECT COALESCE(SUM(bytes), 0) FROM outbox_groups), " +
+          "(SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox_groups'), " +
+          "(SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'outbox')",
+      ).raw(true),
+      /** Groups after a seq, oldest first, without their records (the blob is never read). */
+      groups: db.prepare(
+        "SELECT seq, n, bytes, created_at FROM outbox_groups WHERE seq > ? ORDER BY seq LIMIT ?",
+      ).raw(true),
+      /** The records of the groups in a range of seqs, oldest first. */
+      records: db.prepare(
+        "SELECT records FROM outbox_groups WHERE seq > ? AND seq <= ? ORDER BY seq",
+      ).raw(true),
+      insert: db.prepare(
+        "INSERT INTO outbox_groups (seq, n, bytes, created_at, records) VALUES (?, ?, ?, ?, ?)",
+      ),
+      measure: db.prepare(
+        "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(bytes), 0) FROM outbox_groups " +
+          "WHERE seq BETWEEN ? AND ? AND seq - n + 1 >= ?",
+      ).raw(true),
+      deleteRange: db.prepare("DELETE FROM outbox_groups WHERE seq BETWEEN ? AND ? AND seq - n + 1 >= ?"),
+      deleteUpTo: db.prepare("DELETE FROM outbox_groups WHERE seq <= ?"),
+    };
     this.epoch = this.metaGet("epoch") ?? this.initEpoch();
+    this.idPrefix = `${this.epoch}-`;
     this.dropped = Number(this.metaGet("dropped") ?? 0);
-    const totals = this.q.totals.get() as { n: number; bytes: number | string | null };
-    this.depth = totals.n;
-    this.totalBytes = Number(totals.bytes ?? 0);
+    if (this.readState()[3] > 0) this.convertOldTable();
+    const [n, bytes, lastSeq] = this.readState();
+    this.depth = n;
+    this.totalBytes = bytes;
+    this.nextSeq = lastSeq + 1;
+  }
+
+  private readState(): [number, number, number, number] {
+    return (this.s.state.get() as number[]).map(Number) as [number, number, number, number];
   }
 
   private metaGet(key: string): string | undefined {
@@ -239,6 +307,63 @@ export class Outbox {
     return epoch;
   }
 
+  /**
+   * Converts what an older version stored, one row per record in the `outbox` table, into groups
+   * (records of one commit with consecutive seqs), keeping each record's seq, id and time, then
+   * drops that table. Each step moves rows in one transaction: a crash in between leaves the rest
+   * for the next start, in order, and the seqs carry on after the old table's (migration 0008).
+   */
+  private convertOldTable(): void {
+    const read = this.db.prepare(
+      "SELECT seq, device, kind, ts, topic, payload, created_at FROM outbox ORDER BY seq LIMIT ?",
+    ).raw(true);
+    const remove = this.db.prepare("DELETE FROM outbox WHERE seq <= ?");
+    for (;;) {
+      const rows = read.all(CONVERT_ROWS) as [
+        number,
+        string,
+        string,
+        number,
+        string | null,
+        string,
+        number,
+      ][];
+      if (rows.length === 0) break;
+      this.db.transaction(() => {
+        let k = 0;
+        while (k < rows.length) {
+          const first = rows[k][0];
+          const createdAt = rows[k][6];
+          const group: PreparedRecord[] = [];
+          let bytes = 0;
+          while (k < rows.length && group.length < this.groupRecords) {
+            const [seq, device, kind, ts, topic, payload, at] = rows[k];
+            if (group.length > 0 && (seq !== first + group.length || at !== createdAt)) break;
+            const record = prepareRecord(device, kind, ts, topic, payload);
+            const b = countedBytes(record);
+            if (group.length > 0 && bytes + b > this.groupBytes) break;
+            group.push(record);
+            bytes += b;
+            k++;
+          }
+          const records = encodeRecords(group, 0, group.length, this.idPrefix, first);
+          this.s.insert.run(first + group.length - 1, group.length, bytes, createdAt, records);
+        }
+        remove.run(rows[rows.length - 1][0]);
+      });
+    }
+    this.db.transaction(() => this.db.raw.exec("DROP TABLE outbox"));
+  }
+
+  /**
+   * Stores no group larger than this from now on: the uplink's batch limits, so that a batch can
+   * always be made of whole groups.
+   */
+  limitGroups(records: number, bytes: number): void {
+    this.groupRecords = Math.max(1, Math.min(this.groupRecords, records));
+    this.groupBytes = Math.max(1, Math.min(this.groupBytes, bytes));
+  }
+
   /** Stores messages durably; resolves after commit. Rejects with `OutboxFullError` when full under `reject`. */
   enqueue(messages: readonly Message[], options: EnqueueOptions = {}): Promise<void> {
     if (this.closed) {
@@ -246,19 +371,22 @@ export class Outbox {
       return Promise.reject(new OutboxClosedError());
     }
     if (messages.length === 0 && !options.inTransaction) return Promise.resolve();
-    const rows: PreparedRow[] = new Array(messages.length);
+    const records: PreparedRecord[] = new Array(messages.length);
     let bytes = 0;
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i];
       const payload = JSON.stringify(m.payload);
-      const topic = m.topic ?? null;
-      const b = recordBytes(m.device, topic, payload);
-      bytes += b;
-      rows[i] = { device: m.device, kind: m.kind, ts: m.ts, topic, payload, bytes: b };
+      if (typeof payload !== "string") {
+        options.onRefused?.();
+        return Promise.reject(new TypeError(`A message's payload is not JSON (device "${m.device}")`));
+      }
+      const record = prepareRecord(m.device, m.kind, m.ts, m.topic, payload);
+      bytes += countedBytes(record);
+      records[i] = record;
     }
     return new Promise((resolve, reject) => {
       this.pending.push({
-        rows,
+        records,
         bytes,
         resolve,
         reject,
@@ -277,7 +405,7 @@ export class Outbox {
 
   /**
    * One transaction for everything that arrived since the last one: the acknowledged deletes
-   * first (they make room), then every group's records (one multi-row INSERT run for all of them)
+   * first (they make room), then every group's records (as few rows as the group limits allow)
    * and their `inTransaction` callbacks.
    */
   private flush(): void {
@@ -301,12 +429,13 @@ export class Outbox {
     let droppedBytes = 0;
     let acked = { n: 0, bytes: 0 };
     const cap = groups.length > 0 ? this.capacity() : this.options.maxBytes;
+    const firstSeq = this.nextSeq;
     try {
       this.db.transaction(() => {
         acked = this.deleteRanges(ranges);
         const createdAt = this.now();
         const base = this.totalBytes - acked.bytes;
-        let rows: PreparedRow[] = [];
+        let records: PreparedRecord[] = [];
         for (const group of groups) {
           // Once one group is refused, every later one is too: callers' state computed after the
           // refused group (rule state) would not hold, and a device's order is kept.
@@ -321,23 +450,25 @@ export class Outbox {
               continue;
             }
             // The oldest may be records of this very transaction: store what is waiting first.
-            this.insertRows(rows, createdAt);
-            rows = [];
+            this.store(records, createdAt);
+            records = [];
             const freed = this.dropOldest(wouldBe - cap);
             droppedNow += freed.n;
             droppedBytes += freed.bytes;
           }
-          for (const r of group.rows) rows.push(r);
-          added += group.rows.length;
+          for (const r of group.records) records.push(r);
+          added += group.records.length;
           addedBytes += group.bytes;
           accepted.push(group);
         }
-        this.insertRows(rows, createdAt);
+        this.store(records, createdAt);
         undo(refused);
         for (const group of accepted) group.inTransaction?.();
         if (droppedNow > 0) this.metaSet("dropped", String(this.dropped + droppedNow));
       });
     } catch (error) {
+      // Nothing of it was stored, and no one saw its seqs.
+      this.nextSeq = firstSeq;
       const failure = isDiskFull(error)
         ? new StorageFullError(
           `${errorMessage(error)} (the outbox holds ${this.totalBytes} bytes in ${this.depth} records; ` +
@@ -380,6 +511,35 @@ export class Outbox {
   }
 
   /**
+   * Stores records (inside a transaction) as groups of at most `groupRecords` records and
+   * `groupBytes` counted bytes, numbered from `nextSeq` on: one row, one encoding pass each.
+   */
+  private store(records: readonly PreparedRecord[], createdAt: number): void {
+    let from = 0;
+    while (from < records.length) {
+      let to = from;
+      let bytes = 0;
+      while (to < records.length && to - from < this.groupRecords) {
+        const b = countedBytes(records[to]);
+        if (to > from && bytes + b > this.groupBytes) break;
+        bytes += b;
+        to++;
+      }
+      const first = this.nextSeq;
+      const last = first + (to - from) - 1;
+      this.s.insert.run(
+        last,
+        to - from,
+        bytes,
+        createdAt,
+        encodeRecords(records, from, to, this.idPrefix, first),
+      );
+      this.nextSeq = last + 1;
+      from = to;
+    }
+  }
+
+  /**
    * The bytes the outbox may hold now: `maxBytes`, or under `drop-oldest` with `minFreeBytes`
    * less when the file system runs short: what it holds plus the free space above
    * `minFreeBytes` (so at worst it stops growing and new records replace the oldest; rows deleted
@@ -410,109 +570,114 @@ export class Outbox {
     return Math.min(max, this.totalBytes + Math.max(0, free - minFree));
   }
 
-  /** Deletes acknowledged ranges (inside a transaction); how many records and bytes went. */
+  /**
+   * Deletes the groups lying wholly in the acknowledged ranges (inside a transaction); how many
+   * records and bytes went. The uplink sends whole groups, so a batch's range covers each of its
+   * groups; a group only partly in a range stays (and is sent again: at least once, never lost).
+   */
   private deleteRanges(ranges: readonly [number, number][]): { n: number; bytes: number } {
     if (ranges.length === 0) return { n: 0, bytes: 0 };
-    // An aggregate and a plain DELETE: no row per deleted record crosses into JavaScript.
-    const measure = this.db.prepare(
-      "SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS bytes FROM outbox WHERE seq BETWEEN ? AND ?",
-    ).raw(true);
-    const del = this.db.prepare("DELETE FROM outbox WHERE seq BETWEEN ? AND ?");
     let n = 0;
     let bytes = 0;
     for (const [a, b] of ranges) {
-      const row = measure.get(a, b) as [number, number];
+      // An aggregate and a plain DELETE: no row per deleted group crosses into JavaScript.
+      const row = this.s.measure.get(a, b, a) as [number, number];
       if (row[0] === 0) continue;
       n += row[0];
       bytes += row[1];
-      del.run(a, b);
+      this.s.deleteRange.run(a, b, a);
     }
     return { n, bytes };
   }
 
-  /** Inserts rows with multi-row INSERTs (`LocalDatabase.insertRows`). */
-  private insertRows(rows: readonly PreparedRow[], createdAt: number): void {
-    const values: unknown[] = new Array(rows.length * 7);
-    for (let k = 0; k < rows.length; k++) {
-      const r = rows[k];
-      const o = k * 7;
-      values[o] = r.device;
-      values[o + 1] = r.kind;
-      values[o + 2] = r.ts;
-      values[o + 3] = r.topic;
-      values[o + 4] = r.payload;
-      values[o + 5] = r.bytes;
-      values[o + 6] = createdAt;
-    }
-    this.db.insertRows(INSERT_HEAD, 7, values);
-  }
-
-  /** Deletes the oldest records until at least `need` bytes are free; inside a transaction. */
+  /** Deletes the oldest groups until at least `need` bytes are free; inside a transaction. */
   private dropOldest(need: number): { n: number; bytes: number } {
-    const pick = this.db.prepare("SELECT seq, bytes FROM outbox ORDER BY seq LIMIT 512");
-    const del = this.db.prepare("DELETE FROM outbox WHERE seq <= ?");
     let n = 0;
     let bytes = 0;
     while (bytes < need) {
-      const rows = pick.all() as { seq: number; bytes: number }[];
+      const rows = this.s.groups.all(0, PAGE_GROUPS) as GroupRow[];
       if (rows.length === 0) break;
       let last = 0;
       for (const r of rows) {
-        n++;
-        bytes += r.bytes;
-        last = r.seq;
+        n += r[1];
+        bytes += r[2];
+        last = r[0];
         if (bytes >= need) break;
       }
-      del.run(last);
+      this.s.deleteUpTo.run(last);
     }
     return { n, bytes };
   }
 
-  /** The oldest records after `afterSeq`, at most `limit` of them and about `maxBytes` (at least one). */
-  claim(afterSeq: number, limit: number, maxBytes = Infinity): OutboxRecord[] {
-    return this.read<string>(this.claimStatement, afterSeq, limit, maxBytes);
-  }
-
   /**
-   * `claim()` with each payload as its UTF-8 bytes, straight from SQLite (`CAST(… AS BLOB)`): what
-   * the uplink puts on the wire, without a string and a re-encoding per record.
+   * The oldest groups after `afterSeq` (the last seq a caller has), as stored: at most
+   * `maxRecords` records and `maxBytes` counted bytes in all, whole groups only, and with
+   * `atLeastOne` the first group whatever its size (a group larger than the limits goes alone).
    */
-  claimBytes(afterSeq: number, limit: number, maxBytes = Infinity): OutboxRecordBytes[] {
-    return this.read<Uint8Array>(this.claimBytesStatement, afterSeq, limit, maxBytes);
+  claimGroups(afterSeq: number, maxRecords: number, maxBytes: number, atLeastOne = true): ClaimedGroups {
+    // Each group holds a record at least: more rows than records could not fit.
+    const rows = this.s.groups.all(afterSeq, Math.min(Math.max(maxRecords, 1), 4096) + 1) as GroupRow[];
+    let n = 0;
+    let bytes = 0;
+    let taken = 0;
+    let full = false;
+    for (const r of rows) {
+      if ((taken > 0 || !atLeastOne) && (n + r[1] > maxRecords || bytes + r[2] > maxBytes)) {
+        full = true;
+        break;
+      }
+      n += r[1];
+      bytes += r[2];
+      taken++;
+    }
+    if (taken === 0) return { groups: [], full };
+    const blobs = this.s.records.all(afterSeq, rows[taken - 1][0]) as [Uint8Array][];
+    if (blobs.length !== taken) {
+      throw new Error(`outbox changed while claimed (${blobs.length} of ${taken} groups)`);
+    }
+    const groups: OutboxGroup[] = new Array(taken);
+    for (let k = 0; k < taken; k++) {
+      const r = rows[k];
+      groups[k] = { seq: r[0], n: r[1], bytes: r[2], createdAt: r[3], records: blobs[k][0] };
+    }
+    return { groups, full };
   }
 
-  private read<P extends string | Uint8Array>(
-    statement: Statement,
-    afterSeq: number,
-    limit: number,
-    maxBytes: number,
-  ): (Omit<OutboxRecord, "payload"> & { payload: P })[] {
-    // A raw statement returning arrays: this runs for every batch sent, and drizzle's per-row
-    // mapping cost more than the query.
-    const rows = statement.all(afterSeq, limit) as unknown as ClaimRow[];
-    const out: (Omit<OutboxRecord, "payload"> & { payload: P })[] = [];
-    let bytes = 0;
-    for (const r of rows) {
-      const b = r[6];
-      if (out.length > 0 && bytes + b > maxBytes) break;
-      bytes += b;
-      out.push({
-        seq: r[0],
-        id: `${this.epoch}-${r[0]}`,
-        device: r[1],
-        kind: r[2],
-        ts: r[3],
-        topic: r[4],
-        payload: r[5] as P,
-        bytes: b,
-        createdAt: r[7],
-      });
+  /** The oldest `limit` records after `afterSeq`, decoded (for people and tests; the uplink sends groups). */
+  claim(afterSeq: number, limit: number): OutboxRecord[] {
+    const out: OutboxRecord[] = [];
+    let after = afterSeq;
+    while (out.length < limit) {
+      const rows = this.s.groups.all(after, PAGE_GROUPS) as GroupRow[];
+      if (rows.length === 0) break;
+      const last = rows[rows.length - 1][0];
+      const blobs = this.s.records.all(after, last) as [Uint8Array][];
+      for (let k = 0; k < rows.length && k < blobs.length; k++) {
+        for (const r of decodeRecords(blobs[k][0])) {
+          const seq = Number(r.id.slice(r.id.lastIndexOf("-") + 1));
+          if (seq <= afterSeq) continue;
+          out.push({
+            seq,
+            id: r.id,
+            device: r.device,
+            kind: r.kind,
+            ts: r.ts,
+            topic: r.topic === "" ? null : r.topic,
+            payload: r.payload.toString(),
+            bytes: r.payload.length + r.device.length + r.topic.length + ROW_OVERHEAD,
+            createdAt: rows[k][3],
+          });
+          if (out.length >= limit) return out;
+        }
+      }
+      after = last;
     }
     return out;
   }
 
   /**
-   * Deletes the records `firstSeq..lastSeq` (inclusive) once the hub has acknowledged them.
+   * Deletes the records `firstSeq..lastSeq` (inclusive) once the hub has acknowledged them: the
+   * groups wholly inside the range (`claimGroups` hands out whole groups).
    * Acks arriving together share one transaction, with the inserts waiting then if any; the
    * promise resolves after it commits.
    */
@@ -544,11 +709,13 @@ export class Outbox {
   }
 
   stats(): OutboxStats {
-    const oldest = this.depth > 0 ? (this.q.oldest.get() as { createdAt: number } | undefined) : undefined;
+    // `all`, not `get`: libsql's get() on a statement last run by all() with other values can
+    // answer with a row of that earlier run.
+    const oldest = this.depth > 0 ? (this.s.groups.all(0, 1)[0] as GroupRow | undefined) : undefined;
     return {
       depth: this.depth,
       bytes: this.totalBytes,
-      oldestAgeSeconds: oldest ? Math.max(0, Math.round((this.now() - oldest.createdAt) / 1000)) : 0,
+      oldestAgeSeconds: oldest ? Math.max(0, Math.round((this.now() - oldest[3]) / 1000)) : 0,
       dropped: this.dropped,
     };
   }

@@ -1,15 +1,14 @@
 /** The outbox's tables, as drizzle sees them (the SQL that creates them is in migrations/). */
-import { integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { blob, integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
 
-export const outbox = sqliteTable("outbox", {
+/** One row per group of records committed together, encoded as on the wire (0008_outbox_groups.sql). */
+export const outboxGroups = sqliteTable("outbox_groups", {
+  /** The seq of the group's last record; it holds `seq - n + 1 … seq`. */
   seq: integer("seq").primaryKey({ autoIncrement: true }),
-  device: text("device").notNull(),
-  kind: text("kind").notNull(),
-  ts: integer("ts").notNull(),
-  topic: text("topic"),
-  payload: text("payload").notNull(),
+  n: integer("n").notNull(),
   bytes: integer("bytes").notNull(),
   createdAt: integer("created_at").notNull(),
+  records: blob("records", { mode: "buffer" }).notNull(),
 });
 
 export const meta = sqliteTable("meta", {

@@ -25,6 +25,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import type { Batch, EdgeFrame, HubFrame, WireRecord } from "./frames.ts";
+import { encodeStoredBatch } from "./records_codec.ts";
 
 /** `definition` (`Hub/Connect`) with the batch fast path in front of its request (de)serializer. */
 export function withBatchCodec(
@@ -72,6 +73,9 @@ export function encodeBatchFrame(frame: unknown): Buffer | undefined {
   // protobufjs writes every member of the oneof that is set; only a lone batch is taken here.
   if (frame.commandResult != null || frame.heartbeat != null || frame.report != null) return undefined;
   if (!isObject(batch)) return undefined;
+  // Records the outbox stored already encoded (`{seq, encoded: [runs of Record fields]}`, see
+  // records_codec.ts): copied as they are. Never handed on: protobufjs would drop them silently.
+  if (batch.encoded != null) return encodeStoredBatch(batch.seq, batch.encoded);
   const { seq, records } = batch;
   if (seq != null && !(Number.isSafeInteger(seq) && (seq as number) >= 0)) return undefined;
   if (records != null && !Array.isArray(records)) return undefined;

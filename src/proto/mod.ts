@@ -9,6 +9,7 @@ import { withBatchCodec } from "./batch_codec.ts";
 import { hubDescriptor } from "./hub_descriptor.gen.ts";
 
 export type * from "./frames.ts";
+export * from "./records_codec.ts";
 
 /** Metadata keys the edge authenticates with. */
 export const AUTH_METADATA = { edgeId: "edge-id", routingKey: "routing-key", secret: "secret" } as const;

@@ -3,6 +3,8 @@
  * dispatcher loop that feeds it: claim the oldest records → send a batch → delete on ack.
  * Invariants:
  * - Records are sent in outbox order, at most `window` batches unacknowledged at once.
+ * - A batch is whole outbox groups, sent as the outbox stored them (records encoded as on the
+ *   wire), never read back record by record; the outbox stores no group larger than a batch.
  * - Batches are sized by load: a full batch (`batchRecords` or `batchBytes`) goes at once; a
  *   partial one goes when nothing else is in flight or its oldest record has waited `lingerMs`.
  *   Under load, records gather while earlier batches are acknowledged (fewer, larger batches,
@@ -27,8 +29,14 @@ import { Buffer } from "node:buffer";
 import { performance } from "node:perf_hooks";
 import { readFileSync } from "node:fs";
 import { type Backoff, createBackoff } from "../core/backoff.ts";
-import type { Outbox, OutboxRecordBytes } from "../outbox/mod.ts";
-import { AUTH_METADATA, type EdgeFrame, hubClientConstructor, type HubFrame } from "../proto/mod.ts";
+import type { Outbox, OutboxGroup } from "../outbox/mod.ts";
+import {
+  AUTH_METADATA,
+  type EdgeFrame,
+  hubClientConstructor,
+  type HubFrame,
+  type StoredBatch,
+} from "../proto/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { classify, codeName } from "./classify.ts";
 import { errorMessage } from "../core/errors.ts";
@@ -106,9 +114,12 @@ export class Uplink {
   private readonly batchBytes: number;
   private readonly lingerMs: number;
   private readonly backoff: Backoff;
-  /** Claimed, not yet sent: the next batch, growing while earlier ones are in flight. */
-  private staged: OutboxRecordBytes[] = [];
+  /** Claimed, not yet sent: the next batch's groups, growing while earlier ones are in flight. */
+  private staged: OutboxGroup[] = [];
+  private stagedRecords = 0;
   private stagedBytes = 0;
+  /** The next group does not fit the staged batch: it is as full as it gets. */
+  private stagedFull = false;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly urls: string[];
   /** The URL in use: an index into `urls`. */
@@ -149,6 +160,7 @@ export class Uplink {
     this.lingerMs = options.lingerMs ?? 20;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 30_000;
     this.backoff = createBackoff({ baseMs: 200, maxMs: 15_000 });
+    outbox.limitGroups(this.batchRecords, this.batchBytes);
   }
 
   start(): void {
@@ -360,9 +372,16 @@ export class Uplink {
     this.options.onFrame?.(frame);
   }
 
-  private unstage(): void {
+  /** The staged batch is being sent: the next one starts empty (its linger timer stays). */
+  private unstageBatch(): void {
     this.staged = [];
+    this.stagedRecords = 0;
     this.stagedBytes = 0;
+    this.stagedFull = false;
+  }
+
+  private unstage(): void {
+    this.unstageBatch();
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;
   }
@@ -379,25 +398,29 @@ export class Uplink {
       // only after its first message, little to waste on one that refuses the credentials.
       const window = this.connected ? this.window : Math.min(this.window, BATCHES_BEFORE_ANSWER);
       while (this.streaming && this.call && this.inFlight.size < window) {
-        if (this.staged.length < this.batchRecords && this.stagedBytes < this.batchBytes) {
-          const more = this.outbox.claimBytes(
+        if (
+          !this.stagedFull && this.stagedRecords < this.batchRecords && this.stagedBytes < this.batchBytes
+        ) {
+          const more = this.outbox.claimGroups(
             this.lastClaimed,
-            this.batchRecords - this.staged.length,
+            this.batchRecords - this.stagedRecords,
             this.batchBytes - this.stagedBytes,
+            this.staged.length === 0,
           );
-          if (more.length > 0) {
-            this.lastClaimed = more[more.length - 1].seq;
-            for (const r of more) {
-              this.staged.push(r);
-              this.stagedBytes += r.bytes;
-            }
+          for (const g of more.groups) {
+            this.staged.push(g);
+            this.stagedRecords += g.n;
+            this.stagedBytes += g.bytes;
+            this.lastClaimed = g.seq;
           }
+          this.stagedFull = more.full;
         }
-        const records = this.staged;
-        if (records.length === 0) break;
-        const full = records.length >= this.batchRecords || this.stagedBytes >= this.batchBytes;
+        const groups = this.staged;
+        if (groups.length === 0) break;
+        const full = this.stagedFull || this.stagedRecords >= this.batchRecords ||
+          this.stagedBytes >= this.batchBytes;
         if (!full && this.inFlight.size > 0) {
-          const wait = records[0].createdAt + this.lingerMs - Date.now();
+          const wait = groups[0].createdAt + this.lingerMs - Date.now();
           if (wait > 0) {
             this.lingerTimer ??= setTimeout(() => {
               this.lingerTimer = undefined;
@@ -411,13 +434,13 @@ export class Uplink {
             break;
           }
         }
-        this.staged = [];
-        this.stagedBytes = 0;
+        const count = this.stagedRecords;
+        this.unstageBatch();
         const seq = this.nextSeq++;
-        const first = records[0].seq;
-        const last = records[records.length - 1].seq;
-        this.inFlight.set(seq, { first, last, count: records.length, sentAt: performance.now() });
-        this.call.write({ frame: "batch", batch: { seq, records: records.map(toWire) } });
+        const first = groups[0].seq - groups[0].n + 1;
+        const last = groups[groups.length - 1].seq;
+        this.inFlight.set(seq, { first, last, count, sentAt: performance.now() });
+        this.call.write(toWire(seq, groups));
       }
     } finally {
       this.pumping = false;
@@ -459,8 +482,13 @@ export class Uplink {
   }
 }
 
-function toWire(r: OutboxRecordBytes) {
-  return { id: r.id, device: r.device, kind: r.kind, ts: r.ts, payload: r.payload, topic: r.topic ?? "" };
+/**
+ * A batch frame of stored groups: the batch codec copies their records as they are
+ * (src/proto/records_codec.ts), the bytes protobufjs would write for the same records.
+ */
+function toWire(seq: number, groups: readonly OutboxGroup[]): EdgeFrame {
+  const batch: StoredBatch = { seq, encoded: groups.map((g) => g.records) };
+  return { frame: "batch", batch } as unknown as EdgeFrame;
 }
 
 export function createUplink(
