@@ -9,8 +9,13 @@
  *
  * The 60 s reading costs one start staying up 55 s longer, so `--quick` keeps it: the target is
  * the larger of the 5 s and 60 s figures.
+ *
+ * The agent extracts libSQL's addon into a BUN_TMPDIR of its own, as the hub does (harness.ts):
+ * every outpost binary built with the same libSQL extracts it to the same file in /tmp, and pages
+ * that another outpost process on this machine keeps resident would count in this agent's RSS.
  */
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { outpostCommand, startProcess } from "../../tests/helpers/procs.ts";
 import { median, rssMb } from "./procs.ts";
 import { BENCH_RULES, type BenchContext, startEdge } from "./harness.ts";
@@ -48,9 +53,13 @@ export async function idle(ctx: BenchContext): Promise<void> {
     // The first start (by startEdge) created and migrated the database; these are restarts.
     await edge.agent.stop("SIGTERM");
     const healthz = `http://127.0.0.1:${edge.apiPort}/healthz`;
+    const tmp = join(edge.dir, "agent", "tmp");
+    mkdirSync(tmp, { recursive: true });
     for (let i = 1; i <= STARTS; i++) {
       const t0 = performance.now();
-      const proc = startProcess([...outpostCommand(ctx.runner), "run", "--config", edge.agent.configPath]);
+      const proc = startProcess([...outpostCommand(ctx.runner), "run", "--config", edge.agent.configPath], {
+        env: { BUN_TMPDIR: tmp },
+      });
       const sleepUntil = (ms: number) =>
         new Promise((r) => setTimeout(r, Math.max(0, ms - (performance.now() - t0))));
       let ms = 0;
