@@ -182,10 +182,10 @@ target("e2e_mqtt_vs_node_red", summary.e2e_mqtt_vs_node_red as number | undefine
 target("e2e_http_msgs_per_s", n("e2e_http_msgs_per_s"), ">=", 60_000);
 target("backlog_drain_msgs_per_s", n("backlog_drain_msgs_per_s"), ">=", 100_000);
 target("e2e_mqtt_peak_rss_mb", n("e2e_mqtt_peak_rss_mb"), "<=", 120);
-// Idle RSS: the larger of the 3 s median and where the last start settled after 30 s.
-const idleRss = [n("idle_rss_mb"), n("idle_rss_30s_mb")].filter((x) => x !== undefined) as number[];
-target("idle_rss_mb", idleRss.length ? Math.max(...idleRss) : undefined, "<=", 60);
-target("startup_ms", n("startup_ms"), "<=", 300);
+// Idle RSS: the larger of the 5 s median and where the last start settled after 60 s.
+const idleRss = [n("idle_rss_5s_mb"), n("idle_rss_60s_mb")].filter((x) => x !== undefined) as number[];
+target("idle_rss_mb", idleRss.length ? Math.max(...idleRss) : undefined, "<=", 40);
+target("startup_ms", n("startup_ms"), "<=", 150);
 // Two PostgreSQL replicas together store at least as many records per second as one libSQL hub.
 const pgRatio = ratio(n("hub_pg_records_per_s"), n("hub_libsql_records_per_s"));
 summary.hub_pg_vs_libsql = pgRatio;

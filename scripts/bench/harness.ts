@@ -103,7 +103,8 @@ export interface EdgeOptions {
  * What the hub runs from: for a compiled binary, a copy of it. Deployed, the hub runs on another
  * machine; two processes started from one file here would share the runtime's code pages, and
  * the kernel keeps shared file pages resident for both (the agent's RSS would count pages it has
- * handed back, see docs/memory.md).
+ * handed back, see docs/memory.md). The same goes for libSQL's addon, which each binary extracts
+ * to a file named by its content in BUN_TMPDIR: the hub gets a folder of its own (hubEnv).
  */
 function hubRunner(runner: Runner): Runner {
   if (runner === "deno" || runner === "bun" || !existsSync(runner)) return runner;
@@ -119,6 +120,13 @@ function hubRunner(runner: Runner): Runner {
   return copy;
 }
 
+/** The hub's environment: its own BUN_TMPDIR (see hubRunner). */
+function hubEnv(dir: string): Record<string, string> {
+  const tmp = join(dir, "hub", "tmp");
+  mkdirSync(tmp, { recursive: true });
+  return { BUN_TMPDIR: tmp };
+}
+
 /** Starts `outpost hub` (unless `hub: false`, which still reserves its ports) and an agent. */
 export async function startEdge(o: EdgeOptions): Promise<Edge> {
   const dir = tempDir("outpost-bench-");
@@ -130,6 +138,7 @@ export async function startEdge(o: EdgeOptions): Promise<Edge> {
     runner: hubRunner(o.runner),
     grpcPort,
     apiPort: hubApiPort,
+    env: hubEnv(dir),
   });
   const apiPort = await freePort();
   const mqttPort = await freePort();
@@ -170,6 +179,7 @@ export async function startEdge(o: EdgeOptions): Promise<Edge> {
         runner: hubRunner(o.runner),
         grpcPort,
         apiPort: hubApiPort,
+        env: hubEnv(dir),
       });
       edge.hub = hub;
       return hub;

@@ -30,8 +30,8 @@ import { createIngest, DeadLetters, type Ingest } from "../ingest/mod.ts";
 import { createOutbox, type Outbox } from "../outbox/mod.ts";
 import { createHttpIngest, createThingsBoardHttp, thingsBoardToken } from "../transports/http/mod.ts";
 import { createMqttTransports, type MqttTransports } from "../transports/mqtt/mod.ts";
-import { type CoapTransport, createCoapTransport } from "../transports/coap/mod.ts";
-import { createModbusTransport, type ModbusTransport } from "../transports/modbus/mod.ts";
+import type { CoapTransport } from "../transports/coap/mod.ts";
+import type { ModbusTransport } from "../transports/modbus/mod.ts";
 import type { Presence } from "../core/presence.ts";
 import { serve, type Server, target } from "../runtime/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
@@ -311,34 +311,50 @@ function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions)
     down: (device, transport) => devices.disconnected(device, transport),
   };
 
-  // CoAP (coap.listen, default off): ThingsBoard's device paths over UDP.
-  const coap: CoapTransport | undefined = config.coap
-    ? createCoapTransport({ listen: config.coap.listen, maxPayloadBytes: config.limits.maxPayloadBytes }, {
-      ingest,
-      telemetry,
-      deviceByToken: (token) => devices.findByToken(token),
-      commands: {
-        answer: (device, id, raw, via) => commands.answer(device, id, raw, via, "refuse"),
-        listening: (device) => commands.listening(device),
-      },
-      presence,
-      db,
-      accepting: () => gate.open,
-    })
-    : undefined;
-
-  // Modbus TCP polling (modbus[]): one poller per device.
-  const modbus: ModbusTransport | undefined = config.modbus.length > 0
-    ? createModbusTransport(config.modbus, {
-      ingest,
-      telemetry,
-      commands: {
-        answer: (device, id, raw, via) => commands.answer(device, id, raw, via),
-        listening: (device) => commands.listening(device),
-      },
-      presence,
-    })
-    : undefined;
+  // CoAP (coap.listen, default off) and Modbus TCP polling (modbus[]): their modules are loaded
+  // and the transports built at start, only when configured (start-up time and memory).
+  let coap: CoapTransport | undefined;
+  let modbus: ModbusTransport | undefined;
+  const optional = {
+    get coap() {
+      return coap;
+    },
+    get modbus() {
+      return modbus;
+    },
+    async build(): Promise<void> {
+      if (config.coap && !coap) {
+        const { createCoapTransport } = await import("../transports/coap/mod.ts");
+        coap = createCoapTransport({
+          listen: config.coap.listen,
+          maxPayloadBytes: config.limits.maxPayloadBytes,
+        }, {
+          ingest,
+          telemetry,
+          deviceByToken: (token) => devices.findByToken(token),
+          commands: {
+            answer: (device, id, raw, via) => commands.answer(device, id, raw, via, "refuse"),
+            listening: (device) => commands.listening(device),
+          },
+          presence,
+          db,
+          accepting: () => gate.open,
+        });
+      }
+      if (config.modbus.length > 0 && !modbus) {
+        const { createModbusTransport } = await import("../transports/modbus/mod.ts");
+        modbus = createModbusTransport(config.modbus, {
+          ingest,
+          telemetry,
+          commands: {
+            answer: (device, id, raw, via) => commands.answer(device, id, raw, via),
+            listening: (device) => commands.listening(device),
+          },
+          presence,
+        });
+      }
+    },
+  };
 
   return {
     db,
@@ -352,8 +368,7 @@ function buildParts(config: Config, telemetry: Telemetry, options: AgentOptions)
     commands,
     app,
     transports,
-    coap,
-    modbus,
+    optional,
     gate,
     connectivity,
     events,
@@ -375,8 +390,7 @@ export function createAgent(config: Config, telemetry: Telemetry, options: Agent
     commands,
     app,
     transports,
-    coap,
-    modbus,
+    optional,
     gate,
     connectivity,
     events,
@@ -449,15 +463,16 @@ export function createAgent(config: Config, telemetry: Telemetry, options: Agent
     {
       name: "transports",
       start: async ({ signal }) => {
+        await optional.build();
         await transports.start();
-        await coap?.start({ signal });
+        await optional.coap?.start({ signal });
         gate.open = true;
-        modbus?.start({ signal });
+        optional.modbus?.start({ signal });
       },
       stop: async () => {
         gate.open = false;
-        await modbus?.stop();
-        await coap?.stop();
+        await optional.modbus?.stop();
+        await optional.coap?.stop();
         await transports.stop();
       },
     },

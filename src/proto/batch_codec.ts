@@ -1,6 +1,6 @@
 /**
  * A hand-written codec for the one frame that carries volume on the hub link, `EdgeFrame{batch}`,
- * in front of proto-loader's generic one: encoding and decoding a backlog of small records through
+ * in front of the generic one (./codec.ts): encoding and decoding a backlog of small records through
  * protobufjs (a message object per record, a writer operation per field, then `toObject`) cost
  * about a tenth of each side's CPU.
  *
@@ -10,9 +10,9 @@
  *   this does too. It takes only values it can write the same way without conversion: strings
  *   without unpaired surrogates, safe integers (non-negative for `seq`), `Uint8Array` payloads.
  *   Anything else (another frame kind, a numeric string, a base64 payload, a `Long`) goes to
- *   proto-loader.
+ *   the generic codec.
  * - The decoder's object is exactly proto-loader's for a frame that is one `batch` field and
- *   nothing else (`longs: Number`, defaults filled in); any other frame goes to proto-loader.
+ *   nothing else (`longs: Number`, defaults filled in); any other frame goes to the generic codec.
  *   Payloads are `Buffer` views into the received bytes, as protobufjs gives them, and ASCII
  *   strings are slices of one string decoded from them: a record kept keeps its whole frame in
  *   memory. The hub keeps none past storing it.
@@ -22,23 +22,9 @@
  *   another wire type read as its own, a string running past its record cut short, a group or
  *   field number 0 skipped, a tag beyond 32 bits truncated), this throws.
  */
-import type * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import type { Batch, EdgeFrame, HubFrame, WireRecord } from "./frames.ts";
+import type { Batch, EdgeFrame, WireRecord } from "./frames.ts";
 import { encodeStoredBatch } from "./records_codec.ts";
-
-/** `definition` (`Hub/Connect`) with the batch fast path in front of its request (de)serializer. */
-export function withBatchCodec(
-  definition: grpc.MethodDefinition<EdgeFrame, HubFrame>,
-): grpc.MethodDefinition<EdgeFrame, HubFrame> {
-  const serialize = definition.requestSerialize;
-  const deserialize = definition.requestDeserialize;
-  return {
-    ...definition,
-    requestSerialize: (frame) => encodeBatchFrame(frame) ?? serialize(frame),
-    requestDeserialize: (bytes) => decodeBatchFrame(bytes) ?? deserialize(bytes),
-  };
-}
 
 // Tags: field number << 3 | wire type (0 varint, 2 length-delimited).
 const FRAME_BATCH = 0x0a;
@@ -200,7 +186,7 @@ function readRecord(reader: Reader, end: number): WireRecord {
 }
 
 /** A position in a received buffer. Every read takes the end of the enclosing message. */
-class Reader {
+export class Reader {
   /** The whole buffer decoded as Latin-1, once a string field needs it. */
   private latin1: string | undefined;
 
@@ -335,7 +321,7 @@ function truncated(): Error {
  * An object whose fields protobufjs's `fromObject` reads. (It passes a message of its own type
  * through as it is, but proto-loader's message classes never leave its serializer.)
  */
-function isObject(value: unknown): value is Record<string, any> {
+export function isObject(value: unknown): value is Record<string, any> {
   return typeof value === "object" && value !== null;
 }
 
@@ -356,7 +342,7 @@ function stringFieldSize(length: number): number {
 }
 
 /** Bytes in the varint of a non-negative safe integer. */
-function varintSize(v: number): number {
+export function varintSize(v: number): number {
   return v < 0x80
     ? 1
     : v < 0x4000
@@ -375,7 +361,7 @@ function varintSize(v: number): number {
 }
 
 /** Writes a non-negative safe integer as a varint; returns the position after it. */
-function writeVarint(buf: Buffer, pos: number, v: number): number {
+export function writeVarint(buf: Buffer, pos: number, v: number): number {
   // Above 32 bits, `&` still sees the low bits exactly (ToInt32 is modulo 2^32).
   while (v > 0xffffffff) {
     buf[pos++] = (v & 0x7f) | 0x80;
@@ -390,7 +376,7 @@ function writeVarint(buf: Buffer, pos: number, v: number): number {
 }
 
 /** Writes a negative safe integer as int64 does: the 10-byte varint of its two's complement. */
-function writeNegative(buf: Buffer, pos: number, v: number): number {
+export function writeNegative(buf: Buffer, pos: number, v: number): number {
   const magnitude = -v;
   let lo = magnitude >>> 0;
   let hi = ((magnitude - lo) / 4294967296) >>> 0;

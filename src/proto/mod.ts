@@ -1,12 +1,13 @@
 /**
  * The hub link's wire types and gRPC service definition, shared by the edge's uplink and the
- * reference hub. The descriptor is generated from proto/outpost/v1/hub.proto and embedded, so a
- * compiled binary needs no .proto file beside it.
+ * reference hub. The messages of proto/outpost/v1/hub.proto are encoded and decoded by hand
+ * (./codec.ts, batches by ./batch_codec.ts first), so a compiled binary needs no .proto file
+ * beside it and loads no protobuf library.
  */
 import * as grpc from "@grpc/grpc-js";
-import { fromJSON } from "@grpc/proto-loader";
-import { withBatchCodec } from "./batch_codec.ts";
-import { hubDescriptor } from "./hub_descriptor.gen.ts";
+import { decodeBatchFrame, encodeBatchFrame } from "./batch_codec.ts";
+import { decodeMessage, EDGE_FRAME, encodeMessage, HUB_FRAME } from "./codec.ts";
+import type { EdgeFrame, HubFrame } from "./frames.ts";
 
 export type * from "./frames.ts";
 export * from "./records_codec.ts";
@@ -14,24 +15,22 @@ export * from "./records_codec.ts";
 /** Metadata keys the edge authenticates with. */
 export const AUTH_METADATA = { edgeId: "edge-id", routingKey: "routing-key", secret: "secret" } as const;
 
-let cached: grpc.ServiceDefinition | undefined;
+/** `outpost.v1.Hub/Connect`: a stream of EdgeFrame up, a stream of HubFrame down. */
+const connect: grpc.MethodDefinition<EdgeFrame, HubFrame> = {
+  path: "/outpost.v1.Hub/Connect",
+  requestStream: true,
+  responseStream: true,
+  requestSerialize: (frame) => encodeBatchFrame(frame) ?? encodeMessage(EDGE_FRAME, frame),
+  requestDeserialize: (bytes) => decodeBatchFrame(bytes) ?? decodeMessage(EDGE_FRAME, bytes),
+  responseSerialize: (frame) => encodeMessage(HUB_FRAME, frame),
+  responseDeserialize: (bytes) => decodeMessage(HUB_FRAME, bytes),
+  // The implementation's and the client method's name, as proto-loader named it.
+  originalName: "connect",
+};
 
 /** The `outpost.v1.Hub` service definition (messages as plain objects, int64 as numbers). */
 export function hubService(): grpc.ServiceDefinition {
-  if (cached) return cached;
-  const pkg = fromJSON(hubDescriptor as any, {
-    keepCase: false,
-    longs: Number,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-  });
-  const loaded = grpc.loadPackageDefinition(pkg) as any;
-  const service = loaded.outpost.v1.Hub.service as grpc.ServiceDefinition;
-  // Batches, the bulk of the edge's frames, go through a hand-written codec (same bytes, same
-  // objects); every other message keeps proto-loader's.
-  cached = { ...service, Connect: withBatchCodec(service.Connect) };
-  return cached;
+  return { Connect: connect };
 }
 
 /** A client constructor for the Hub service. */

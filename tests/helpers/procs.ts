@@ -212,6 +212,8 @@ export async function startHub(
     startTimeoutMs?: number;
     /** The API's bearer token (and the fleet console's sign-in); none by default. */
     token?: string;
+    /** More environment variables for the hub process. */
+    env?: Record<string, string>;
   },
 ): Promise<HubHandle> {
   const grpcPort = options.grpcPort ?? await freePort();
@@ -229,7 +231,9 @@ export async function startHub(
       ...options.config,
     }),
   );
-  const proc = startProcess([...outpostCommand(options.runner), "hub", "--config", configPath]);
+  const proc = startProcess([...outpostCommand(options.runner), "hub", "--config", configPath], {
+    env: options.env,
+  });
   await proc.waitForEvent("hub.started", options.startTimeoutMs);
   return {
     proc,

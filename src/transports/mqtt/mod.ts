@@ -25,7 +25,7 @@ import {
   parseResponseTopic,
 } from "./commands.ts";
 import { createRedelivery, type Redelivery } from "./dedupe.ts";
-import { createExternalClient, type ExternalClient, type ExternalStatus } from "./external.ts";
+import type { ExternalClient, ExternalStatus } from "./external.ts";
 import { createIntake, type Intake } from "./intake.ts";
 import { errorMessage } from "../../core/errors.ts";
 
@@ -193,6 +193,10 @@ export function createMqttTransports(config: MqttConfig, deps: MqttDeps): MqttTr
         await broker.start();
       }
       const commands = deps.commands;
+      // mqtt.js is loaded only when an external broker is configured.
+      const { createExternalClient } = config.external.length > 0
+        ? await import("./external.ts")
+        : { createExternalClient: undefined! };
       externals = config.external.map((entry, index) =>
         createExternalClient({
           url: entry.url,

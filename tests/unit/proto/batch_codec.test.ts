@@ -159,7 +159,7 @@ Deno.test("a decoded batch has every default filled in, payloads as Buffer views
   assert.deepStrictEqual(wired.requestDeserialize(Buffer.alloc(0)), {});
 });
 
-Deno.test("frames the fast path does not take go to proto-loader, with the same bytes", () => {
+Deno.test("frames the fast path does not take go to the generic codec, with protobufjs's bytes", () => {
   const payload = Buffer.from('{"a":1}');
   const record = { id: "r", device: "d", kind: "telemetry", ts: 1, payload, topic: "" };
   const batch = (fields: Record<string, unknown>) => ({
