@@ -17,7 +17,14 @@
  *   call before storing anything. `status()` says what the link is waiting for.
  * - `hub.url` may list several hubs (SPEC §11): the edge uses one at a time and, when the call
  *   fails or is lost, moves to the next one in the list (round robin) after the backoff.
- * - Reconnects back off exponentially with jitter; credentials refused slow it down further.
+ * - Reconnects follow `createReconnectSchedule` (src/core/backoff.ts): a random 0.5–1 s between
+ *   attempts for the first minute of an outage, then exponential growth with full jitter up to
+ *   15 s; credentials refused add 5 s to every delay. A link lost within `STABLE_MS` of coming up
+ *   continues the outage it ended instead of starting a new one, so a hub that answers and drops
+ *   at once is not retried fast forever.
+ * - Every attempt dials on a new gRPC channel (and subchannel), and a channel is closed as soon as
+ *   its call ends: no grpc-js reconnect backoff of its own delays an attempt, and no channel keeps
+ *   dialling the hub in the background between attempts. The schedule above is the only one.
  * - A batch not acknowledged within `ackTimeoutMs` (config `hub.ackTimeout`) means a broken link,
  *   even when the connection looks alive (a hub that stopped acknowledging): the call is
  *   cancelled, and the reconnect resends everything unacknowledged. Measured on a monotonic clock.
@@ -26,22 +33,32 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { performance } from "node:perf_hooks";
 import { readFileSync } from "node:fs";
-import { type Backoff, createBackoff } from "../core/backoff.ts";
+import { createReconnectSchedule, type ReconnectSchedule } from "../core/backoff.ts";
 import type { Outbox, OutboxRecordBytes } from "../outbox/mod.ts";
 import { AUTH_METADATA, type EdgeFrame, hubClientConstructor, type HubFrame } from "../proto/mod.ts";
 import type { Telemetry } from "../telemetry/mod.ts";
 import { classify, codeName } from "./classify.ts";
 import { errorMessage } from "../core/errors.ts";
-import { runtimeName } from "../runtime/mod.ts";
 
 /**
- * Under Deno each connection gets a channel of its own, closed as soon as its call ends. Deno
- * 2.9's node:http2 can crash the process inside nghttp2 when a hub closing gracefully sends
- * GOAWAY on a session that has seen a call end (denoland/deno#36788; exit 134 or 139, before any
- * JavaScript runs). Closing the channel when the call ends keeps that GOAWAY from being
- * processed. See docs/decisions/0011-deno-goaway.md.
+ * Each connection gets a channel of its own, closed as soon as its call ends (decision 0017).
+ * A channel kept across attempts waits out grpc-js's own subchannel backoff (up to
+ * `grpc.max_reconnect_backoff_ms`, ±20 %) before it dials again, failing every call meanwhile,
+ * whatever the link's schedule says; that made a reconnect take seconds after the hub was back.
+ * Under Deno it is also what keeps the process alive: Deno 2.9's node:http2 can crash inside
+ * nghttp2 when a hub closing gracefully sends GOAWAY on a session that has seen a call end
+ * (denoland/deno#36788; exit 134 or 139); closing the channel when the call ends keeps that GOAWAY
+ * from being processed. See docs/decisions/0011-deno-goaway.md.
  */
-const FRESH_CHANNEL_PER_CONNECTION = runtimeName() === "deno";
+const CHANNEL_OPTIONS = {
+  // A channel of our own never shares a subchannel (nor its backoff) with an earlier one.
+  "grpc.use_local_subchannel_pool": 1,
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.max_reconnect_backoff_ms": 1_000,
+};
+
+/** A link lost sooner than this after the hub answered continues the outage it ended. */
+const STABLE_MS = 10_000;
 
 export interface UplinkConfig {
   /** One hub URL, or several to fail over between, in order of preference. */
@@ -105,7 +122,9 @@ export class Uplink {
   private readonly batchRecords: number;
   private readonly batchBytes: number;
   private readonly lingerMs: number;
-  private readonly backoff: Backoff;
+  private readonly backoff: ReconnectSchedule;
+  /** When the hub last answered (monotonic ms). */
+  private upSince = 0;
   /** Claimed, not yet sent: the next batch, growing while earlier ones are in flight. */
   private staged: OutboxRecordBytes[] = [];
   private stagedBytes = 0;
@@ -148,7 +167,12 @@ export class Uplink {
     this.batchBytes = options.batchBytes ?? 1024 * 1024;
     this.lingerMs = options.lingerMs ?? 20;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 30_000;
-    this.backoff = createBackoff({ baseMs: 200, maxMs: 15_000 });
+    this.backoff = createReconnectSchedule({
+      fastForMs: 60_000,
+      fastMinMs: 500,
+      fastMaxMs: 1_000,
+      maxMs: 15_000,
+    });
   }
 
   start(): void {
@@ -174,8 +198,7 @@ export class Uplink {
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.max_receive_message_length": 32 * 1024 * 1024,
       "grpc.max_send_message_length": 32 * 1024 * 1024,
-      "grpc.initial_reconnect_backoff_ms": 200,
-      "grpc.max_reconnect_backoff_ms": 5_000,
+      ...CHANNEL_OPTIONS,
     });
     this.clients.set(index, client);
     return client;
@@ -281,7 +304,7 @@ export class Uplink {
     this.connected = true;
     this.state = "up";
     this.lastError = undefined;
-    this.backoff.reset();
+    this.upSince = performance.now();
     this.telemetry.hubConnected(this.urls[this.current]);
     this.options.onConnected?.();
     this.pump();
@@ -319,19 +342,21 @@ export class Uplink {
     if (this.ackWatch) clearInterval(this.ackWatch);
     this.ackWatch = undefined;
     if (this.stopped) return;
-    if (FRESH_CHANNEL_PER_CONNECTION) {
-      // Close the channel at once (its HTTP/2 session with it) and dial the next attempt on a
-      // new one: a session the hub is closing never reaches the GOAWAY that Deno cannot take.
-      this.clients.get(this.current)?.close();
-      this.clients.delete(this.current);
-    }
+    // Close the channel at once (its HTTP/2 session with it) and dial the next attempt on a new
+    // one: its own reconnect backoff never delays ours, and under Deno a session the hub is
+    // closing never reaches the GOAWAY that Deno cannot take.
+    this.clients.get(this.current)?.close();
+    this.clients.delete(this.current);
     this.lastError = reason;
     if (wasConnected || reason !== this.reportedError) {
       this.telemetry.hubDisconnected(reason, codeName(code));
       this.reportedError = reason;
     }
+    // A link that was up long enough ended the outage; one that dropped at once continues it.
+    if (wasConnected && performance.now() - this.upSince >= STABLE_MS) this.backoff.reset();
     let delay = this.backoff.next();
-    if (classify(code) === "permanent") delay = Math.max(delay, 5_000);
+    // Credentials refused (or a protocol mismatch): an operator must act, so retry slowly.
+    if (classify(code) === "permanent") delay += 5_000;
     // Lost or never reached: the next attempt goes to the next hub in the list.
     this.current = (this.current + 1) % this.urls.length;
     this.retryAt = Date.now() + delay;
