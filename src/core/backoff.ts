@@ -29,8 +29,9 @@ export function createBackoff(
  * The hub link's reconnect schedule: fast while an outage is young, backing off when it lasts.
  * - For the first `fastForMs` of an outage (measured from when it began), every delay is random
  *   in [`fastMinMs`, `fastMaxMs`]: the edge tries at least once per `fastMaxMs`, so a hub that
- *   answers again is reached within that time, and a fleet's attempts are spread over it.
- * - After that, the n-th delay (n = 1, 2, …) is random in [`fastMaxMs`, min(`maxMs`, `fastMaxMs`·2ⁿ)]
+ *   answers again is reached within that time (plus the connection's own round trips), and a
+ *   fleet's attempts are spread over it.
+ * - After that, the n-th delay (n = 1, 2, …) is random in [`baseMs`, min(`maxMs`, `baseMs`·2ⁿ)]
  *   (exponential growth with full jitter above the floor), up to `maxMs`.
  * - `reset()` ends the outage; the first `next()` after it starts a new one.
  */
@@ -48,15 +49,17 @@ export function createReconnectSchedule(
     fastForMs?: number;
     fastMinMs?: number;
     fastMaxMs?: number;
+    baseMs?: number;
     maxMs?: number;
     random?: () => number;
     now?: () => number;
   } = {},
 ): ReconnectSchedule {
   const fastFor = options.fastForMs ?? 60_000;
-  const fastMin = options.fastMinMs ?? 500;
-  const fastMax = options.fastMaxMs ?? 1_000;
-  const max = Math.max(options.maxMs ?? 15_000, fastMax);
+  const fastMin = options.fastMinMs ?? 400;
+  const fastMax = options.fastMaxMs ?? 800;
+  const base = options.baseMs ?? 1_000;
+  const max = Math.max(options.maxMs ?? 15_000, base);
   const random = options.random ?? Math.random;
   const now = options.now ?? (() => performance.now());
   let since: number | undefined;
@@ -67,8 +70,8 @@ export function createReconnectSchedule(
       since ??= t;
       if (t - since < fastFor) return Math.round(fastMin + random() * (fastMax - fastMin));
       slow = Math.min(slow + 1, 30);
-      const cap = Math.min(max, fastMax * 2 ** slow);
-      return Math.round(fastMax + random() * (cap - fastMax));
+      const cap = Math.min(max, base * 2 ** slow);
+      return Math.round(base + random() * (cap - base));
     },
     reset() {
       since = undefined;

@@ -17,7 +17,7 @@
  *   call before storing anything. `status()` says what the link is waiting for.
  * - `hub.url` may list several hubs (SPEC §11): the edge uses one at a time and, when the call
  *   fails or is lost, moves to the next one in the list (round robin) after the backoff.
- * - Reconnects follow `createReconnectSchedule` (src/core/backoff.ts): a random 0.5–1 s between
+ * - Reconnects follow `createReconnectSchedule` (src/core/backoff.ts): a random 0.4–0.8 s between
  *   attempts for the first minute of an outage, then exponential growth with full jitter up to
  *   15 s; credentials refused add 5 s to every delay. A link lost within `STABLE_MS` of coming up
  *   continues the outage it ended instead of starting a new one, so a hub that answers and drops
@@ -169,8 +169,9 @@ export class Uplink {
     this.ackTimeoutMs = options.ackTimeoutMs ?? 30_000;
     this.backoff = createReconnectSchedule({
       fastForMs: 60_000,
-      fastMinMs: 500,
-      fastMaxMs: 1_000,
+      fastMinMs: 400,
+      fastMaxMs: 800,
+      baseMs: 1_000,
       maxMs: 15_000,
     });
   }

@@ -1,6 +1,6 @@
 /**
  * The hub link's reconnect schedule (src/core/backoff.ts, documented in docs/hub.md): a random
- * 0.5–1 s between attempts for the first minute of an outage, then exponential growth with full
+ * 0.4–0.8 s between attempts for the first minute of an outage, then exponential growth with full
  * jitter from 1 s up to 15 s; `reset()` starts a new outage. Driven with a hand-moved clock.
  */
 import assert from "node:assert/strict";
@@ -11,8 +11,9 @@ function schedule(random: () => number) {
   let t = 1_000_000;
   const s = createReconnectSchedule({
     fastForMs: 60_000,
-    fastMinMs: 500,
-    fastMaxMs: 1_000,
+    fastMinMs: 400,
+    fastMaxMs: 800,
+    baseMs: 1_000,
     maxMs: 15_000,
     random,
     now: () => t,
@@ -41,17 +42,17 @@ function sequence(values: number[]): () => number {
   return () => values[i++ % values.length];
 }
 
-Deno.test("first minute of an outage: every delay is in [0.5 s, 1 s], so a returning hub is tried within 1 s", () => {
+Deno.test("first minute of an outage: every delay is in [0.4 s, 0.8 s], so a returning hub is tried within 0.8 s", () => {
   for (const r of [0, 0.999_999, 0.5]) {
     const delays = schedule(() => r).run(200).filter(([age]) => age < 60_000);
     assert.ok(delays.length >= 60, `${delays.length} attempts in the first minute`);
     for (const [age, d] of delays) {
-      assert.ok(d >= 500 && d <= 1_000, `delay ${d} ms at ${age} ms into the outage`);
+      assert.ok(d >= 400 && d <= 800, `delay ${d} ms at ${age} ms into the outage`);
     }
   }
   // Attempts that take time themselves (a slow refusal) do not stretch the gaps.
   for (const [age, d] of schedule(() => 0.999_999).run(40, 300)) {
-    if (age < 60_000) assert.ok(d <= 1_000, `delay ${d} ms at ${age} ms`);
+    if (age < 60_000) assert.ok(d <= 800, `delay ${d} ms at ${age} ms`);
   }
 });
 
@@ -60,10 +61,10 @@ Deno.test("the delays are jittered: a fleet that lost the hub at once spreads it
   const random = sequence([0.03, 0.91, 0.47, 0.66, 0.12, 0.78, 0.35, 0.59]);
   for (let edge = 0; edge < 8; edge++) firsts.add(schedule(random).run(1)[0][1]);
   assert.equal(firsts.size, 8, `first delays ${[...firsts].join(", ")}`);
-  assert.ok(Math.min(...firsts) < 600 && Math.max(...firsts) > 900, [...firsts].join(", "));
+  assert.ok(Math.min(...firsts) < 450 && Math.max(...firsts) > 750, [...firsts].join(", "));
   // Math.random itself: 50 draws cover most of the range.
   const draws = schedule(Math.random).run(50).map(([, d]) => d);
-  assert.ok(Math.max(...draws) - Math.min(...draws) >= 250, draws.join(", "));
+  assert.ok(Math.max(...draws) - Math.min(...draws) >= 200, draws.join(", "));
 });
 
 Deno.test("after the first minute the delays grow exponentially with full jitter above 1 s, up to 15 s", () => {
@@ -75,7 +76,7 @@ Deno.test("after the first minute the delays grow exponentially with full jitter
   const low = schedule(() => 0).run(200).filter(([age]) => age >= 60_000).map(([, d]) => d);
   assert.ok(low.length > 0 && low.every((d) => d === 1_000), low.join(", "));
   // In between, each draw lies within its range.
-  const mid = schedule(() => 0.5).run(100).filter(([age]) => age >= 60_000).map(([, d]) => d);
+  const mid = schedule(() => 0.5).run(200).filter(([age]) => age >= 60_000).map(([, d]) => d);
   assert.deepEqual(mid.slice(0, 5), [1_500, 2_500, 4_500, 8_000, 8_000]);
 });
 
@@ -94,10 +95,10 @@ Deno.test("reset() ends the outage: the next failure is fast again and the clock
   h.s.reset();
   assert.equal(h.s.outageMs(), 0);
   h.advance(3_600_000);
-  assert.equal(h.s.next(), 1_000);
+  assert.equal(h.s.next(), 800);
   assert.equal(h.s.outageMs(), 0, "the new outage starts at its first delay");
   h.advance(59_000);
-  assert.equal(h.s.next(), 1_000);
+  assert.equal(h.s.next(), 800);
   h.advance(1_000);
   assert.equal(h.s.next(), 2_000, "a minute later it backs off again, from the first step");
 });
