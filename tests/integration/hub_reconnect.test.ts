@@ -3,7 +3,7 @@
  * the reference hub is stopped for a few seconds, started again on the same ports, and the edge
  * must be connected and delivering what it queued meanwhile within a bound counted from the hub's
  * `hub.started` line. The bound (3 s) is generous for a loaded machine; the schedule tries at least
- * once a second for the first minute of an outage, and `npm run bench -- --only backlog` measures
+ * every 0.8 s for the first minute of an outage, and `npm run bench -- --only backlog` measures
  * the real figure (`reconnect_ms`).
  */
 import assert from "node:assert/strict";
