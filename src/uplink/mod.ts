@@ -10,10 +10,10 @@
  * - A record is deleted only after the hub acknowledged the batch holding it.
  * - After any disconnect everything unacknowledged is sent again, oldest first (the hub
  *   deduplicates by record id, so the pair is exactly-once).
- * - Handshake (SPEC §6): the edge does not wait for the hub. It opens the call and sends its
- *   `hello` report and its first batches at once; the link counts as up on the hub's response
- *   headers or its first frame, whichever comes first (many gRPC stacks, grpcio among them, send
- *   headers only with the first response message). A hub that refuses the credentials ends the
+ * - Handshake (SPEC §6): the edge does not wait for the hub. It opens the call and, as soon as
+ *   the connection is up (TCP and HTTP/2), sends its `hello` report and its first batches; the
+ *   link counts as up on the hub's response headers or its first frame, whichever comes first
+ *   (many gRPC stacks, grpcio among them, send headers only with the first response message). A hub that refuses the credentials ends the
  *   call before storing anything. `status()` says what the link is waiting for.
  * - `hub.url` may list several hubs (SPEC §11): the edge uses one at a time and, when the call
  *   fails or is lost, moves to the next one in the list (round robin) after the backoff.
@@ -25,6 +25,8 @@
  * - Every attempt dials on a new gRPC channel (and subchannel), and a channel is closed as soon as
  *   its call ends: no grpc-js reconnect backoff of its own delays an attempt, and no channel keeps
  *   dialling the hub in the background between attempts. The schedule above is the only one.
+ *   Nothing is claimed for an attempt before its connection is up, and one not up within
+ *   `dialTimeoutMs` (20 s) ends the attempt.
  * - A batch not acknowledged within `ackTimeoutMs` (config `hub.ackTimeout`) means a broken link,
  *   even when the connection looks alive (a hub that stopped acknowledging): the call is
  *   cancelled, and the reconnect resends everything unacknowledged. Measured on a monotonic clock.
@@ -59,6 +61,8 @@ const CHANNEL_OPTIONS = {
 
 /** A link lost sooner than this after the hub answered continues the outage it ended. */
 const STABLE_MS = 10_000;
+/** How long an attempt may wait for its connection (TCP and HTTP/2) before the next one. */
+const DIAL_TIMEOUT_MS = 20_000;
 
 export interface UplinkConfig {
   /** One hub URL, or several to fail over between, in order of preference. */
@@ -84,6 +88,8 @@ export interface UplinkOptions {
   onConnected?: () => void;
   /** How long a batch may wait for its ack before the link counts as broken (ms); default 30 s. */
   ackTimeoutMs?: number;
+  /** How long an attempt may wait for its connection (TCP and HTTP/2) (ms); default 20 s. */
+  dialTimeoutMs?: number;
 }
 
 export interface UplinkStatus {
@@ -99,8 +105,11 @@ export interface UplinkStatus {
   error?: string;
 }
 
-/** Where the link is: waiting to retry, call open and waiting for the hub's first word, or up. */
-type LinkState = "idle" | "opening" | "up";
+/**
+ * Where the link is: waiting to retry, dialling (the call made, its connection not yet up), call
+ * open and waiting for the hub's first word, or up.
+ */
+type LinkState = "idle" | "dialling" | "opening" | "up";
 
 /** Batches sent on a new call before the hub has answered (headers or a first frame). */
 const BATCHES_BEFORE_ANSWER = 4;
@@ -219,6 +228,7 @@ export class Uplink {
 
   private waitingFor(): string {
     if (this.stopped) return "nothing (stopped)";
+    if (this.state === "dialling") return "the connection to the hub";
     if (this.state === "opening") {
       return `the hub's response headers or first frame (hello and ${this.inFlight.size} batches sent)`;
     }
@@ -240,7 +250,8 @@ export class Uplink {
     md.set(AUTH_METADATA.edgeId, this.options.edgeId);
     md.set(AUTH_METADATA.routingKey, this.config.routingKey);
     md.set(AUTH_METADATA.secret, this.config.secret);
-    const call = (this.clientFor(this.current) as any).connect(md) as grpc.ClientDuplexStream<
+    const client = this.clientFor(this.current);
+    const call = (client as any).connect(md) as grpc.ClientDuplexStream<
       EdgeFrame,
       HubFrame
     >;
@@ -268,16 +279,57 @@ export class Uplink {
     );
     call.on("end", () => end("hub ended the stream"));
     call.on("close", () => end("stream closed"));
-    this.onStreamOpen();
+    this.state = "dialling";
+    this.whenConnected(client.getChannel(), call, () => this.onStreamOpen());
   }
 
   /**
-   * The call is open: send at once, without waiting for the hub (SPEC §6 handshake). Nothing is
-   * deleted until the hub acknowledges, and a hub that refuses the credentials stores nothing.
+   * Runs `open` once the channel's connection is up (TCP and HTTP/2, not yet the hub's answer),
+   * unless the call ended first. Batches claimed and encoded for a call whose connection is then
+   * refused would be thrown away, and while the hub is down that is every attempt. A connection
+   * not up within `dialTimeoutMs` (a network that drops packets: TCP would go on retrying for
+   * minutes) ends the attempt, and the schedule makes the next one.
+   */
+  private whenConnected(
+    channel: ReturnType<grpc.Client["getChannel"]>,
+    call: grpc.ClientDuplexStream<EdgeFrame, HubFrame>,
+    open: () => void,
+  ) {
+    const dialTimeoutMs = this.options.dialTimeoutMs ?? DIAL_TIMEOUT_MS;
+    const timer = setTimeout(() => {
+      if (this.call !== call || this.stopped || this.streaming) return;
+      // Detach first, so the cancelled call's own end is not reported as the reason.
+      this.call = undefined;
+      this.onDisconnect(
+        `no connection to the hub within ${dialTimeoutMs / 1000} s; trying again`,
+        grpc.status.UNAVAILABLE,
+      );
+      try {
+        call.cancel();
+      } catch { /* already closed */ }
+    }, dialTimeoutMs);
+    const check = () => {
+      if (this.call !== call || this.stopped) return clearTimeout(timer);
+      const state = channel.getConnectivityState(false);
+      if (state === grpc.connectivityState.READY) {
+        clearTimeout(timer);
+        return open();
+      }
+      if (state === grpc.connectivityState.SHUTDOWN) return clearTimeout(timer);
+      channel.watchConnectivityState(state, Infinity, check);
+    };
+    check();
+  }
+
+  /**
+   * The call's connection is up: send at once, without waiting for the hub (SPEC §6 handshake).
+   * Nothing is deleted until the hub acknowledges, and a hub that refuses the credentials stores
+   * nothing.
    */
   private onStreamOpen(): void {
     this.streaming = true;
-    this.state = "opening";
+    // The hub may have answered already (its headers raced the connection's state change).
+    this.state = this.connected ? "up" : "opening";
     this.inFlight.clear();
     this.unstage();
     this.lastClaimed = 0;
