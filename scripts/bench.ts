@@ -181,6 +181,9 @@ target("e2e_mqtt_vs_raw_qos1", summary.e2e_mqtt_vs_raw_qos1 as number | undefine
 target("e2e_mqtt_vs_node_red", summary.e2e_mqtt_vs_node_red as number | undefined, ">=", 2.5);
 target("e2e_http_msgs_per_s", n("e2e_http_msgs_per_s"), ">=", 60_000);
 target("backlog_drain_msgs_per_s", n("backlog_drain_msgs_per_s"), ">=", 100_000);
+target("backlog_total_s", n("backlog_total_s"), "<=", 12);
+target("reconnect_ms", n("reconnect_ms"), "<=", 1_000);
+target("hub_cpu_s_per_100k", n("hub_cpu_s_per_100k"), "<=", 1.0);
 target("e2e_mqtt_peak_rss_mb", n("e2e_mqtt_peak_rss_mb"), "<=", 120);
 // Idle RSS: the larger of the 5 s median and where the last start settled after 60 s.
 const idleRss = [n("idle_rss_5s_mb"), n("idle_rss_60s_mb")].filter((x) => x !== undefined) as number[];

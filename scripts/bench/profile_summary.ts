@@ -6,10 +6,15 @@
  * sampler that stops while the thread sleeps gives the first sample after a sleep the whole gap.
  *
  *   deno run -A scripts/bench/profile_summary.ts FILE.cpuprofile [--top 40] [--filter src/] [--owners]
+ *     [--after FUNCTION]
  *
  * `--owners` adds a third view: each sample charged to the innermost frame that names an owner,
  * a file under src/ or a package under node_modules/ (native frames and libsql's JS wrapper are
  * charged to whoever called them), so that "the outbox" includes the SQLite time it causes.
+ *
+ * `--after` counts only the samples from the first one with FUNCTION on its stack on (e.g.
+ * `--after onHubFrame`: the agent's samples from the hub's first answer, leaving out a backlog's
+ * fill).
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -26,6 +31,7 @@ const { values, positionals } = parseArgs({
     top: { type: "string", default: "40" },
     filter: { type: "string" },
     owners: { type: "boolean" },
+    after: { type: "string" },
   },
 });
 const profile = JSON.parse(readFileSync(positionals[0], "utf8")) as {
@@ -58,7 +64,18 @@ const self = new Map<string, number>();
 const incl = new Map<string, number>();
 let total = 0;
 let idle = 0;
-for (let i = 0; i < profile.samples.length; i++) {
+let first = 0;
+if (values.after) {
+  const onStack = (leaf: number) => {
+    for (let id: number | undefined = leaf; id !== undefined; id = parent.get(id)) {
+      if (byId.get(id)!.callFrame.functionName === values.after) return true;
+    }
+    return false;
+  };
+  first = profile.samples.findIndex(onStack);
+  if (first < 0) throw new Error(`No sample has ${values.after} on its stack`);
+}
+for (let i = first; i < profile.samples.length; i++) {
   const dt = 1;
   const leaf = byId.get(profile.samples[i])!;
   const leafName = name(leaf);
@@ -85,7 +102,11 @@ for (let i = 0; i < profile.samples.length; i++) {
   }
 }
 const pct = (x: number) => `${(100 * x / total).toFixed(1).padStart(5)}%`;
-console.log(`${total} samples, idle ${pct(idle)}`);
+console.log(
+  `${total} samples${values.after ? ` from the first with ${values.after} on its stack` : ""}, idle ${
+    pct(idle)
+  }`,
+);
 console.log(`\nself time, top ${top}:`);
 for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${pct(v)}  ${k}`);
 console.log(`\ninclusive time${values.filter ? ` (${values.filter})` : ""}, top ${top}:`);

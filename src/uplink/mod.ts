@@ -12,14 +12,23 @@
  * - A record is deleted only after the hub acknowledged the batch holding it.
  * - After any disconnect everything unacknowledged is sent again, oldest first (the hub
  *   deduplicates by record id, so the pair is exactly-once).
- * - Handshake (SPEC §6): the edge does not wait for the hub. It opens the call and sends its
- *   `hello` report and its first batches at once; the link counts as up on the hub's response
- *   headers or its first frame, whichever comes first (many gRPC stacks, grpcio among them, send
- *   headers only with the first response message). A hub that refuses the credentials ends the
+ * - Handshake (SPEC §6): the edge does not wait for the hub. It opens the call and, as soon as
+ *   the connection is up (TCP and HTTP/2), sends its `hello` report and its first batches; the
+ *   link counts as up on the hub's response headers or its first frame, whichever comes first
+ *   (many gRPC stacks, grpcio among them, send headers only with the first response message). A hub that refuses the credentials ends the
  *   call before storing anything. `status()` says what the link is waiting for.
  * - `hub.url` may list several hubs (SPEC §11): the edge uses one at a time and, when the call
  *   fails or is lost, moves to the next one in the list (round robin) after the backoff.
- * - Reconnects back off exponentially with jitter; credentials refused slow it down further.
+ * - Reconnects follow `createReconnectSchedule` (src/core/backoff.ts): a random 0.4–0.8 s between
+ *   attempts for the first minute of an outage, then exponential growth with full jitter up to
+ *   15 s; credentials refused add 5 s to every delay. A link lost within `STABLE_MS` of coming up
+ *   continues the outage it ended instead of starting a new one, so a hub that answers and drops
+ *   at once is not retried fast forever.
+ * - Every attempt dials on a new gRPC channel (and subchannel), and a channel is closed as soon as
+ *   its call ends: no grpc-js reconnect backoff of its own delays an attempt, and no channel keeps
+ *   dialling the hub in the background between attempts. The schedule above is the only one.
+ *   Nothing is claimed for an attempt before its connection is up, and one not up within
+ *   `dialTimeoutMs` (20 s) ends the attempt.
  * - A batch not acknowledged within `ackTimeoutMs` (config `hub.ackTimeout`) means a broken link,
  *   even when the connection looks alive (a hub that stopped acknowledging): the call is
  *   cancelled, and the reconnect resends everything unacknowledged. Measured on a monotonic clock.
@@ -28,7 +37,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { performance } from "node:perf_hooks";
 import { readFileSync } from "node:fs";
-import { type Backoff, createBackoff } from "../core/backoff.ts";
+import { createReconnectSchedule, type ReconnectSchedule } from "../core/backoff.ts";
 import type { Outbox, OutboxGroup } from "../outbox/mod.ts";
 import {
   AUTH_METADATA,
@@ -40,16 +49,28 @@ import {
 import type { Telemetry } from "../telemetry/mod.ts";
 import { classify, codeName } from "./classify.ts";
 import { errorMessage } from "../core/errors.ts";
-import { runtimeName } from "../runtime/mod.ts";
 
 /**
- * Under Deno each connection gets a channel of its own, closed as soon as its call ends. Deno
- * 2.9's node:http2 can crash the process inside nghttp2 when a hub closing gracefully sends
- * GOAWAY on a session that has seen a call end (denoland/deno#36788; exit 134 or 139, before any
- * JavaScript runs). Closing the channel when the call ends keeps that GOAWAY from being
- * processed. See docs/decisions/0011-deno-goaway.md.
+ * Each connection gets a channel of its own, closed as soon as its call ends (decision 0017).
+ * A channel kept across attempts waits out grpc-js's own subchannel backoff (up to
+ * `grpc.max_reconnect_backoff_ms`, ±20 %) before it dials again, failing every call meanwhile,
+ * whatever the link's schedule says; that made a reconnect take seconds after the hub was back.
+ * Under Deno it is also what keeps the process alive: Deno 2.9's node:http2 can crash inside
+ * nghttp2 when a hub closing gracefully sends GOAWAY on a session that has seen a call end
+ * (denoland/deno#36788; exit 134 or 139); closing the channel when the call ends keeps that GOAWAY
+ * from being processed. See docs/decisions/0011-deno-goaway.md.
  */
-const FRESH_CHANNEL_PER_CONNECTION = runtimeName() === "deno";
+const CHANNEL_OPTIONS = {
+  // A channel of our own never shares a subchannel (nor its backoff) with an earlier one.
+  "grpc.use_local_subchannel_pool": 1,
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.max_reconnect_backoff_ms": 1_000,
+};
+
+/** A link lost sooner than this after the hub answered continues the outage it ended. */
+const STABLE_MS = 10_000;
+/** How long an attempt may wait for its connection (TCP and HTTP/2) before the next one. */
+const DIAL_TIMEOUT_MS = 20_000;
 
 export interface UplinkConfig {
   /** One hub URL, or several to fail over between, in order of preference. */
@@ -75,6 +96,8 @@ export interface UplinkOptions {
   onConnected?: () => void;
   /** How long a batch may wait for its ack before the link counts as broken (ms); default 30 s. */
   ackTimeoutMs?: number;
+  /** How long an attempt may wait for its connection (TCP and HTTP/2) (ms); default 20 s. */
+  dialTimeoutMs?: number;
 }
 
 export interface UplinkStatus {
@@ -90,8 +113,11 @@ export interface UplinkStatus {
   error?: string;
 }
 
-/** Where the link is: waiting to retry, call open and waiting for the hub's first word, or up. */
-type LinkState = "idle" | "opening" | "up";
+/**
+ * Where the link is: waiting to retry, dialling (the call made, its connection not yet up), call
+ * open and waiting for the hub's first word, or up.
+ */
+type LinkState = "idle" | "dialling" | "opening" | "up";
 
 /** Batches sent on a new call before the hub has answered (headers or a first frame). */
 const BATCHES_BEFORE_ANSWER = 4;
@@ -113,7 +139,9 @@ export class Uplink {
   private readonly batchRecords: number;
   private readonly batchBytes: number;
   private readonly lingerMs: number;
-  private readonly backoff: Backoff;
+  private readonly backoff: ReconnectSchedule;
+  /** When the hub last answered (monotonic ms). */
+  private upSince = 0;
   /** Claimed, not yet sent: the next batch's groups, growing while earlier ones are in flight. */
   private staged: OutboxGroup[] = [];
   private stagedRecords = 0;
@@ -159,7 +187,13 @@ export class Uplink {
     this.batchBytes = options.batchBytes ?? 1024 * 1024;
     this.lingerMs = options.lingerMs ?? 20;
     this.ackTimeoutMs = options.ackTimeoutMs ?? 30_000;
-    this.backoff = createBackoff({ baseMs: 200, maxMs: 15_000 });
+    this.backoff = createReconnectSchedule({
+      fastForMs: 60_000,
+      fastMinMs: 400,
+      fastMaxMs: 800,
+      baseMs: 1_000,
+      maxMs: 15_000,
+    });
     outbox.limitGroups(this.batchRecords, this.batchBytes);
   }
 
@@ -186,8 +220,7 @@ export class Uplink {
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.max_receive_message_length": 32 * 1024 * 1024,
       "grpc.max_send_message_length": 32 * 1024 * 1024,
-      "grpc.initial_reconnect_backoff_ms": 200,
-      "grpc.max_reconnect_backoff_ms": 5_000,
+      ...CHANNEL_OPTIONS,
     });
     this.clients.set(index, client);
     return client;
@@ -207,6 +240,7 @@ export class Uplink {
 
   private waitingFor(): string {
     if (this.stopped) return "nothing (stopped)";
+    if (this.state === "dialling") return "the connection to the hub";
     if (this.state === "opening") {
       return `the hub's response headers or first frame (hello and ${this.inFlight.size} batches sent)`;
     }
@@ -228,7 +262,8 @@ export class Uplink {
     md.set(AUTH_METADATA.edgeId, this.options.edgeId);
     md.set(AUTH_METADATA.routingKey, this.config.routingKey);
     md.set(AUTH_METADATA.secret, this.config.secret);
-    const call = (this.clientFor(this.current) as any).connect(md) as grpc.ClientDuplexStream<
+    const client = this.clientFor(this.current);
+    const call = (client as any).connect(md) as grpc.ClientDuplexStream<
       EdgeFrame,
       HubFrame
     >;
@@ -256,16 +291,57 @@ export class Uplink {
     );
     call.on("end", () => end("hub ended the stream"));
     call.on("close", () => end("stream closed"));
-    this.onStreamOpen();
+    this.state = "dialling";
+    this.whenConnected(client.getChannel(), call, () => this.onStreamOpen());
   }
 
   /**
-   * The call is open: send at once, without waiting for the hub (SPEC §6 handshake). Nothing is
-   * deleted until the hub acknowledges, and a hub that refuses the credentials stores nothing.
+   * Runs `open` once the channel's connection is up (TCP and HTTP/2, not yet the hub's answer),
+   * unless the call ended first. Batches claimed and encoded for a call whose connection is then
+   * refused would be thrown away, and while the hub is down that is every attempt. A connection
+   * not up within `dialTimeoutMs` (a network that drops packets: TCP would go on retrying for
+   * minutes) ends the attempt, and the schedule makes the next one.
+   */
+  private whenConnected(
+    channel: ReturnType<grpc.Client["getChannel"]>,
+    call: grpc.ClientDuplexStream<EdgeFrame, HubFrame>,
+    open: () => void,
+  ) {
+    const dialTimeoutMs = this.options.dialTimeoutMs ?? DIAL_TIMEOUT_MS;
+    const timer = setTimeout(() => {
+      if (this.call !== call || this.stopped || this.streaming) return;
+      // Detach first, so the cancelled call's own end is not reported as the reason.
+      this.call = undefined;
+      this.onDisconnect(
+        `no connection to the hub within ${dialTimeoutMs / 1000} s; trying again`,
+        grpc.status.UNAVAILABLE,
+      );
+      try {
+        call.cancel();
+      } catch { /* already closed */ }
+    }, dialTimeoutMs);
+    const check = () => {
+      if (this.call !== call || this.stopped) return clearTimeout(timer);
+      const state = channel.getConnectivityState(false);
+      if (state === grpc.connectivityState.READY) {
+        clearTimeout(timer);
+        return open();
+      }
+      if (state === grpc.connectivityState.SHUTDOWN) return clearTimeout(timer);
+      channel.watchConnectivityState(state, Infinity, check);
+    };
+    check();
+  }
+
+  /**
+   * The call's connection is up: send at once, without waiting for the hub (SPEC §6 handshake).
+   * Nothing is deleted until the hub acknowledges, and a hub that refuses the credentials stores
+   * nothing.
    */
   private onStreamOpen(): void {
     this.streaming = true;
-    this.state = "opening";
+    // The hub may have answered already (its headers raced the connection's state change).
+    this.state = this.connected ? "up" : "opening";
     this.inFlight.clear();
     this.unstage();
     this.lastClaimed = 0;
@@ -293,7 +369,7 @@ export class Uplink {
     this.connected = true;
     this.state = "up";
     this.lastError = undefined;
-    this.backoff.reset();
+    this.upSince = performance.now();
     this.telemetry.hubConnected(this.urls[this.current]);
     this.options.onConnected?.();
     this.pump();
@@ -331,19 +407,21 @@ export class Uplink {
     if (this.ackWatch) clearInterval(this.ackWatch);
     this.ackWatch = undefined;
     if (this.stopped) return;
-    if (FRESH_CHANNEL_PER_CONNECTION) {
-      // Close the channel at once (its HTTP/2 session with it) and dial the next attempt on a
-      // new one: a session the hub is closing never reaches the GOAWAY that Deno cannot take.
-      this.clients.get(this.current)?.close();
-      this.clients.delete(this.current);
-    }
+    // Close the channel at once (its HTTP/2 session with it) and dial the next attempt on a new
+    // one: its own reconnect backoff never delays ours, and under Deno a session the hub is
+    // closing never reaches the GOAWAY that Deno cannot take.
+    this.clients.get(this.current)?.close();
+    this.clients.delete(this.current);
     this.lastError = reason;
     if (wasConnected || reason !== this.reportedError) {
       this.telemetry.hubDisconnected(reason, codeName(code));
       this.reportedError = reason;
     }
+    // A link that was up long enough ended the outage; one that dropped at once continues it.
+    if (wasConnected && performance.now() - this.upSince >= STABLE_MS) this.backoff.reset();
     let delay = this.backoff.next();
-    if (classify(code) === "permanent") delay = Math.max(delay, 5_000);
+    // Credentials refused (or a protocol mismatch): an operator must act, so retry slowly.
+    if (classify(code) === "permanent") delay += 5_000;
     // Lost or never reached: the next attempt goes to the next hub in the list.
     this.current = (this.current + 1) % this.urls.length;
     this.retryAt = Date.now() + delay;
