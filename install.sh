@@ -401,7 +401,7 @@ check_base_url() {
 
 cleanup() {
   rm -rf -- "$work"
-  if [ -n "$staged" ]; then rm -f -- "$staged"; fi
+  if [ -n "$staged" ]; then rm -f -- "$staged" "$staged.xz"; fi
 }
 
 # Downloads SHA256SUMS and sets $expected, the hash it lists for $artifact.
@@ -482,21 +482,24 @@ fetch_compressed() {
     return 1
   fi
   say "Downloading $artifact.xz"
-  if ! fetch "$base_url/$version/$artifact.xz" "$work/$artifact.xz"; then
+  # Beside the binary's staging file, not in $work: /tmp is often in RAM on small devices.
+  staged_xz="$staged.xz"
+  if ! fetch "$base_url/$version/$artifact.xz" "$staged_xz"; then
+    rm -f -- "$staged_xz"
     warn "download of $base_url/$version/$artifact.xz failed ($(tail -n 1 "$work/download.err")): downloading the uncompressed $artifact"
     return 1
   fi
-  actual_xz="$(sha256 "$work/$artifact.xz")"
+  actual_xz="$(sha256 "$staged_xz")"
   if [ "$actual_xz" != "$expected_xz" ]; then
     die "checksum mismatch for $artifact.xz: SHA256SUMS says $expected_xz, the download is $actual_xz. Nothing was installed."
   fi
   # shellcheck disable=SC2086 # the decompressor is a command and its option
-  if ! $unpack "$work/$artifact.xz" >"$staged" 2>"$work/xz.err"; then
+  if ! $unpack "$staged_xz" >"$staged" 2>"$work/xz.err"; then
     warn "${unpack%% *} cannot decompress $artifact.xz ($(head -c 200 "$work/xz.err")): downloading the uncompressed $artifact"
-    rm -f -- "$staged"
+    rm -f -- "$staged" "$staged_xz"
     return 1
   fi
-  rm -f -- "$work/$artifact.xz"
+  rm -f -- "$staged_xz"
   return 0
 }
 

@@ -799,6 +799,7 @@ Deno.test({
         plain("2.0.2"),
       ]);
       assert.equal(await sha256Hex(missing.l.bin), s.compressed.sha256);
+      assert.deepEqual(readdirSync(missing.l.binDir), ["outpost"], "the failed .xz download is removed");
 
       const unlisted = await run("unlisted", "2.0.3");
       assert.equal(unlisted.r.code, 0, unlisted.r.stdout + unlisted.r.stderr);
