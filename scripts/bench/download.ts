@@ -3,7 +3,7 @@
  * bytes, the unit of the 40 MB budget). The largest `.xz` that `npm run build -- --target all
  * --compress` left in dist/ (build.json lists it, and a rebuild of a binary removes its stale .xz);
  * else dist/outpost-linux-x64 compressed here exactly as the build does (scripts/compress.ts, xz
- * -9e: about 2 minutes on one core), the result kept in bench-results/artifact-compressed.json
+ * -9e: minutes on one core), the result kept in bench-results/artifact-compressed.json
  * under the binary's SHA-256 so that the next run on the same binary reads it.
  */
 import { createHash } from "node:crypto";
@@ -47,7 +47,7 @@ export function download(ctx: BenchContext): Promise<void> {
   } catch { /* first run */ }
   let bytes = cached.sha256 === sha256 ? cached.bytes : undefined;
   if (bytes === undefined) {
-    ctx.log("   compressing dist/outpost-linux-x64 as the release does (xz -9e, about 2 minutes)");
+    ctx.log("   compressing dist/outpost-linux-x64 as the release does (xz -9e: minutes)");
     const dir = mkdtempSync(join(tmpdir(), "outpost-bench-xz-"));
     try {
       const out = join(dir, "outpost-linux-x64.xz");
