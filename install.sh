@@ -1,6 +1,7 @@
 #!/bin/sh
-# outpost installer: downloads the outpost binary for this machine (on armv7: the Node.js bundle
-# archive), checks it against the release's SHA256SUMS, installs it atomically, writes a config
+# outpost installer: downloads the outpost binary for this machine (its xz-compressed form when
+# xz is here and the release has it; on armv7: the Node.js bundle archive), checks it against the
+# release's SHA256SUMS, installs it atomically, writes a config
 # once, creates the data folder and, as root on a systemd machine, installs and starts the
 # outpost service.
 #
@@ -40,7 +41,9 @@ Options:
 Environment:
   OUTPOST_BASE_URL    where releases are: <base>/<version>/outpost-linux-<arch> (armv7:
                       outpost-linux-armv7.tar.gz) and <base>/<version>/SHA256SUMS
-                      (default: https://releases.outpost.dev)
+                      (default: https://releases.outpost.dev); outpost-linux-<arch>.xz, the
+                      compressed form, is downloaded instead when xz (or unxz) is here and
+                      SHA256SUMS lists it
   OUTPOST_VERSION     version to install (--version wins)
   OUTPOST_ARCH        skip architecture detection (x86_64, amd64, aarch64, arm64, armv7l, armhf)
   OUTPOST_NODE        armv7 only: the Node.js (20 or newer) to run outpost with (default: node
@@ -360,17 +363,26 @@ sha256() {
   fi
 }
 
+# fetch URL FILE: downloads; non-zero (the reason in $work/download.err) when that fails.
+fetch() {
+  if [ "$downloader" = curl ]; then
+    curl -fSsL --retry 3 --connect-timeout 20 -o "$2" "$1" 2>"$work/download.err" </dev/null
+  else
+    wget -q -T 20 -t 3 -O "$2" "$1" 2>"$work/download.err" </dev/null || {
+      echo "wget could not fetch it" >>"$work/download.err"
+      return 1
+    }
+  fi
+}
+
 # download URL FILE: fails with a message naming the URL.
 download() {
-  if [ "$downloader" = curl ]; then
-    if ! curl -fSsL --retry 3 --connect-timeout 20 -o "$2" "$1" 2>"$work/download.err" </dev/null; then
-      die "download of $1 failed: $(tail -n 1 "$work/download.err")"
-    fi
-  else
-    if ! wget -q -T 20 -t 3 -O "$2" "$1" 2>"$work/download.err" </dev/null; then
-      die "download of $1 failed (wget could not fetch it)"
-    fi
-  fi
+  fetch "$1" "$2" || die "download of $1 failed: $(tail -n 1 "$work/download.err")"
+}
+
+# sum_of FILE: the hash SHA256SUMS lists for FILE, or nothing.
+sum_of() {
+  awk -v f="$1" '$2 == f || $2 == "*" f { print $1; exit }' "$work/SHA256SUMS"
 }
 
 check_base_url() {
@@ -389,14 +401,14 @@ check_base_url() {
 
 cleanup() {
   rm -rf -- "$work"
-  if [ -n "$staged" ]; then rm -f -- "$staged"; fi
+  if [ -n "$staged" ]; then rm -f -- "$staged" "$staged.xz"; fi
 }
 
 # Downloads SHA256SUMS and sets $expected, the hash it lists for $artifact.
 expected_sum() {
   say "Downloading outpost $version for linux-$arch ($libc) from $base_url/$version/"
   download "$base_url/$version/SHA256SUMS" "$work/SHA256SUMS"
-  expected="$(awk -v f="$artifact" '$2 == f || $2 == "*" f { print $1; exit }' "$work/SHA256SUMS")"
+  expected="$(sum_of "$artifact")"
   [ -n "$expected" ] || die "$base_url/$version/SHA256SUMS has no entry for $artifact: is linux-$arch published for $version?"
 }
 
@@ -411,10 +423,16 @@ install_binary() {
 
   # The binary is staged in its final folder, so that the last step is one atomic rename.
   staged="$bin_dir/.outpost.download.$$"
-  download "$base_url/$version/$artifact" "$staged"
+  if fetch_compressed; then
+    got="$artifact (decompressed from $artifact.xz)"
+  else
+    say "Downloading $artifact"
+    download "$base_url/$version/$artifact" "$staged"
+    got="$artifact"
+  fi
   actual="$(sha256 "$staged")"
   if [ "$actual" != "$expected" ]; then
-    die "checksum mismatch for $artifact: SHA256SUMS says $expected, the download is $actual. Nothing was installed."
+    die "checksum mismatch for $got: SHA256SUMS says $expected, the download is $actual. Nothing was installed."
   fi
   chmod 0755 "$staged"
 
@@ -438,6 +456,61 @@ install_binary() {
     did "installed $bin (version ${new_version#outpost })"
   fi
   install_prestart
+}
+
+# The compressed form, $artifact.xz, into $staged: when xz (or busybox's unxz) is here and
+# SHA256SUMS lists it. Its own sum is checked before it is decompressed (a mismatch stops the
+# install); the binary it gives is checked afterwards like a plain download. Returns 1 (the plain
+# binary is downloaded instead) when there is no decompressor, no compressed form, its download
+# fails, or the decompressor cannot decode it.
+fetch_compressed() {
+  if command -v xz >/dev/null 2>&1; then
+    unpack="xz -dc"
+  elif command -v unxz >/dev/null 2>&1; then
+    unpack="unxz -c"
+  else
+    say "No xz here: downloading the uncompressed $artifact"
+    return 1
+  fi
+  if [ "$arch" = arm64 ] && [ "$unpack" = "xz -dc" ] && ! xz_decodes_arm64; then
+    say "$(xz --version | head -n 1) cannot decode the ARM64 filter of $artifact.xz (5.4 or newer can): downloading the uncompressed $artifact"
+    return 1
+  fi
+  expected_xz="$(sum_of "$artifact.xz")"
+  if [ -z "$expected_xz" ]; then
+    say "SHA256SUMS lists no $artifact.xz: downloading the uncompressed $artifact"
+    return 1
+  fi
+  say "Downloading $artifact.xz"
+  # Beside the binary's staging file, not in $work: /tmp is often in RAM on small devices.
+  staged_xz="$staged.xz"
+  if ! fetch "$base_url/$version/$artifact.xz" "$staged_xz"; then
+    rm -f -- "$staged_xz"
+    warn "download of $base_url/$version/$artifact.xz failed ($(tail -n 1 "$work/download.err")): downloading the uncompressed $artifact"
+    return 1
+  fi
+  actual_xz="$(sha256 "$staged_xz")"
+  if [ "$actual_xz" != "$expected_xz" ]; then
+    die "checksum mismatch for $artifact.xz: SHA256SUMS says $expected_xz, the download is $actual_xz. Nothing was installed."
+  fi
+  # shellcheck disable=SC2086 # the decompressor is a command and its option
+  if ! $unpack "$staged_xz" >"$staged" 2>"$work/xz.err"; then
+    warn "${unpack%% *} cannot decompress $artifact.xz ($(head -c 200 "$work/xz.err")): downloading the uncompressed $artifact"
+    rm -f -- "$staged" "$staged_xz"
+    return 1
+  fi
+  rm -f -- "$staged_xz"
+  return 0
+}
+
+# The arm64 .xz uses the ARM64 BCJ filter, which XZ Utils decodes from 5.4 on. Other decoders
+# (busybox) are tried: one that cannot decode it fails, and the plain binary is used.
+xz_decodes_arm64() {
+  xz_v="$(xz --version 2>/dev/null | sed -n 's/^xz (XZ Utils) \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -n 1)"
+  [ -n "$xz_v" ] || return 0
+  xz_major="${xz_v% *}"
+  xz_minor="${xz_v#* }"
+  [ "$xz_major" -gt 5 ] || { [ "$xz_major" -eq 5 ] && [ "$xz_minor" -ge 4 ]; }
 }
 
 # armv7: the archive (outpost-<version>-linux-armv7/ with the launcher `outpost`, outpost.mjs and

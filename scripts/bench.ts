@@ -15,7 +15,7 @@
  *
  * Scenarios: idle, e2e-mqtt, peers, e2e-http, e2e-coap, modbus-jitter, backlog, connections, gateway,
  * rules, hub-pg (the hub on its libSQL file against two replicas on PostgreSQL), runtimes (the Node
- * bundle against the binary).
+ * bundle against the binary), download (artifact_compressed_mb: the compressed release artifact's size).
  *
  * The default runner is the compiled x64 binary, dist/outpost-linux-x64, built first (`npm run
  * build -- --target linux-x64`) when it is missing or older than a file under src/.
@@ -27,6 +27,7 @@ import { parseArgs } from "node:util";
 import { ROOT, type Runner } from "../tests/helpers/procs.ts";
 import { backlog } from "./bench/backlog.ts";
 import { connections } from "./bench/connections.ts";
+import { download } from "./bench/download.ts";
 import { e2eHttp } from "./bench/e2e_http.ts";
 import { e2eCoap, modbusJitter } from "./bench/devices.ts";
 import { e2eMqtt } from "./bench/e2e_mqtt.ts";
@@ -146,6 +147,7 @@ const scenarios: [string, () => Promise<void>][] = [
   ["rules", rules],
   ["hub-pg", () => hubPg(ctx)],
   ["runtimes", () => runtimes(ctx)],
+  ["download", () => download(ctx)],
 ];
 if (only) {
   const known = new Set(scenarios.map(([name]) => name));
@@ -193,6 +195,8 @@ target("startup_ms", n("startup_ms"), "<=", 150);
 const pgRatio = ratio(n("hub_pg_records_per_s"), n("hub_libsql_records_per_s"));
 summary.hub_pg_vs_libsql = pgRatio;
 target("hub_pg_vs_libsql", pgRatio, ">=", 1.0);
+// The compressed release artifact (MB = 10^6 bytes): scripts/bench/download.ts.
+target("artifact_compressed_mb", n("artifact_compressed_mb"), "<=", 40);
 for (const key of Object.keys(summary)) if (summary[key] === undefined) delete summary[key];
 summary.targets = targets;
 for (const [name, t] of Object.entries(targets)) {

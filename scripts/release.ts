@@ -3,10 +3,14 @@
  *
  * Writes the signed update manifest for the binaries that `npm run build` left in `dist/`:
  *
- *   {"version", "artifacts": {"<target>": {"url", "sha256", "size"}}, "keyId", "signature"}
+ *   {"version", "artifacts": {"<target>": {"url", "sha256", "size"}},
+ *    "compressed": {"<target>": {"format": "xz", "url", "sha256", "size"}}, "keyId", "signature"}
  *
  * Each artifact's URL is `<base-url>/<version>/outpost-<target>` (`outpost-linux-armv7.tar.gz` for
- * the armv7 archive), the layout install.sh reads.
+ * the armv7 archive), the layout install.sh reads. `compressed` lists the binaries' compressed forms
+ * (`outpost-<target>.xz`, from `npm run build -- --compress`) when the build made them: a member
+ * of its own, so that agents that do not know it still accept the manifest (an artifact's members
+ * are checked strictly).
  * The hashes are computed here from the files (and must match dist/build.json); the version is
  * `--version`, else package.json's, and must be the one the binaries were built with. The
  * signature is ed25519 with the PKCS8 PEM key in FILE (from `outpost update keygen`) over the
@@ -81,6 +85,7 @@ export function release(argv: string[]): { path: string; manifest: unknown; publ
   if (targets.length === 0) throw new ReleaseError(`${infoPath} lists no binaries`);
 
   const artifacts: Record<string, { url: string; sha256: string; size: number }> = {};
+  const compressed: Record<string, { format: string; url: string; sha256: string; size: number }> = {};
   for (const target of targets) {
     // The Node bundle alone is no device's artifact; the armv7 archive is linux-armv7's.
     if (target === "node") continue;
@@ -98,6 +103,23 @@ export function release(argv: string[]): { path: string; manifest: unknown; publ
       sha256: hash,
       size: statSync(file).size,
     };
+    const packed = info.targets[target].compressed;
+    if (packed) {
+      const path = join(dist, packed.file);
+      if (!existsSync(path)) throw new ReleaseError(`${path} is missing (build.json lists it)`);
+      const packedHash = sha256(path);
+      if (packedHash !== packed.sha256) {
+        throw new ReleaseError(
+          `${path} changed since it was built (sha256 ${packedHash}, build.json says ${packed.sha256})`,
+        );
+      }
+      compressed[target] = {
+        format: packed.format,
+        url: `${base}/${version}/${packed.file}`,
+        sha256: packedHash,
+        size: statSync(path).size,
+      };
+    }
   }
 
   let pem: string;
@@ -114,7 +136,10 @@ export function release(argv: string[]): { path: string; manifest: unknown; publ
   } catch (error) {
     throw new ReleaseError(`${values.key}: ${(error as Error).message}`);
   }
-  const manifest = signManifest({ version, artifacts }, pem);
+  const manifest = signManifest(
+    Object.keys(compressed).length > 0 ? { version, artifacts, compressed } : { version, artifacts },
+    pem,
+  );
   // Sign, then check as a device would: never publish a manifest that does not verify.
   const check = verifyManifest(JSON.parse(JSON.stringify(manifest)), publicKey);
   if (!check.ok) throw new ReleaseError(`The signed manifest does not verify: ${check.reason}`);
@@ -139,10 +164,16 @@ function main(argv: string[]): number {
     console.log(USAGE);
     return 0;
   }
-  const m = result.manifest as { version: string; artifacts: Record<string, { url: string; size: number }> };
+  const m = result.manifest as {
+    version: string;
+    artifacts: Record<string, { url: string; size: number }>;
+    compressed?: Record<string, { url: string; size: number }>;
+  };
   console.log(`wrote ${result.path}: outpost ${m.version}, signed with key ${keyIdOf(result.publicKey)}`);
   for (const [target, a] of Object.entries(m.artifacts)) {
     console.log(`  ${target}: ${a.url} (${a.size} bytes)`);
+    const c = m.compressed?.[target];
+    if (c) console.log(`  ${target} compressed: ${c.url} (${c.size} bytes)`);
   }
   console.log(`publish the binaries and manifest.json under ${dirname(Object.values(m.artifacts)[0].url)}/`);
   console.log(`devices verify it with update.publicKey = ${result.publicKey}`);

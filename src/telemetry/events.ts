@@ -153,6 +153,12 @@ export const EVENTS = {
   "update.download.resume": [["info"], "a download resumed where it was interrupted"],
   "update.download.resumed": [["info"], "an interrupted download continues after a restart"],
   "update.download.interrupted": [["info"], "a download was interrupted; it resumes"],
+  "update.compressed.skipped": [["info"], "no xz here: the plain artifact is downloaded instead"],
+  "update.compressed.failed": [
+    ["warn"],
+    "the compressed artifact could not be fetched or decoded: the plain one is used",
+  ],
+  "update.compressed.unpacked": [["info"], "the compressed artifact was verified and decompressed"],
   "update.paused": [["warn"], "the download keeps failing; it is retried later"],
   "update.swapping": [["info"], "the verified executable is being swapped in"],
   "update.swapped": [["info"], "the new executable is in place; the agent restarts into it"],

@@ -29,6 +29,9 @@ export interface UpdatePaths {
   part: string;
   /** What `part` is meant to become (url, sha256, size, version): lets a restart resume. */
   partState: string;
+  /** The compressed form's download in progress, and its state: decompressed into `part`. */
+  compressedPart: string;
+  compressedPartState: string;
   /** Temporary name while `prev` is written. */
   prevTmp: string;
   /** Held (pid inside) while an update runs, so that two never run at once. */
@@ -47,6 +50,8 @@ export function updatePaths(exe: string, dataDir: string): UpdatePaths {
     prev: `${exe}.prev`,
     part: join(dir, `.${name}.update.part`),
     partState: join(dir, `.${name}.update.json`),
+    compressedPart: join(dir, `.${name}.update.xz.part`),
+    compressedPartState: join(dir, `.${name}.update.xz.json`),
     prevTmp: join(dir, `.${name}.prev.tmp`),
     lock: join(dir, `.${name}.update.lock`),
     marker: join(dataDir, "update-trial"),

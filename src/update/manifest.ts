@@ -28,9 +28,16 @@ export interface Artifact {
   size: number;
 }
 
+/** A binary's compressed form (the manifest's `compressed` member): `xz` only, for now. */
+export interface CompressedArtifact extends Artifact {
+  format: "xz";
+}
+
 export interface Manifest {
   version: string;
   artifacts: Record<string, Artifact>;
+  /** Compressed forms of some artifacts, by target: optional, a download can always do without. */
+  compressed?: Record<string, unknown>;
   keyId?: string;
   signature?: string;
   [member: string]: unknown;
@@ -41,6 +48,21 @@ const ArtifactSchema = v.strictObject({
   sha256: v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/, "must be 64 lower-case hex digits")),
   size: v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1")),
 });
+
+const CompressedSchema = v.strictObject({
+  ...ArtifactSchema.entries,
+  format: v.literal("xz"),
+});
+
+/**
+ * The compressed form the (verified) manifest offers for `target`, or undefined when there is
+ * none or it is not one this version can use: the plain artifact is downloaded then.
+ */
+export function compressedArtifact(manifest: Manifest, target: string): CompressedArtifact | undefined {
+  const entry = manifest.compressed?.[target];
+  if (entry === undefined) return undefined;
+  return v.is(CompressedSchema, entry) ? entry : undefined;
+}
 
 const ManifestSchema = v.looseObject({
   version: v.pipe(v.string(), v.check((s) => parseSemver(s) !== undefined, "must be a semver, e.g. 1.2.3")),

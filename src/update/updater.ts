@@ -3,7 +3,8 @@
  * safe to repeat after a kill -9 (docs/update.md has the why):
  *
  *   checking     fetch the manifest; verify its signature against update.publicKey; compare
- *   downloading  artifact for this target → `.<exe>.update.part` beside the executable (Range resume)
+ *   downloading  artifact for this target → `.<exe>.update.part` beside the executable (Range resume);
+ *                its compressed form first when the manifest has one and `xz` is on PATH
  *   verifying    size, sha256, chmod +x, the candidate's `--version` prints the offered version
  *   swapping     `<exe>.prev` ← current (hard link, atomic rename); trial marker written;
  *                candidate renamed over the executable; folder fsynced
@@ -15,7 +16,13 @@
 import { redactingLogger, redactUrl, redactUrlsIn } from "../core/redact.ts";
 import type { Logger } from "../telemetry/mod.ts";
 import type { UpdatePaths } from "./_files.ts";
-import { type Artifact, type Manifest, verifyManifest } from "./manifest.ts";
+import {
+  type Artifact,
+  type CompressedArtifact,
+  compressedArtifact,
+  type Manifest,
+  verifyManifest,
+} from "./manifest.ts";
 import { fetchManifest } from "./manifest_fetch.ts";
 import { acquireLock, install, type InstallContext, Refusal } from "./install.ts";
 import type { UpdateStateName, UpdateStatus } from "./status.ts";
@@ -79,7 +86,8 @@ export type CheckResult =
     offered: string;
     /** -1 older, 0 same, 1 newer than the running version. */
     order: -1 | 0 | 1;
-    artifact?: Artifact & { url: string };
+    /** The artifact for this target, with its compressed form when the manifest offers one. */
+    artifact?: Artifact & { url: string; compressed?: CompressedArtifact };
   }
   | { ok: false; reason: string; usage?: boolean };
 
@@ -319,6 +327,8 @@ async function checkManifest(
   const manifest = verified.manifest;
   const order = compareSemver(manifest.version, deps.version);
   const artifact = manifest.artifacts[deps.target];
+  // The armv7 archive is compressed already: only binaries have a compressed form.
+  const compressed = deps.bundle ? undefined : compressedArtifact(manifest, deps.target);
   return {
     ok: true,
     manifestUrl,
@@ -326,7 +336,15 @@ async function checkManifest(
     current: deps.version,
     offered: manifest.version,
     order,
-    artifact: artifact ? { ...artifact, url: new URL(artifact.url, manifestUrl).href } : undefined,
+    artifact: artifact
+      ? {
+        ...artifact,
+        url: new URL(artifact.url, manifestUrl).href,
+        ...(compressed
+          ? { compressed: { ...compressed, url: new URL(compressed.url, manifestUrl).href } }
+          : {}),
+      }
+      : undefined,
   };
 }
 

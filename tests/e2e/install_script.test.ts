@@ -6,7 +6,9 @@
  *
  * Served versions: 1.0.0 (x64, arm64 and the armv7 archive; `OUTPOST_TEST_REUSE_DIST=1` serves
  * dist/ under that name instead), 1.1.0 (x64 and armv7, also served as `latest`), 6.6.6 (a
- * tampered x64 binary and armv7 archive) and 4.0.4 (missing). shellcheck, qemu-aarch64-static,
+ * tampered x64 binary and armv7 archive), 4.0.4 (missing), and the x64 binary with its compressed
+ * form (`--compress`): 2.0.0 (both), 2.0.1 (a tampered .xz), 2.0.2 (the .xz listed in SHA256SUMS
+ * but not on the server) and 2.0.3 (no .xz at all). shellcheck, qemu-aarch64-static,
  * qemu-arm-static and the arm64 and armhf sysroots are required.
  */
 import assert from "node:assert/strict";
@@ -49,6 +51,8 @@ interface Site {
   base: string;
   v1: string;
   v2: string;
+  /** The x64 binary published with its .xz (2.0.0): its sha256, and the .xz's. */
+  compressed: { version: string; sha256: string; xzSha256: string };
   requests: string[];
   close(): Promise<void>;
 }
@@ -86,6 +90,49 @@ function site(): Promise<Site> {
         Deno.writeTextFileSync(join(srv, folder, "SHA256SUMS"), line, { append: true });
       }
     }
+    // The compressed form, as `npm run build -- --compress` makes it (a fast preset: the format is
+    // the release's, only the ratio differs).
+    const vx = "2.0.0";
+    const outx = join(work, `x64-${vx}`);
+    const bx = await runBuild([
+      "--target",
+      "linux-x64",
+      "--version",
+      vx,
+      "--outdir",
+      outx,
+      "--compress",
+      "--xz-preset",
+      "0",
+    ]);
+    if (bx.code !== 0) throw new Error(`compressed build failed:\n${bx.stdout}${bx.stderr}`);
+    for (
+      const [folder, files] of [
+        ["2.0.0", ["outpost-linux-x64", "outpost-linux-x64.xz"]],
+        ["2.0.1", ["outpost-linux-x64", "outpost-linux-x64.xz"]],
+        ["2.0.2", ["outpost-linux-x64"]],
+      ] as const
+    ) {
+      mkdirSync(join(srv, folder), { recursive: true });
+      for (const f of [...files, "SHA256SUMS"]) copyFileSync(join(outx, f), join(srv, folder, f));
+    }
+    mkdirSync(join(srv, "2.0.3"), { recursive: true });
+    copyFileSync(join(outx, "outpost-linux-x64"), join(srv, "2.0.3/outpost-linux-x64"));
+    Deno.writeTextFileSync(
+      join(srv, "2.0.3/SHA256SUMS"),
+      readFileSync(join(outx, "SHA256SUMS"), "utf8").split("\n").filter((l) => !l.endsWith(".xz")).join("\n"),
+    );
+    {
+      const tampered = join(srv, "2.0.1/outpost-linux-x64.xz");
+      const bytes = Deno.readFileSync(tampered);
+      bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+      Deno.writeFileSync(tampered, bytes);
+    }
+    const compressed = {
+      version: vx,
+      sha256: await sha256Hex(join(outx, "outpost-linux-x64")),
+      xzSha256: await sha256Hex(join(outx, "outpost-linux-x64.xz")),
+    };
     copyFileSync(INSTALL_SH, join(srv, "install.sh"));
     for (const name of ["outpost-linux-x64", ARMV7]) {
       const tampered = join(srv, "6.6.6", name);
@@ -114,6 +161,7 @@ function site(): Promise<Site> {
       base: `http://127.0.0.1:${port}`,
       v1: d1.version,
       v2,
+      compressed,
       requests,
       close: () => server.shutdown(),
     };
@@ -695,6 +743,89 @@ Deno.test({
     assert.equal(wgetOnly.code, 0, wgetOnly.stdout + wgetOnly.stderr);
     assert.equal((await versionOf(l.bin))[0], `outpost ${s.v2}`);
     assert.ok(!existsSync(l.unit), "--no-service: no unit");
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "the compressed form: .xz when xz is here, the plain binary without xz or without a .xz; a bad .xz is refused",
+  fn: async (t) => {
+    const s = await site();
+    const plain = (v: string) => `/${v}/outpost-linux-x64`;
+    const since = (from: number) => s.requests.slice(from);
+    const run = async (name: string, v: string, env: Record<string, string> = {}) => {
+      const l = layout(join(work, `xz-${name}`));
+      const from = s.requests.length;
+      const r = await install(l, ["--version", v, "--no-service"], env);
+      return { l, r, requests: since(from) };
+    };
+
+    await t.step(
+      "with xz: downloads the .xz only, checks it, installs the binary it decompresses to",
+      async () => {
+        const { l, r, requests } = await run("with", "2.0.0");
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /Downloading outpost-linux-x64\.xz/);
+        assert.ok(requests.includes(`${plain("2.0.0")}.xz`), requests.join(" "));
+        assert.ok(
+          !requests.includes(plain("2.0.0")),
+          `the plain binary is not downloaded: ${requests.join(" ")}`,
+        );
+        assert.equal(await sha256Hex(l.bin), s.compressed.sha256, "the installed binary is the release's");
+        assert.equal(mode(l.bin), 0o755);
+        assert.equal((await versionOf(l.bin))[0], "outpost 2.0.0");
+        assert.deepEqual(readdirSync(l.binDir), ["outpost"], "no temporary file is left beside the binary");
+      },
+    );
+
+    await t.step("without xz or unxz on PATH: the plain binary", async () => {
+      const { l, r, requests } = await run("without", "2.0.0", {
+        PATH: toolPath(join(work, "xz-path"), ["xz", "unxz"]),
+      });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /No xz here: downloading the uncompressed outpost-linux-x64/);
+      assert.ok(requests.includes(plain("2.0.0")));
+      assert.ok(!requests.includes(`${plain("2.0.0")}.xz`), requests.join(" "));
+      assert.equal(await sha256Hex(l.bin), s.compressed.sha256);
+    });
+
+    await t.step("a .xz listed but missing on the server, or not listed: the plain binary", async () => {
+      const missing = await run("missing", "2.0.2");
+      assert.equal(missing.r.code, 0, missing.r.stdout + missing.r.stderr);
+      assert.match(missing.r.stderr, /warning: download of .*outpost-linux-x64\.xz failed/);
+      assert.deepEqual(missing.requests.filter((p) => p.startsWith("/2.0.2/outpost")), [
+        `${plain("2.0.2")}.xz`,
+        plain("2.0.2"),
+      ]);
+      assert.equal(await sha256Hex(missing.l.bin), s.compressed.sha256);
+      assert.deepEqual(readdirSync(missing.l.binDir), ["outpost"], "the failed .xz download is removed");
+
+      const unlisted = await run("unlisted", "2.0.3");
+      assert.equal(unlisted.r.code, 0, unlisted.r.stdout + unlisted.r.stderr);
+      assert.match(unlisted.r.stdout, /SHA256SUMS lists no outpost-linux-x64\.xz/);
+      assert.deepEqual(unlisted.requests.filter((p) => p.startsWith("/2.0.3/outpost")), [plain("2.0.3")]);
+      assert.equal(await sha256Hex(unlisted.l.bin), s.compressed.sha256);
+    });
+
+    await t.step(
+      "a .xz whose checksum is wrong: refused, nothing installed, nothing left behind",
+      async () => {
+        const { l, r, requests } = await run("tampered", "2.0.1");
+        assert.equal(r.code, 1, r.stdout + r.stderr);
+        assert.match(
+          r.stderr,
+          new RegExp(
+            `checksum mismatch for outpost-linux-x64\\.xz: SHA256SUMS says ${s.compressed.xzSha256}`,
+          ),
+        );
+        assert.match(r.stderr, /Nothing was installed/);
+        assert.ok(!existsSync(l.bin));
+        assert.ok(!requests.includes(plain("2.0.1")), "not retried as the plain binary");
+        assert.deepEqual(existsSync(l.binDir) ? readdirSync(l.binDir) : [], []);
+        assert.deepEqual(readdirSync(join(l.root, "tmp")), [], "the work folder is removed");
+      },
+    );
   },
 });
 
