@@ -21,10 +21,11 @@
  * build -- --target linux-x64`) when it is missing or older than a file under src/.
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { ROOT, type Runner } from "../tests/helpers/procs.ts";
+import { newestMtime } from "./bench/procs.ts";
 import { backlog } from "./bench/backlog.ts";
 import { connections } from "./bench/connections.ts";
 import { download } from "./bench/download.ts";
@@ -51,15 +52,6 @@ const { values } = parseArgs({
 
 /** Peer figures from issue 8 that this machine's run does not measure (Node-RED). */
 const NODE_RED_MSGS_PER_S = 12_000;
-
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
-  }
-  return newest;
-}
 
 /** The compiled binary, built when missing or older than the source. */
 function binaryRunner(): Runner {

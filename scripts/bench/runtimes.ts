@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { outpostCommand, ROOT, type Runner, startProcess } from "../../tests/helpers/procs.ts";
-import { median, rssMb } from "./procs.ts";
+import { median, newestMtime, rssMb } from "./procs.ts";
 import { BENCH_RULES, type BenchContext, startEdge } from "./harness.ts";
 
 function bundleFiles(newerThan: number): { bundle: string; archive: string } {
@@ -52,7 +52,9 @@ async function startOnce(runner: Runner, configPath: string, healthz: string) {
 }
 
 export async function runtimes(ctx: BenchContext): Promise<void> {
-  const { bundle, archive } = bundleFiles(statSync(join(ROOT, "src")).mtimeMs);
+  const { bundle, archive } = bundleFiles(
+    Math.max(newestMtime(join(ROOT, "src")), newestMtime(join(ROOT, "migrations"))),
+  );
   const starts = ctx.quick ? 2 : 5;
   const edge = await startEdge({ runner: ctx.runner, rules: BENCH_RULES });
   const figures = {
