@@ -44,8 +44,9 @@ Deno.test("the redelivery memory keeps rows of the most recently active sessions
       );
     }
     r.prune(7 * 24 * 3600 * 1000);
-    const sessions = (db.prepare("SELECT DISTINCT session FROM mqtt_seen_packs").all() as { session: string }[])
-      .map((x) => x.session).sort();
+    const sessions =
+      (db.prepare("SELECT DISTINCT session FROM mqtt_seen_packs").all() as { session: string }[])
+        .map((x) => x.session).sort();
     assert.deepEqual(sessions, Array.from({ length: 10 }, (_, i) => `client-${20 + i}`).sort());
   } finally {
     db.close();
