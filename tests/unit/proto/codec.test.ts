@@ -8,35 +8,11 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { fromJSON } from "@grpc/proto-loader";
-import type * as grpc from "@grpc/grpc-js";
-import { hubDescriptor } from "../../../src/proto/hub_descriptor.gen.ts";
 import { hubService } from "../../../src/proto/mod.ts";
 import { Random } from "../rules/_random.ts";
+import { EDGES, MAX, original, randomString } from "./_reference.ts";
 
-const original = (fromJSON(hubDescriptor as any, {
-  keepCase: false,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-})["outpost.v1.Hub"] as grpc.ServiceDefinition).Connect;
 const wired = hubService().Connect;
-
-const CHARS = ["abcxyz0189-_/ .", "éüßñøÆ", "€中文字日本語한국", "😀🚀🌍𝄞𠜎"].map((s) => [...s]);
-
-function randomString(r: Random): string {
-  const roll = r.int(10);
-  if (roll === 0) return "";
-  const length = roll === 1 ? 40 + r.int(200) : r.int(40);
-  let s = "";
-  const ascii = r.chance(0.6);
-  for (let i = 0; i < length; i++) s += r.pick(ascii ? CHARS[0] : r.pick(CHARS));
-  return s;
-}
-
-const MAX = Number.MAX_SAFE_INTEGER;
-const EDGES = [7, 14, 21, 28, 31, 32, 35, 42, 49].flatMap((bits) => [2 ** bits - 1, 2 ** bits]);
 
 function randomUnsigned(r: Random): number {
   return r.pick([0, 1, r.int(1000), r.int(2 ** 32), r.int(2 ** 21) * 2 ** 32, MAX, ...EDGES]);
