@@ -33,7 +33,9 @@ export function hubService(): grpc.ServiceDefinition {
   return { Connect: connect };
 }
 
-/** A client constructor for the Hub service. */
+let clientConstructor: grpc.ServiceClientConstructor | undefined;
+
+/** A client constructor for the Hub service (made once: the uplink makes a client per attempt). */
 export function hubClientConstructor(): grpc.ServiceClientConstructor {
-  return grpc.makeGenericClientConstructor(hubService(), "outpost.v1.Hub");
+  return clientConstructor ??= grpc.makeGenericClientConstructor(hubService(), "outpost.v1.Hub");
 }

@@ -152,8 +152,8 @@ export class Uplink {
   private readonly urls: string[];
   /** The URL in use: an index into `urls`. */
   private current = 0;
-  /** One client per URL, made when first used. */
-  private clients = new Map<number, grpc.Client>();
+  /** The current attempt's client (its own channel), closed when its call ends. */
+  private client: grpc.Client | undefined;
   private call: grpc.ClientDuplexStream<EdgeFrame, HubFrame> | undefined;
   /** The call is open and may be written to (before the hub said anything, too). */
   private streaming = false;
@@ -204,17 +204,15 @@ export class Uplink {
     this.connect();
   }
 
-  /** The gRPC client for `urls[index]`, made on first use. */
-  private clientFor(index: number): grpc.Client {
-    let client = this.clients.get(index);
-    if (client !== undefined) return client;
+  /** A new gRPC client, on a channel of its own, for `urls[index]`. */
+  private newClient(index: number): grpc.Client {
     const u = new URL(this.urls[index]);
     const target = `${u.hostname}:${u.port || (u.protocol === "grpcs:" ? "443" : "80")}`;
     const credentials = u.protocol === "grpcs:"
       ? grpc.credentials.createSsl(this.config.ca ? readFileSync(this.config.ca) : undefined)
       : grpc.credentials.createInsecure();
     const Client = hubClientConstructor();
-    client = new Client(target, credentials, {
+    return new Client(target, credentials, {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
@@ -222,8 +220,6 @@ export class Uplink {
       "grpc.max_send_message_length": 32 * 1024 * 1024,
       ...CHANNEL_OPTIONS,
     });
-    this.clients.set(index, client);
-    return client;
   }
 
   status(): UplinkStatus {
@@ -262,7 +258,7 @@ export class Uplink {
     md.set(AUTH_METADATA.edgeId, this.options.edgeId);
     md.set(AUTH_METADATA.routingKey, this.config.routingKey);
     md.set(AUTH_METADATA.secret, this.config.secret);
-    const client = this.clientFor(this.current);
+    const client = this.client ??= this.newClient(this.current);
     const call = (client as any).connect(md) as grpc.ClientDuplexStream<
       EdgeFrame,
       HubFrame
@@ -410,8 +406,8 @@ export class Uplink {
     // Close the channel at once (its HTTP/2 session with it) and dial the next attempt on a new
     // one: its own reconnect backoff never delays ours, and under Deno a session the hub is
     // closing never reaches the GOAWAY that Deno cannot take.
-    this.clients.get(this.current)?.close();
-    this.clients.delete(this.current);
+    this.client?.close();
+    this.client = undefined;
     this.lastError = reason;
     if (wasConnected || reason !== this.reportedError) {
       this.telemetry.hubDisconnected(reason, codeName(code));
@@ -555,8 +551,8 @@ export class Uplink {
       call?.end();
       call?.cancel();
     } catch { /* already closed */ }
-    for (const client of this.clients.values()) client.close();
-    this.clients.clear();
+    this.client?.close();
+    this.client = undefined;
   }
 }
 
